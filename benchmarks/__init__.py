@@ -1,0 +1,10 @@
+"""vlaebench: the harness that trains every method under fixed seeds and budgets and records it."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: results/ and report/ live here
+
+
+class UserError(Exception):
+    """Bad input from the user (a name, a spec, a record, missing data): the CLI prints the message
+    as one line and exits non-zero, without a traceback."""

@@ -1,0 +1,143 @@
+"""The ``vlaebench`` command: ``list``, ``run`` and ``tables``."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+import models
+from benchmarks import ROOT, UserError, data, records, specs, train
+
+DEFAULT_RESULTS = ROOT / "results"
+DEFAULT_REPORT = ROOT / "report" / "tables"
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise UserError(f"--seeds {text!r}: expected comma-separated non-negative integers, e.g. 0,1,2")
+    return seeds
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device; valid: cpu, cuda, cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r}: valid: cpu, cuda, cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine; valid here: cpu")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def cmd_list(args) -> None:
+    print("papers:")
+    for key in specs.paper_keys():
+        paper = specs.load_paper(key)
+        print(f"  {key}: {paper.title}")
+        print(f"    datasets: {', '.join(paper.datasets)}")
+        for name, method in paper.methods.items():
+            hyper = ", ".join(f"{k}={v}" for k, v in method.hyper.items())
+            print(f"    method {name} (model {method.model}; {hyper})")
+        for entry in paper.reported:
+            shown = f"{entry.value}" if entry.value is not None else f"missing (transcribe from {entry.missing})"
+            print(f"    reported {entry.metric} {entry.method} on {entry.dataset}: {shown} [{entry.source}]")
+    print(f"methods: {', '.join(models.registry())}")
+    print(f"datasets: {', '.join(data.DATASETS)}")
+    print("budgets:")
+    for name, budget in specs.load_budgets().items():
+        caps = ", ".join(f"{k}={v}" for k, v in budget.caps.items())
+        print(f"  {name}: {budget.description} ({caps})")
+
+
+def cmd_run(args) -> int:
+    paper = specs.load_paper(args.paper)
+    budget = specs.budget(args.budget)
+    seeds = _parse_seeds(args.seeds)
+    device = _device(args.device)
+    methods = [args.method] if args.method else list(paper.methods)
+    datasets = [args.dataset] if args.dataset else list(paper.datasets)
+    # Resolve every run first: a bad name fails before anything trains.
+    plan = [specs.resolve(paper, m, d, budget, s) for d in datasets for m in methods for s in seeds]
+    loaded = {}
+    failures = 0
+    for config in plan:
+        run_id = specs.run_id(config)
+        path = records.path_for(args.results, config, run_id)
+        label = f"{config['paper']} {config['method']} {config['dataset']} {config['budget']} seed {config['seed']}"
+        if path.exists() and not args.force:
+            existing = records.read(path)
+            print(f"skipped  {label}: record exists ({existing['status']}), --force redoes it: {path}")
+            continue
+        if config["dataset"] not in loaded:
+            loaded[config["dataset"]] = data.load(config["dataset"], args.data_dir).to(device)
+        record = train.run(config, run_id, loaded[config["dataset"]], device, progress=not args.quiet)
+        records.write(record, path)
+        failures += record["status"] != "ok"
+        print(f"{record['status']:8s} {label}: {_summary(record)} -> {path}")
+    return 1 if failures else 0
+
+
+def _summary(record: dict) -> str:
+    parts = [f"{name} {m['value']:.2f}" for name, m in record["metrics"].items() if m["value"] is not None]
+    timing = record["timing"]
+    parts.append(f"{timing.get('epochs', 0)} epochs, {timing.get('train_wall_s', 0):.1f} s training")
+    if record["error"]:
+        parts.append(record["error"].strip().splitlines()[-1])
+    return ", ".join(parts)
+
+
+def cmd_tables(args) -> None:
+    from report import generate
+
+    written = generate.write_tables(args.results, args.out)
+    for path in written:
+        print(path)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="vlaebench", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="papers, methods, datasets, budgets and reported numbers")
+    run = sub.add_parser("run", help="train and evaluate; one record per run in RESULTS/runs/")
+    run.add_argument("--paper", required=True)
+    run.add_argument("--method", help="one method of the paper (default: all)")
+    run.add_argument("--dataset", help="one dataset of the paper (default: all)")
+    run.add_argument("--budget", required=True)
+    run.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
+    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    run.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    run.add_argument("--data-dir", help="folder with the datasets in torchvision's layout (or set VLAEBENCH_DATA)")
+    run.add_argument("--force", action="store_true", help="redo runs whose record exists")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    tables = sub.add_parser("tables", help="regenerate Markdown and LaTeX tables from the records (never trains)")
+    tables.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    tables.add_argument("--out", type=Path, default=DEFAULT_REPORT)
+    return top
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            cmd_list(args)
+        elif args.command == "run":
+            return cmd_run(args)
+        else:
+            cmd_tables(args)
+    except UserError as e:
+        print(f"vlaebench: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

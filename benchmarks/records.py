@@ -1,0 +1,79 @@
+"""Run records: one JSON file per run under ``<results>/runs/``, written atomically and never edited.
+
+A record is self-describing: identity (paper, method, dataset, budget, seed, run_id), the resolved
+config, the outcome (status, stop_reason, error), metrics with their estimator settings, curves,
+timing and provenance. ``load_all`` refuses a corrupt record with an error that names it, and
+never modifies or drops a file.
+"""
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from benchmarks import UserError
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "diverged", "failed", "timeout")
+REQUIRED = ("schema_version", "run_id", "paper", "method", "dataset", "budget", "seed", "config", "status",
+            "stop_reason", "metrics", "curves", "timing", "provenance", "error")
+
+
+def runs_dir(results: Path) -> Path:
+    return Path(results) / "runs"
+
+
+def path_for(results: Path, config: dict, run_id: str) -> Path:
+    name = f"{config['paper']}__{config['method']}__{config['dataset']}__{config['budget']}__seed{config['seed']}__{run_id}.json"
+    return runs_dir(results) / name
+
+
+def write(record: dict, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename over ``path``: a reader never
+    sees a half-written record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_strict_json(record), f, indent=1, sort_keys=True, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _strict_json(value):
+    """NaN and inf are not JSON: they are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def read(path: Path) -> dict:
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"corrupt run record {path}: {e}; move it out of the results folder or restore it") from None
+    if not isinstance(record, dict):
+        raise UserError(f"corrupt run record {path}: not a JSON object")
+    absent = [key for key in REQUIRED if key not in record]
+    if absent:
+        raise UserError(f"corrupt run record {path}: missing {', '.join(absent)}")
+    if record["schema_version"] != SCHEMA_VERSION:
+        raise UserError(f"run record {path} has schema_version {record['schema_version']!r}; "
+                        f"this vlaebench reads {SCHEMA_VERSION}")
+    if record["status"] not in STATUSES:
+        raise UserError(f"corrupt run record {path}: status {record['status']!r}; valid: {', '.join(STATUSES)}")
+    return record
+
+
+def load_all(results: Path) -> list[dict]:
+    return [read(p) for p in sorted(runs_dir(results).glob("*.json"))]

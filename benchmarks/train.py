@@ -1,0 +1,185 @@
+"""One run: train a method under a seed and a budget, evaluate it, and write its record.
+
+A run never raises for a problem of its own: a non-finite loss ends it as ``diverged``, an exception
+as ``failed`` (with the traceback's tail), the budget's wall-clock cap as ``timeout``; the record is
+written either way and the next run goes on.
+"""
+
+import math
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+
+import torch
+from tqdm import tqdm
+
+import models
+from benchmarks import ROOT, metrics, records
+from benchmarks.data import Dataset, binarize
+
+
+def learning_rate(training: dict, epoch: int) -> float:
+    """The learning rate of (0-based) ``epoch``. ``iwae``: Burda et al.'s schedule, lr·10^(−i/7) for
+    3^i epochs at stage i = 0..7 (3,280 epochs in all)."""
+    lr = training["learning_rate"]
+    if training["lr_schedule"] == "iwae":
+        stage = 0
+        while (3 ** (stage + 1) - 1) // 2 <= epoch and stage < 7:
+            stage += 1
+        lr *= 10 ** (-stage / 7)
+    return lr
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train(model, data: Dataset, config: dict, device: torch.device, progress: bool = True) -> dict:
+    """Train ``model`` in place; returns status, stop_reason, error, curves and training timing."""
+    training, seed = config["training"], config["seed"]
+    optimizer = torch.optim.Adam(model.parameters(), lr=training["learning_rate"], eps=training["adam_eps"])
+    order = torch.Generator().manual_seed(seed)
+    n, batch_size = len(data.train), training["batch_size"]
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = min(training["epochs"] * steps_per_epoch, training["max_steps"] or math.inf)
+    valid = data.valid[: config["evaluation"]["valid_points"] or len(data.valid)]
+    curves = {"epoch": [], "lr": [], "train_elbo": [], "valid_elbo": []}
+    outcome = {"status": "ok", "stop_reason": "max_epochs", "error": None}
+    step, train_wall, valid_wall = 0, 0.0, 0.0
+    bar = tqdm(total=total_steps, desc=f"{config['method']} {config['dataset']} seed {seed}", unit="step",
+               disable=not progress, leave=False, file=sys.stderr)
+    for epoch in range(training["epochs"]):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(training, epoch)
+        model.train()
+        _sync(device)
+        started = time.perf_counter()
+        elbo_sum, seen = torch.zeros((), device=device), 0
+        for idx in torch.randperm(n, generator=order).to(device).split(batch_size):
+            loss, diagnostics = model.loss(binarize(data.train[idx]))
+            if not torch.isfinite(loss):
+                outcome = {"status": "diverged", "stop_reason": "non_finite_loss",
+                           "error": f"loss was {loss.item()} at step {step + 1} (epoch {epoch + 1})"}
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            elbo_sum += diagnostics["elbo"].detach() * len(idx)
+            seen += len(idx)
+            step += 1
+            bar.update()
+            if step >= total_steps:
+                outcome["stop_reason"] = "max_steps" if step < training["epochs"] * steps_per_epoch else "max_epochs"
+                break
+            if training["max_wall_s"] and train_wall + valid_wall + time.perf_counter() - started > training["max_wall_s"]:
+                outcome = {"status": "timeout", "stop_reason": "max_wall_s", "error": None}
+                break
+        _sync(device)
+        train_wall += time.perf_counter() - started
+        if outcome["status"] == "diverged":
+            break
+        started = time.perf_counter()
+        curves["epoch"].append(epoch + 1)
+        curves["lr"].append(optimizer.param_groups[0]["lr"])
+        curves["train_elbo"].append(elbo_sum.item() / max(seen, 1))
+        curves["valid_elbo"].append(metrics.elbo_single_sample(model, valid))
+        valid_wall += time.perf_counter() - started
+        bar.set_postfix(valid_elbo=f"{curves['valid_elbo'][-1]:.2f}")
+        if step >= total_steps or outcome["status"] != "ok":
+            break
+    bar.close()
+    timing = {
+        "train_wall_s": train_wall,
+        "valid_wall_s": valid_wall,
+        "epochs": len(curves["epoch"]),
+        "steps": step,
+        "s_per_epoch": train_wall / max(len(curves["epoch"]), 1),
+        "examples_per_s": step * batch_size / train_wall if train_wall else None,
+    }
+    return {**outcome, "curves": curves, "timing": timing}
+
+
+def _git(*args) -> str | None:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def provenance() -> dict:
+    # Run records and generated tables are outputs, not code: they do not make the tree dirty.
+    changes = _git("status", "--porcelain", "--", ".", ":!results", ":!report/tables")
+    return {
+        "git_sha": _git("rev-parse", "HEAD"),
+        "git_dirty": None if changes is None else bool(changes),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "argv": sys.argv,
+    }
+
+
+def device_info(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"device": str(device), "device_name": torch.cuda.get_device_name(device),
+                "device_capability": list(torch.cuda.get_device_capability(device)),
+                "peak_memory_bytes": torch.cuda.max_memory_allocated(device), "peak_memory_kind": "cuda_max_allocated"}
+    cpu = platform.processor()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"device": "cpu", "device_name": cpu, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_memory_kind": "process_max_rss"}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress: bool = True) -> dict:
+    """Train and evaluate one resolved ``config`` on ``data`` (already on ``device``); returns its record."""
+    record = {
+        "schema_version": records.SCHEMA_VERSION,
+        "run_id": run_id,
+        **{key: config[key] for key in ("paper", "method", "dataset", "budget", "seed")},
+        "config": config,
+        "dataset_info": data.info,
+        "metrics": {},
+        "curves": {},
+        "timing": {},
+        "provenance": {**provenance(), "started": _now()},
+    }
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        torch.manual_seed(config["seed"])
+        model = models.build(config["model"], data.shape, config["hyper"]).to(device)
+        trained = train(model, data, config, device, progress)
+        record.update({key: trained[key] for key in ("status", "stop_reason", "error", "curves")})
+        record["timing"] = trained["timing"]
+        if trained["status"] != "diverged":
+            evaluation = config["evaluation"]
+            test = data.test[: evaluation["test_points"] or len(data.test)]
+            torch.manual_seed(config["seed"])
+            _sync(device)
+            started = time.perf_counter()
+            record["metrics"] = metrics.evaluate(model, test, evaluation["importance_samples"])
+            _sync(device)
+            record["timing"]["eval_wall_s"] = time.perf_counter() - started
+    except Exception:  # recorded, and the other runs go on
+        record.update(status="failed", stop_reason="exception", error=traceback.format_exc()[-4000:])
+    record["timing"].update(device_info(device))
+    record["provenance"]["finished"] = _now()
+    return record

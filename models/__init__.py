@@ -1,0 +1,40 @@
+"""One module per method. A module registers its class under a key with ``@register("key")``;
+every module in this package is imported on first use, so adding a file adds a method."""
+
+import importlib
+import inspect
+import pkgutil
+
+from models.base import LatentVariableModel
+
+_REGISTRY: dict[str, type[LatentVariableModel]] = {}
+_SHARED_MODULES = {"base", "networks"}
+
+
+def register(key: str):
+    def wrap(cls):
+        if key in _REGISTRY:
+            raise ValueError(f"method key {key!r} is registered twice")
+        _REGISTRY[key] = cls
+        cls.key = key
+        return cls
+
+    return wrap
+
+
+def registry() -> dict[str, type[LatentVariableModel]]:
+    if not _REGISTRY:
+        for module in pkgutil.iter_modules(__path__):
+            if module.name not in _SHARED_MODULES:
+                importlib.import_module(f"{__name__}.{module.name}")
+    return dict(sorted(_REGISTRY.items()))
+
+
+def hyper_parameters(key: str) -> dict[str, object]:
+    """The hyper-parameters a method takes, with their defaults (``inspect.Parameter.empty`` if none)."""
+    signature = inspect.signature(registry()[key].__init__)
+    return {name: p.default for name, p in signature.parameters.items() if name not in ("self", "data_shape")}
+
+
+def build(key: str, data_shape: tuple[int, ...], hyper: dict) -> LatentVariableModel:
+    return registry()[key](data_shape=tuple(data_shape), **hyper)

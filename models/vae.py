@@ -1,0 +1,39 @@
+"""Variational autoencoder (Kingma & Welling, ICLR 2014): diagonal-Gaussian q(z|x) from an MLP
+encoder, N(0, I) prior, Bernoulli pixels from an MLP decoder, trained on the ELBO with the analytic
+KL and the reconstruction term averaged over ``samples`` draws of z (Burda et al.'s "VAE, k")."""
+
+import math
+
+import torch
+
+from models import register
+from models.base import LatentVariableModel
+from models.networks import bernoulli_log_likelihood, diagonal_gaussian, mlp, standard_normal
+
+
+@register("vae")
+class VAE(LatentVariableModel):
+    def __init__(self, data_shape, latent_dim=50, hidden=(500, 500), activation="relu", init="pytorch", samples=1):
+        super().__init__()
+        x_dim = math.prod(data_shape)
+        self.encoder = mlp([x_dim, *hidden, 2 * latent_dim], activation, init)
+        self.decoder = mlp([latent_dim, *reversed(hidden), x_dim], activation, init)
+        self.register_buffer("_origin", torch.zeros(latent_dim))
+        self.samples = samples
+
+    def prior(self):
+        return standard_normal(self._origin)
+
+    def posterior(self, x):
+        loc, log_scale = self.encoder(x.flatten(1)).chunk(2, dim=-1)
+        return diagonal_gaussian(loc, log_scale)
+
+    def log_likelihood(self, x, z):
+        return bernoulli_log_likelihood(self.decoder(z), x)
+
+    def loss(self, x):
+        q = self.posterior(x)
+        recon = self.log_likelihood(x, q.rsample((self.samples,))).mean(0)
+        kl = torch.distributions.kl_divergence(q, self.prior())
+        elbo = recon - kl
+        return -elbo.mean(), {"elbo": elbo.mean(), "recon": recon.mean(), "kl": kl.mean()}

@@ -1,0 +1,1 @@
+"""The report: tables of reproduced numbers beside the reported ones, generated from run records."""
