@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install bench test benchmark clean
+.PHONY: install bench test benchmark nightly clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 # Every method of every paper at the smoke budget on the embedded digits, then the tables.
 bench: install
-	$(BIN)/vlaebench run --paper baselines --dataset digits --budget smoke --seeds 0,1,2
+	$(BIN)/vlaebench run --paper all --dataset digits --budget smoke --seeds 0,1,2
 	$(BIN)/vlaebench tables
 
 test: install
@@ -27,6 +27,11 @@ test: install
 # The performance benchmarks (pytest-benchmark), timed for real.
 benchmark: install
 	$(BIN)/python -m pytest -q tests/test_performance.py --benchmark-enable
+
+# The nightly CI benchmark job, on a GPU runner.
+nightly: install
+	$(BIN)/vlaebench run --paper all --budget nightly --seeds 0,1,2 --device cuda --quiet
+	$(BIN)/vlaebench tables
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

