@@ -1,6 +1,7 @@
 """The ``vlaebench`` command: ``list``, ``run`` and ``tables``."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -82,23 +83,41 @@ def _plan(args) -> list[dict]:
 def cmd_run(args) -> int:
     plan = _plan(args)
     device = _device(args.device)
-    loaded = {}
-    failures = 0
+    # Everything that can be refused is checked before the first run trains: the results folder,
+    # the existing records, and the data.
+    runs = records.runs_dir(args.results)
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the results folder {runs}: {e.strerror}") from None
+    if not os.access(runs, os.W_OK):
+        raise UserError(f"the results folder {runs} is not writable")
+    todo, loaded = [], {}
     for config in plan:
         run_id = specs.run_id(config)
         path = records.path_for(args.results, config, run_id)
-        label = f"{config['paper']} {config['method']} {config['dataset']} {config['budget']} seed {config['seed']}"
-        if path.exists() and not args.force:
-            existing = records.read(path)
-            print(f"skipped  {label}: record exists ({existing['status']}), --force redoes it: {path}")
+        existing = records.read(path) if path.exists() else None
+        if existing and not args.force:
+            print(f"skipped  {_label(config)}: record exists ({existing['status']}), --force redoes it: {path}")
             continue
+        todo.append((config, run_id, path, existing))
         if config["dataset"] not in loaded:
             loaded[config["dataset"]] = data.load(config["dataset"], args.data_dir).to(device)
+    failures = 0
+    for config, run_id, path, existing in todo:
         record = train.run(config, run_id, loaded[config["dataset"]], device, progress=not args.quiet)
-        records.write(record, path)
         failures += record["status"] != "ok"
-        print(f"{record['status']:8s} {label}: {_summary(record)} -> {path}")
+        if existing and existing["status"] == "ok" and record["status"] != "ok":
+            # --force must not trade a good record for a failed rerun: keep it, and say why.
+            print(f"{record['status']:8s} {_label(config)}: {_summary(record)}; kept the earlier ok record {path}")
+            continue
+        records.write(record, path)
+        print(f"{record['status']:8s} {_label(config)}: {_summary(record)} -> {path}")
     return 1 if failures else 0
+
+
+def _label(config: dict) -> str:
+    return f"{config['paper']} {config['method']} {config['dataset']} {config['budget']} seed {config['seed']}"
 
 
 def _summary(record: dict) -> str:
@@ -118,8 +137,13 @@ def cmd_tables(args) -> None:
         print(path)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other user error
+        self.exit(2, f"vlaebench: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="vlaebench", description=__doc__)
+    top = _Parser(prog="vlaebench", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="papers, methods, datasets, budgets and reported numbers")
     run = sub.add_parser("run", help="train and evaluate; one record per run in RESULTS/runs/")
@@ -150,6 +174,9 @@ def main(argv=None) -> int:
             cmd_tables(args)
     except UserError as e:
         print(f"vlaebench: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. an unwritable --out
+        print(f"vlaebench: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
     return 0
 

@@ -10,6 +10,7 @@ import hashlib
 import importlib.metadata
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ MNIST_FILES = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+DIGITS_SHAPE, MNIST_SHAPE = (1, 8, 8), (1, 28, 28)
 MNIST_CLASSIC_TRAIN = 50_000  # the classic split: the first 50k of the official training set; the last 10k validate
 
 
@@ -73,7 +75,7 @@ def load_digits(data_dir=None) -> Dataset:
     bunch = sklearn_digits()
     order = np.random.default_rng(0).permutation(len(bunch.data))
     x, y = bunch.data[order] / 16.0, bunch.target[order]
-    return _make("digits", (1, 8, 8), x[:1297], x[1297:1547], x[1547:], y[1547:], {
+    return _make("digits", DIGITS_SHAPE, x[:1297], x[1297:1547], x[1547:], y[1547:], {
         "variant": "sklearn 8x8 digits, intensities /16, binarized",
         "split": "fixed permutation (seed 0): 1297 train / 250 valid / 250 test",
         "origin": "scikit-learn bundled load_digits()",
@@ -117,7 +119,7 @@ def _mnist_from_idx(folder: Path, origin: str) -> Dataset:
 def _mnist(arrays: dict[str, np.ndarray], origin: str, verified: str) -> Dataset:
     """MNIST from the four official arrays (uint8), whatever file they came from: the same tensors."""
     images = arrays["train-images-idx3-ubyte"] / 255.0
-    return _make("mnist", (1, 28, 28), images[:MNIST_CLASSIC_TRAIN], images[MNIST_CLASSIC_TRAIN:],
+    return _make("mnist", MNIST_SHAPE, images[:MNIST_CLASSIC_TRAIN], images[MNIST_CLASSIC_TRAIN:],
                  arrays["t10k-images-idx3-ubyte"] / 255.0, arrays["t10k-labels-idx1-ubyte"], {
                      "variant": "MNIST, dynamically binarized (intensities uint8/255)",
                      "split": "classic 50k/10k/10k: the first 50,000 official training images train, the last "
@@ -190,10 +192,16 @@ def load_mnist(data_dir=None) -> Dataset:
                     "holding MNIST/raw/*-ubyte files")
 
 
-DATASETS = {"digits": load_digits, "mnist": load_mnist}
+@dataclass(frozen=True)
+class Entry:
+    load: Callable[..., Dataset]
+    shape: tuple[int, ...]  # known without loading: specs check that each method builds for it
+
+
+DATASETS = {"digits": Entry(load_digits, DIGITS_SHAPE), "mnist": Entry(load_mnist, MNIST_SHAPE)}
 
 
 def load(name: str, data_dir=None) -> Dataset:
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    return DATASETS[name](data_dir)
+    return DATASETS[name].load(data_dir)

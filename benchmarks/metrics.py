@@ -13,7 +13,7 @@ from models.base import has_analytic_kl
 METRICS = {
     "nll": ("test negative log-likelihood, importance-sampled (nats)", True),
     "elbo": ("test evidence lower bound (nats)", False),
-    "kl": ("test KL(q(z|x) || p(z)) (nats)", True),
+    "kl": ("test KL(q(z|x) ‖ p(z)) (nats)", True),
     "recon": ("test reconstruction term E_q log p(x|z) (nats)", False),
 }
 

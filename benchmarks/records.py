@@ -16,6 +16,7 @@ from benchmarks import UserError
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "diverged", "failed", "timeout")
+IDENTITY = ("run_id", "paper", "method", "dataset", "budget")
 REQUIRED = ("schema_version", "run_id", "paper", "method", "dataset", "budget", "seed", "config", "status",
             "stop_reason", "metrics", "curves", "timing", "provenance", "error")
 
@@ -33,9 +34,13 @@ def write(record: dict, path: Path) -> None:
     """Write to a temporary file in the same folder, then rename over ``path``: a reader never
     sees a half-written record."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    # Not *.json: a temporary file left by a killed process is never read as a record.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".json.tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would create it, not mkstemp's 0600
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(_strict_json(record), f, indent=1, sort_keys=True, allow_nan=False)
             f.write("\n")
             f.flush()
@@ -59,7 +64,7 @@ def _strict_json(value):
 
 def read(path: Path) -> dict:
     try:
-        record = json.loads(Path(path).read_text())
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"corrupt run record {path}: {e}; move it out of the results folder or restore it") from None
     if not isinstance(record, dict):
@@ -72,6 +77,15 @@ def read(path: Path) -> dict:
                         f"this vlaebench reads {SCHEMA_VERSION}")
     if record["status"] not in STATUSES:
         raise UserError(f"corrupt run record {path}: status {record['status']!r}; valid: {', '.join(STATUSES)}")
+    for key in ("config", "metrics", "curves", "timing", "provenance"):
+        if not isinstance(record[key], dict):
+            raise UserError(f"corrupt run record {path}: {key} is not a JSON object")
+    if not isinstance(record["seed"], int) or not all(isinstance(record[k], str) for k in IDENTITY):
+        raise UserError(f"corrupt run record {path}: seed must be an integer and {', '.join(IDENTITY)} strings")
+    for name, metric in record["metrics"].items():
+        value = metric.get("value") if isinstance(metric, dict) else "absent"
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise UserError(f"corrupt run record {path}: metric {name} has no numeric value")
     return record
 
 

@@ -8,10 +8,13 @@ Every problem found is reported as a ``UserError`` naming the file, the key and 
 import hashlib
 import inspect
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 import models
 from benchmarks import UserError
@@ -91,8 +94,10 @@ def _read_toml(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror}") from None
 
 
 def _check_keys(where: str, table: dict, allowed: set, required: set = frozenset()):
@@ -109,6 +114,21 @@ def _check_keys(where: str, table: dict, allowed: set, required: set = frozenset
 def _positive_int(where: str, value) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise UserError(f"{where}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _number(where: str, value, minimum: float = 0.0, strict: bool = False) -> float:
+    """A finite number (not a bool) >= minimum (> minimum if strict)."""
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            or value < minimum or (strict and value == minimum)):
+        bound = f"{'>' if strict else '>='} {minimum:g}"
+        raise UserError(f"{where}: expected a finite number {bound}, got {value!r}")
+    return value
+
+
+def _list(where: str, value) -> list:
+    if not isinstance(value, list):
+        raise UserError(f"{where}: expected a list, got {value!r}")
     return value
 
 
@@ -151,7 +171,7 @@ def load_paper(key: str) -> PaperSpec:
         if key_ in evaluation:
             _positive_int(f"{path}: evaluation.{key_}", evaluation[key_])
     for key_ in ("compare", "show"):
-        for metric in evaluation.get(key_, []):
+        for metric in _list(f"{path}: evaluation.{key_}", evaluation.get(key_, [])):
             if metric not in METRICS:
                 raise UserError(f"{path}: evaluation.{key_}: unknown metric {metric!r}; valid: {', '.join(METRICS)}")
 
@@ -160,9 +180,10 @@ def load_paper(key: str) -> PaperSpec:
     datasets = raw["datasets"]
     if not isinstance(datasets, dict) or not datasets:
         raise UserError(f"{path}: [datasets] must name at least one dataset")
-    for name in datasets:
+    for name, table in datasets.items():
         if name not in DATASETS:
             raise UserError(f"{path}: datasets.{name}: unknown dataset; valid: {', '.join(DATASETS)}")
+        _check_keys(f"{path}: [datasets.{name}]", table, {"note"})
 
     methods = {}
     if not isinstance(raw["methods"], dict) or not raw["methods"]:
@@ -179,11 +200,12 @@ def load_paper(key: str) -> PaperSpec:
         absent = [k for k, v in hyper.items() if v is inspect.Parameter.empty]
         if absent:
             raise UserError(f"{where} hyper: missing {', '.join(absent)}")
+        _check_builds(where, model, hyper, datasets)
         methods[name] = MethodSpec(name, model, hyper, _training(f"{where} training", table.get("training", {}), training),
                                    table.get("citation", ""), table.get("note", ""))
 
     reported = []
-    for i, entry in enumerate(raw.get("reported", [])):
+    for i, entry in enumerate(_list(f"{path}: reported", raw.get("reported", []))):
         where = f"{path}: reported[{i}]"
         _check_keys(where, entry, {"method", "dataset", "metric", "value", "std", "tolerance", "source", "missing", "note"},
                     {"method", "dataset", "metric", "source"})
@@ -196,13 +218,25 @@ def load_paper(key: str) -> PaperSpec:
         if ("value" in entry) == ("missing" in entry):
             raise UserError(f"{where}: give either value (with tolerance) or missing (where to transcribe it from)")
         if "value" in entry:
-            for key_ in ("value", "tolerance"):
-                if not isinstance(entry.get(key_), (int, float)) or isinstance(entry.get(key_), bool):
-                    raise UserError(f"{where}: {key_} must be a number, got {entry.get(key_)!r}")
+            _number(f"{where} value", entry["value"], minimum=-math.inf)
+            _number(f"{where} tolerance", entry.get("tolerance"))
+        if "std" in entry:
+            _number(f"{where} std", entry["std"])
         reported.append(Reported(entry["method"], entry["dataset"], entry["metric"], entry.get("value"),
                                  entry.get("tolerance"), entry["source"], entry.get("std"), entry.get("missing", ""),
                                  entry.get("note", "")))
     return PaperSpec(key, path, raw["paper"]["title"], raw["paper"]["citation"], evaluation, datasets, methods, reported)
+
+
+def _check_builds(where: str, model: str, hyper: dict, datasets: dict) -> None:
+    """Build the method for each dataset's image shape on the meta device (no memory, no compute):
+    a bad hyper-parameter value fails here, before anything trains."""
+    for dataset in datasets:
+        try:
+            with torch.device("meta"):
+                models.build(model, DATASETS[dataset].shape, hyper)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise UserError(f"{where} hyper: the method cannot be built for {dataset}: {e}") from None
 
 
 def _training(where: str, table: dict, defaults: dict) -> dict:
@@ -210,6 +244,8 @@ def _training(where: str, table: dict, defaults: dict) -> dict:
     merged = {**defaults, **table}
     _positive_int(f"{where} batch_size", merged["batch_size"])
     _positive_int(f"{where} epochs", merged["epochs"])
+    _number(f"{where} learning_rate", merged["learning_rate"], strict=True)
+    _number(f"{where} adam_eps", merged["adam_eps"], strict=True)
     if merged["optimizer"] not in OPTIMIZERS:
         raise UserError(f"{where} optimizer: {merged['optimizer']!r} is not supported; valid: {', '.join(OPTIMIZERS)}")
     if merged["lr_schedule"] not in LR_SCHEDULES:

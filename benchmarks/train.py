@@ -52,7 +52,7 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
     valid = data.valid[: config["evaluation"]["valid_points"] or len(data.valid)]
     curves = {"epoch": [], "lr": [], "train_elbo": [], "valid_elbo": []}
     outcome = {"status": "ok", "stop_reason": "max_epochs", "error": None}
-    step, train_wall, valid_wall = 0, 0.0, 0.0
+    step, examples, train_wall, valid_wall = 0, 0, 0.0, 0.0
     bar = tqdm(total=total_steps, desc=f"{config['method']} {config['dataset']} seed {seed}", unit="step",
                disable=not progress, leave=False, file=sys.stderr)
     for epoch in range(training["epochs"]):
@@ -73,6 +73,7 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
             optimizer.step()
             elbo_sum += diagnostics["elbo"].detach() * len(idx)
             seen += len(idx)
+            examples += len(idx)
             step += 1
             bar.update()
             if step >= total_steps:
@@ -101,7 +102,7 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
         "epochs": len(curves["epoch"]),
         "steps": step,
         "s_per_epoch": train_wall / max(len(curves["epoch"]), 1),
-        "examples_per_s": step * batch_size / train_wall if train_wall else None,
+        "examples_per_s": examples / train_wall if train_wall else None,
     }
     return {**outcome, "curves": curves, "timing": timing}
 
@@ -178,6 +179,10 @@ def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress
             record["metrics"] = metrics.evaluate(model, test, evaluation["importance_samples"])
             _sync(device)
             record["timing"]["eval_wall_s"] = time.perf_counter() - started
+            bad = [name for name, m in record["metrics"].items() if not math.isfinite(m["value"])]
+            if bad:
+                record.update(status="diverged", stop_reason="non_finite_metric",
+                              error=f"non-finite test metric(s): {', '.join(bad)}")
     except Exception:  # recorded, and the other runs go on
         record.update(status="failed", stop_reason="exception", error=traceback.format_exc()[-4000:])
     record["timing"].update(device_info(device))

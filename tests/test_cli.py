@@ -187,7 +187,15 @@ def test_spec_copy_is_used_and_valid(run_cli, spec_file, tmp_path):
     (('model = "vae"', 'model = "no_such_model"'), ["no_such_model", "vae", "iwae"]),
     (("value = 86.76\n", ""), ["reported[0]", "value", "missing"]),
     (("samples = 1 }", "samples = 1, bogus_knob = 3 }"), ["bogus_knob", "latent_dim"]),
-], ids=["toml-syntax", "unregistered-model", "reported-neither-value-nor-missing", "unknown-hyper"])
+    (('activation = "tanh", init = "glorot", samples = 1 }', 'activation = "sigmoid", init = "glorot", samples = 1 }'),
+     ["methods.vae", "sigmoid", "relu"]),
+    (("learning_rate = 1e-3", 'learning_rate = "fast"'), ["learning_rate", "fast"]),
+    (("tolerance = 1.0", "tolerance = -1.0"), ["tolerance", "-1.0"]),
+    (('compare = ["nll"]', 'compare = "nll"'), ["evaluation.compare", "list"]),
+    (("value = 86.76\n", "value = 86.76\nstd = \"small\"\n"), ["std", "small"]),
+], ids=["toml-syntax", "unregistered-model", "reported-neither-value-nor-missing", "unknown-hyper",
+        "unbuildable-hyper-value", "learning-rate-not-a-number", "negative-tolerance", "compare-not-a-list",
+        "std-not-a-number"])
 def test_malformed_spec(run_cli, spec_file, populated, command, breakage, needles):
     edit(spec_file, *breakage)
     before = tree_digest(populated)
@@ -293,3 +301,36 @@ def test_tables_is_reproducible(run_cli, results, tmp_path):
     code2, _, err2 = run_cli("tables", "--results", results, "--out", tmp_path / "O2")
     assert code1 == code2 == 0, (err1, err2)
     assert tree_digest(tmp_path / "O1") == tree_digest(tmp_path / "O2")
+
+
+def test_argument_errors_are_one_line(capsys, populated):
+    before = tree_digest(populated)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "--paper", "baselines", "--results", str(populated)])
+    assert exit_.value.code == 2
+    assert_user_error(2, *capsys.readouterr(), "--budget")
+    assert tree_digest(populated) == before
+
+
+def test_tables_refuses_an_empty_results_folder(run_cli, tmp_path):
+    code, out, err = run_cli("tables", "--results", tmp_path / "typo", "--out", tmp_path / "O")
+    assert_user_error(code, out, err, "no run records", "typo")
+    assert not (tmp_path / "O").exists()
+
+
+def test_a_leftover_temporary_file_is_not_read_as_a_record(run_cli, results, tmp_path):
+    (results / "runs" / ".abc123.json.tmp").write_text('{"half a rec')  # a write killed mid-way
+    code, out, err = run_cli("tables", "--results", results, "--out", tmp_path / "O")
+    assert code == 0, err
+
+
+def test_force_keeps_an_ok_record_when_the_rerun_fails(run_cli, results, monkeypatch):
+    from models.vae import VAE
+
+    (path,) = record_files(results)
+    before = path.read_bytes()
+    monkeypatch.setattr(VAE, "loss", lambda self, x: (_ for _ in ()).throw(RuntimeError("broken")))
+    code, out, err = run_cli(*RUN, "--results", results, "--quiet", "--force")
+    assert code == 1
+    assert out.startswith("failed") and "kept the earlier ok record" in out
+    assert path.read_bytes() == before

@@ -76,3 +76,19 @@ def test_other_runs_go_on_after_a_failure(monkeypatch, tmp_path, run_cli):
     statuses = sorted(json.loads(p.read_text())["status"] for p in (tmp_path / "runs").glob("*.json"))
     assert statuses == ["failed", "ok"]
     assert "skipped" in out and "ok " in out
+
+
+def test_a_non_finite_test_metric_marks_the_run_diverged(monkeypatch):
+    from benchmarks import metrics
+
+    evaluate = metrics.evaluate
+
+    def overflowing(*args, **kwargs):
+        result = evaluate(*args, **kwargs)
+        result["nll"]["value"] = float("inf")
+        return result
+
+    monkeypatch.setattr(metrics, "evaluate", overflowing)
+    record = _run(_config())
+    assert (record["status"], record["stop_reason"]) == ("diverged", "non_finite_metric")
+    assert "nll" in record["error"]
