@@ -6,6 +6,7 @@ Each value is returned with the settings of its estimator, as it goes into the r
 import math
 
 import torch
+from torch.distributions import kl_divergence
 
 from models.base import has_analytic_kl
 
@@ -20,8 +21,9 @@ METRICS = {
 
 @torch.no_grad()
 def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 10_000) -> dict:
-    """Per data point: log p̂(x) = logmeanexp_k [log p(x, z_k) − log q(z_k|x)], z_k ~ q(z|x), and from the
-    same samples E_q log p(x|z) and the Monte-Carlo KL(q || p).
+    """Per data point: log p̂(x) = logmeanexp_k [log p(x, z_k) − log q(z_k|x)], z_k ~ q(z|x); from the
+    same samples E_q log p(x|z); and KL(q || p), analytic where torch.distributions has it (then
+    ``kl_analytic`` is True), else the Monte-Carlo mean over those samples.
 
     Work is chunked so that at most ``rows_per_chunk`` (point, sample) pairs go through the decoder
     at once: memory stays bounded for K = 5000, and small chunks keep the matrix products in cache.
@@ -29,10 +31,12 @@ def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chun
     """
     points_per_chunk = max(1, rows_per_chunk // samples)
     samples_per_chunk = min(samples, rows_per_chunk)
-    out = {"log_px": [], "recon": [], "kl_mc": []}
+    out = {"log_px": [], "recon": [], "kl": []}
     prior = model.prior()
+    analytic = None
     for x_chunk in x.split(points_per_chunk):
         q = model.posterior(x_chunk)
+        analytic = has_analytic_kl(q, prior) if analytic is None else analytic
         terms = []
         for start in range(0, samples, samples_per_chunk):
             z = q.sample((min(samples_per_chunk, samples - start),))
@@ -40,20 +44,10 @@ def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chun
             log_q = q.log_prob(z)
             log_joint = model.log_joint(x_chunk, z)
             terms.append((torch.logsumexp(log_joint - log_q, 0), (log_joint - log_prior).sum(0), (log_q - log_prior).sum(0)))
-        lse = torch.logsumexp(torch.stack([t[0] for t in terms]), 0)
-        out["log_px"].append(lse - math.log(samples))
+        out["log_px"].append(torch.logsumexp(torch.stack([t[0] for t in terms]), 0) - math.log(samples))
         out["recon"].append(sum(t[1] for t in terms) / samples)
-        out["kl_mc"].append(sum(t[2] for t in terms) / samples)
-    return {key: torch.cat(values) for key, values in out.items()}
-
-
-@torch.no_grad()
-def kl_analytic(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor | None:
-    """KL(q(z|x) || p(z)) per point when torch.distributions has it in closed form, else None."""
-    prior = model.prior()
-    if not has_analytic_kl(model.posterior(x[:1]), prior):
-        return None
-    return torch.cat([torch.distributions.kl_divergence(model.posterior(xb), prior) for xb in x.split(batch_size)])
+        out["kl"].append(kl_divergence(q, prior) if analytic else sum(t[2] for t in terms) / samples)
+    return {**{key: torch.cat(values) for key, values in out.items()}, "kl_analytic": analytic}
 
 
 def _mean_and_sem(values: torch.Tensor) -> tuple[float, float]:
@@ -66,10 +60,8 @@ def evaluate(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 10_000)
     """The test metrics of a trained model on the (binarized) points ``x``: nll, elbo, kl, recon."""
     model.eval()
     terms = importance_sampled_terms(model, x, samples, rows_per_chunk)
-    kl = kl_analytic(model, x)
-    kl_estimator = {"name": "analytic"} if kl is not None else {"name": "monte_carlo", "samples": samples}
-    if kl is None:
-        kl = terms["kl_mc"]
+    kl = terms["kl"]
+    kl_estimator = {"name": "analytic"} if terms["kl_analytic"] else {"name": "monte_carlo", "samples": samples}
     elbo = terms["recon"] - kl
     common = {"points": len(x), "split": "test"}
     importance = {"name": "importance_sampling", "proposal": "posterior", "samples": samples,
