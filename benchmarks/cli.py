@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import torch
+from tabulate import tabulate
 
 import models
 from benchmarks import ROOT, UserError, data, records, specs, train
@@ -129,6 +130,18 @@ def _summary(record: dict) -> str:
     return ", ".join(parts)
 
 
+def cmd_data(args) -> int:
+    if args.data_command == "status":
+        rows = data.status(args.data_dir)
+        print(tabulate(rows, headers="keys", tablefmt="simple"))
+        return 0
+    if args.name not in data.DATASETS:
+        raise UserError(f"unknown dataset {args.name!r}; valid: {', '.join(data.DATASETS)}")
+    dataset = data.load(args.name, args.data_dir)  # downloads into the cache when it can
+    print(f"{args.name}: ready, from {dataset.info['origin']}; verified: {dataset.info['verified']}")
+    return 0
+
+
 def cmd_tables(args) -> None:
     from report import generate
 
@@ -157,6 +170,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="folder with the datasets in torchvision's layout (or set VLAEBENCH_DATA)")
     run.add_argument("--force", action="store_true", help="redo runs whose record exists")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    data_ = sub.add_parser("data", help="where each dataset comes from, and getting it")
+    data_sub = data_.add_subparsers(dest="data_command", required=True)
+    status = data_sub.add_parser("status", help="per dataset: available, from where, verified (offline)")
+    prepare = data_sub.add_parser("prepare", help="fetch a dataset into the cache, or say what to place where")
+    prepare.add_argument("name")
+    for p in (status, prepare):
+        p.add_argument("--data-dir", help="folder with the datasets in torchvision's layout (or set VLAEBENCH_DATA)")
     tables = sub.add_parser("tables", help="regenerate Markdown and LaTeX tables from the records (never trains)")
     tables.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     tables.add_argument("--out", type=Path, default=DEFAULT_REPORT)
@@ -170,6 +190,8 @@ def main(argv=None) -> int:
             cmd_list(args)
         elif args.command == "run":
             return cmd_run(args)
+        elif args.command == "data":
+            return cmd_data(args)
         else:
             cmd_tables(args)
     except UserError as e:

