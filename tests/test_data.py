@@ -356,6 +356,74 @@ def test_status_reports_each_dataset_without_the_network(monkeypatch, tmp_path):
     monkeypatch.setattr(data, "_torchvision_download", lambda *a: pytest.fail("status tried a download"))
     rows = {row["dataset"]: row for row in data.status(tmp_path)}  # an empty data directory
     assert set(rows) == set(data.DATASETS)
-    assert rows["digits"]["available"] == "yes" and rows["digits"]["verified"].startswith("yes")
+    assert rows["digits"]["available"] == "yes" and rows["digits"]["verified"] == "bundled with scikit-learn"
     assert rows["mnist"]["available"] == "no"
     assert "MNIST/raw" in rows["mnist"]["to get it"]
+
+
+# --- MATLAB .mat datasets (OMNIGLOT's chardata.mat, Caltech-101 Silhouettes), on small files in their layout --------
+
+def _asymmetric_images(n, seed):
+    """Images whose transpose differs from themselves: a pixel-order mistake shows."""
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, 28, 28))
+    images[:, 0, :] = 1.0  # a full top row
+    images[:, :, 0] = 0.0  # an empty left column
+    return images
+
+
+def write_chardata(path: Path, n_train=1400, n_test=30):
+    import scipy.io
+
+    train, test = _asymmetric_images(n_train, 0), _asymmetric_images(n_test, 1)
+    one_hot = lambda labels: np.eye(50)[labels].T
+    # chardata.mat: one image per column, each stored column-major (Fortran order).
+    column_major = lambda images: images.transpose(0, 2, 1).reshape(len(images), 784).T
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(path, {"data": column_major(train), "testdata": column_major(test),
+                            "target": one_hot(np.arange(n_train) % 50), "testtarget": one_hot(np.arange(n_test) % 50)})
+    return train, test
+
+
+def test_omniglot_from_chardata(tmp_path):
+    train, test = write_chardata(tmp_path / "omniglot" / "chardata.mat")
+    dataset = data.load("omniglot", tmp_path)
+    assert dataset.info["sizes"] == {"train": 1400 - 1345, "valid": 1345, "test": 30}
+    assert dataset.shape == (1, 28, 28) and dataset.test.shape == (30, 1, 28, 28)
+    assert torch.equal(dataset.test_labels, torch.arange(30) % 50)
+    # The pixels come out in row order: the training images are the file's, permuted.
+    flat = train.reshape(len(train), 784)
+    for x in dataset.train[:5]:
+        assert np.abs(flat - x.numpy().ravel()).max(1).min() < 1e-6
+    assert (dataset.test[:, 0, 0, 1:] == 1).all() and (dataset.test[:, 0, :, 0] == 0).all()  # binarized, right way up
+    assert "sha256" in dataset.info["verified"]
+
+
+def test_caltech_silhouettes_from_its_mat_file(tmp_path):
+    import scipy.io
+
+    path = tmp_path / "caltech101_silhouettes" / "caltech101_silhouettes_28_split1.mat"
+    path.parent.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    split = {"train": 40, "val": 20, "test": 25}
+    scipy.io.savemat(path, {**{f"{k}_data": rng.integers(0, 2, (n, 784)).astype(np.uint8) for k, n in split.items()},
+                            **{f"{k}_labels": rng.integers(1, 102, (n, 1)) for k, n in split.items()},
+                            "classnames": np.array(["a", "b"])})
+    dataset = data.load("caltech101_silhouettes", tmp_path)
+    contents = scipy.io.loadmat(path)
+    assert dataset.info["sizes"] == {"train": 40, "valid": 20, "test": 25}
+    assert torch.equal(dataset.test.reshape(25, 784), torch.from_numpy(contents["test_data"].astype(np.float32)))
+    assert torch.equal(dataset.test_labels, torch.from_numpy(contents["test_labels"].ravel().astype(np.int64)))
+
+
+@pytest.mark.parametrize("name, relpath", [("omniglot", "omniglot/chardata.mat"),
+                                           ("caltech101_silhouettes", "caltech101_silhouettes/caltech101_silhouettes_28_split1.mat")])
+def test_mat_datasets_refuse_corrupt_or_missing_files(tmp_path, name, relpath):
+    with pytest.raises(UserError, match="place .* at") as e:
+        data.load(name, tmp_path)
+    assert "http" in str(e.value)  # where to get it
+    path = tmp_path / relpath
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"MATLAB 5.0 MAT-file, truncated")
+    with pytest.raises(UserError, match="not a readable MATLAB"):
+        data.load(name, tmp_path)
