@@ -103,9 +103,16 @@ def cmd_run(args) -> int:
             continue
         todo.append((config, run_id, path, existing))
         if config["dataset"] not in loaded:
-            loaded[config["dataset"]] = data.load(config["dataset"], args.data_dir).to(device)
+            try:
+                loaded[config["dataset"]] = data.load(config["dataset"], args.data_dir).to(device)
+            except UserError as e:
+                if args.dataset:  # asked for by name: an error
+                    raise
+                # One of "all the paper's datasets" is missing here: the others still run.
+                print(f"unavailable {config['dataset']}: its runs are left out ({e})")
+                loaded[config["dataset"]] = None
     failures = 0
-    for config, run_id, path, existing in todo:
+    for config, run_id, path, existing in [t for t in todo if loaded[t[0]["dataset"]] is not None]:
         record = train.run(config, run_id, loaded[config["dataset"]], device, progress=not args.quiet)
         failures += record["status"] != "ok"
         if existing and existing["status"] == "ok" and record["status"] != "ok":

@@ -350,3 +350,19 @@ def test_data_prepare_refuses_an_unknown_dataset(run_cli):
 
 def test_data_prepare_says_what_is_missing(run_cli, tmp_path):
     assert_user_error(*run_cli("data", "prepare", "mnist", "--data-dir", tmp_path), "MNIST/raw", "train-images-idx3-ubyte")
+
+
+def test_a_missing_dataset_is_an_error_when_named_and_left_out_otherwise(run_cli, tmp_path, monkeypatch):
+    spec = (Path(__file__).parent / "specs" / "demo.toml").read_text()
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "demo.toml").write_text(spec.replace("[datasets.digits]", "[datasets.omniglot]\n\n[datasets.digits]"))
+    monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path / "specs"))
+    empty = tmp_path / "data"  # a data directory without chardata.mat: no download is tried
+    empty.mkdir()
+    args = ("run", "--paper", "demo", "--method", "alpha", "--budget", "smoke", "--results", tmp_path / "R",
+            "--data-dir", empty, "--quiet")
+    assert_user_error(*run_cli(*args, "--dataset", "omniglot"), "omniglot not found", "chardata.mat")
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    assert "unavailable omniglot: its runs are left out" in out
+    assert [p.name.split("__")[2] for p in record_files(tmp_path / "R")] == ["digits"]
