@@ -49,12 +49,13 @@ class Dataset:
     train: torch.Tensor  # [N, *shape] intensities in [0, 1]
     valid: torch.Tensor  # binarized once, fixed seed
     test: torch.Tensor  # binarized once, fixed seed
-    test_labels: torch.Tensor
+    test_labels: torch.Tensor | None  # None where the files carry no labels
     info: dict = field(default_factory=dict)  # variant, split, binarization, origin, verified: goes into the record
 
     def to(self, device):
         for name in ("train", "valid", "test", "test_labels"):
-            setattr(self, name, getattr(self, name).to(device))
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
         return self
 
 
@@ -62,17 +63,22 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
     return torch.bernoulli(x, generator=generator)
 
 
-def _make(name, shape, train, valid, test, test_labels, info) -> Dataset:
+def _make(name, shape, train, valid, test, test_labels, info, static=False) -> Dataset:
+    """``static``: the training images too are binarized once (a static binarization) instead of per batch."""
     g = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
     as_images = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).reshape(-1, *shape)
+    train = as_images(train)
     info = {
         "likelihood": "bernoulli",
-        "binarization": f"dynamic for training (a fresh draw per batch); validation and test drawn once, seed {EVAL_BINARIZATION_SEED}",
+        "binarization": (f"static: train, validation and test drawn once, seed {EVAL_BINARIZATION_SEED}" if static else
+                         f"dynamic for training (a fresh draw per batch); validation and test drawn once, seed "
+                         f"{EVAL_BINARIZATION_SEED}"),
         "sizes": {"train": len(train), "valid": len(valid), "test": len(test)},
         **info,
     }
-    return Dataset(name, shape, "bernoulli", as_images(train), binarize(as_images(valid), g), binarize(as_images(test), g),
-                   torch.from_numpy(np.asarray(test_labels, dtype=np.int64)), info)
+    labels = None if test_labels is None else torch.from_numpy(np.asarray(test_labels, dtype=np.int64))
+    return Dataset(name, shape, "bernoulli", binarize(train, g) if static else train, binarize(as_images(valid), g),
+                   binarize(as_images(test), g), labels, info)
 
 
 def load_digits(data_dir=None) -> Dataset:
@@ -353,6 +359,42 @@ def load_file_set(name: str, data_dir=None) -> Dataset:
     return found[1]()
 
 
+LAROCHELLE_FILES = {split: f"binarized_mnist/binarized_mnist_{split}.amat" for split in ("train", "valid", "test")}
+
+
+def read_amat(path: Path) -> np.ndarray:
+    """A Larochelle ``.amat`` file: one image a line, 784 space-separated 0/1 values."""
+    try:
+        lines = path.read_text().splitlines()
+        values = np.array([line.split() for line in lines if line.strip()], dtype=np.float32)
+    except (OSError, ValueError, UnicodeDecodeError) as e:  # ragged lines give ValueError
+        raise UserError(f"{path}: not a readable .amat file ({type(e).__name__}: {e})") from None
+    if values.ndim != 2 or values.shape[1] != 784 or not np.isin(values, (0, 1)).all():
+        raise UserError(f"{path}: expected lines of 784 binary values, found shape {values.shape}")
+    return values.reshape(-1, 28, 28)
+
+
+def load_mnist_static(data_dir=None) -> Dataset:
+    """Statically binarized MNIST: Larochelle's ``binarized_mnist_{train,valid,test}.amat`` when they
+    are in the data directory or the cache (``binarized_mnist/``); otherwise one seeded Bernoulli draw
+    of MNIST (classic split), which the record labels as not Larochelle's."""
+    root = Path(data_dir or os.environ.get("VLAEBENCH_DATA") or CACHE_DIR)
+    paths = {split: root / rel for split, rel in LAROCHELLE_FILES.items()}
+    if all(p.is_file() for p in paths.values()):
+        x = {split: read_amat(path) for split, path in paths.items()}
+        return _make("mnist_static", MNIST_SHAPE, x["train"], x["valid"], x["test"], None, {
+            "variant": "statically binarized MNIST: Larochelle's files (labels: none in the files)",
+            "split": "the files' own: " + " / ".join(f"{len(v)} {k}" for k, v in x.items()),
+            "origin": f"Larochelle's .amat files in {root / 'binarized_mnist'}",
+            "verified": "no published checksum known; sha256 " + ", ".join(_sha256(p)[:16] for p in paths.values()),
+        }, static=True)
+    mnist = load_idx_set("mnist", data_dir)
+    return _make("mnist_static", MNIST_SHAPE, mnist.train, mnist.valid, mnist.test, mnist.test_labels, {
+        **{k: mnist.info[k] for k in ("split", "origin", "verified")},
+        "variant": "statically binarized MNIST: a seeded draw of MNIST, NOT Larochelle's binarized_mnist files",
+    }, static=True)
+
+
 @dataclass(frozen=True)
 class Entry:
     load: Callable[..., Dataset]  # (data_dir) -> Dataset, downloading if it can
@@ -366,7 +408,18 @@ DATASETS = {
        for name, idx_set in IDX_SETS.items()},
     **{name: Entry(functools.partial(load_file_set, name), functools.partial(locate_file_set, file_set), MNIST_SHAPE)
        for name, file_set in FILE_SETS.items()},
+    "mnist_static": Entry(load_mnist_static, lambda data_dir=None: _locate_mnist_static(data_dir), MNIST_SHAPE),
 }
+
+
+def _locate_mnist_static(data_dir=None):
+    root = Path(data_dir or os.environ.get("VLAEBENCH_DATA") or CACHE_DIR)
+    if all((root / rel).is_file() for rel in LAROCHELLE_FILES.values()):
+        return f"Larochelle's .amat files in {root / 'binarized_mnist'}", lambda: load_mnist_static(data_dir)
+    found = locate_offline(IDX_SETS["mnist"], data_dir)
+    if found is None:
+        return None
+    return f"a seeded binarization of MNIST from {found[0]}", lambda: load_mnist_static(data_dir)
 
 
 def load(name: str, data_dir=None) -> Dataset:

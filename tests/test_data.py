@@ -427,3 +427,41 @@ def test_mat_datasets_refuse_corrupt_or_missing_files(tmp_path, name, relpath):
     path.write_bytes(b"MATLAB 5.0 MAT-file, truncated")
     with pytest.raises(UserError, match="not a readable MATLAB"):
         data.load(name, tmp_path)
+
+
+# --- statically binarized MNIST -------------------------------------------------------------------------------
+
+def test_mnist_static_reads_larochelle_amat_files(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "binarized_mnist"
+    folder.mkdir()
+    written = {}
+    for split, n in (("train", 30), ("valid", 10), ("test", 12)):
+        written[split] = rng.integers(0, 2, (n, 784))
+        (folder / f"binarized_mnist_{split}.amat").write_text("\n".join(" ".join(map(str, row)) for row in written[split]) + "\n")
+    dataset = data.load("mnist_static", tmp_path)
+    assert dataset.info["sizes"] == {"train": 30, "valid": 10, "test": 12}
+    assert "Larochelle" in dataset.info["variant"] and "NOT" not in dataset.info["variant"]
+    assert dataset.info["binarization"].startswith("static")
+    for split in ("train", "valid", "test"):  # already binary: kept exactly, the training images included
+        assert torch.equal(getattr(dataset, split).reshape(-1, 784), torch.from_numpy(written[split]).float())
+    assert dataset.test_labels is None
+
+
+@pytest.mark.parametrize("content", ["0 1 1\n", "0 1 2 " * 392 + "\n", "0 1 x " * 261 + "0\n"],
+                         ids=["short-line", "not-binary", "not-a-number"])
+def test_malformed_amat_is_refused(tmp_path, content):
+    path = tmp_path / "bad.amat"
+    path.write_text(content)
+    with pytest.raises(UserError) as e:
+        data.read_amat(path)
+    assert str(path) in str(e.value)
+
+
+def test_mnist_static_without_larochelle_files_is_labelled_as_a_seeded_draw(mnist, monkeypatch):
+    monkeypatch.setattr(data, "load_idx_set", lambda name, data_dir=None: mnist)
+    dataset = data.load_mnist_static()
+    assert "NOT Larochelle" in dataset.info["variant"]
+    assert set(torch.unique(dataset.train[:100]).tolist()) == {0.0, 1.0}  # the training images are binary too
+    assert torch.equal(dataset.test, mnist.test)  # the same test draw as mnist: comparable evaluations
+    assert torch.equal(dataset.train, data.load_mnist_static().train)  # one fixed draw
