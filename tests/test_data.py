@@ -149,7 +149,7 @@ def test_load_idx_data_dir_verifies_checksums(tmp_path, suffix, name, folder):
     message = str(e.value)
     assert "checksum mismatch" in message
     assert str(raw) in message
-    assert any(md5 in message for md5 in data.IDX_SETS[name].md5s.values())
+    assert any(md5 in message for md5 in data.FOLDER_SETS[name].md5s.values())
 
 
 def test_load_mnist_via_load_and_env_var(tmp_path, monkeypatch):
@@ -338,9 +338,9 @@ DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.fixture(scope="module")
 def fashion():
-    if data.IDX_SETS["fashion_mnist"].folder_with_files(DEBIAN_FASHION) is None:
+    if data.FOLDER_SETS["fashion_mnist"].folder_with_files(DEBIAN_FASHION) is None:
         pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
-    return data._from_idx(data.IDX_SETS["fashion_mnist"], DEBIAN_FASHION, "test")
+    return data._from_idx(data.FOLDER_SETS["fashion_mnist"], DEBIAN_FASHION, "test")
 
 
 def test_real_fashion_mnist(fashion):
@@ -459,7 +459,7 @@ def test_malformed_amat_is_refused(tmp_path, content):
 
 
 def test_mnist_static_without_larochelle_files_is_labelled_as_a_seeded_draw(mnist, monkeypatch):
-    monkeypatch.setattr(data, "load_idx_set", lambda name, data_dir=None: mnist)
+    monkeypatch.setattr(data, "load_folder_set", lambda name, data_dir=None: mnist)
     dataset = data.load_mnist_static()
     assert "NOT Larochelle" in dataset.info["variant"]
     assert set(torch.unique(dataset.train[:100]).tolist()) == {0.0, 1.0}  # the training images are binary too
