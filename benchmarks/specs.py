@@ -232,6 +232,10 @@ def _check_builds(where: str, model: str, hyper: dict, datasets: dict) -> None:
     """Build the method for each dataset's image shape on the meta device (no memory, no compute):
     a bad hyper-parameter value fails here, before anything trains."""
     for dataset in datasets:
+        supported = models.registry()[model].likelihoods
+        if DATASETS[dataset].likelihood not in supported:
+            raise UserError(f"{where}: dataset {dataset} needs a {DATASETS[dataset].likelihood} likelihood; method "
+                            f"{model} implements {', '.join(supported)}")
         try:
             with torch.device("meta"):
                 models.build(model, DATASETS[dataset].shape, hyper)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 import models
 from benchmarks import ROOT, metrics, records
-from benchmarks.data import Dataset, binarize
+from benchmarks.data import Dataset
 
 
 def learning_rate(training: dict, epoch: int) -> float:
@@ -63,7 +63,7 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
         started = time.perf_counter()
         elbo_sum, seen = torch.zeros((), device=device), 0
         for idx in torch.randperm(n, generator=order).to(device).split(batch_size):
-            loss, diagnostics = model.loss(binarize(data.train[idx]))
+            loss, diagnostics = model.loss(data.training_batch(idx))
             if not torch.isfinite(loss):
                 outcome = {"status": "diverged", "stop_reason": "non_finite_loss",
                            "error": f"loss was {loss.item()} at step {step + 1} (epoch {epoch + 1})"}

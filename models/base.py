@@ -30,6 +30,8 @@ from torch.distributions import Distribution, kl_divergence
 class LatentVariableModel(nn.Module):
     """Base class of every method; subclasses register themselves with ``models.register``."""
 
+    likelihoods: tuple[str, ...] = ("bernoulli",)  # the pixel likelihoods p(x|z) the method implements
+
     def prior(self) -> Distribution:
         raise NotImplementedError
 

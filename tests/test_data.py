@@ -172,8 +172,8 @@ def test_load_mnist_data_dir_without_mnist_raw(tmp_path):
 
 def test_load_unknown_dataset():
     with pytest.raises(UserError) as e:
-        data.load("cifar10")
-    assert "cifar10" in str(e.value) and "digits" in str(e.value) and "mnist" in str(e.value)
+        data.load("imagenet")
+    assert "imagenet" in str(e.value) and "digits" in str(e.value) and "mnist" in str(e.value)
 
 
 # --- read_mnist_pickle --------------------------------------------------------------------------------------
@@ -465,3 +465,75 @@ def test_mnist_static_without_larochelle_files_is_labelled_as_a_seeded_draw(mnis
     assert set(torch.unique(dataset.train[:100]).tolist()) == {0.0, 1.0}  # the training images are binary too
     assert torch.equal(dataset.test, mnist.test)  # the same test draw as mnist: comparable evaluations
     assert torch.equal(dataset.train, data.load_mnist_static().train)  # one fixed draw
+
+
+# --- colour sets (CIFAR-10 python batches, SVHN .mat), on small files in their formats -----------------------
+
+def _with_md5s_of(folder_set, folder):
+    """The set with the md5s of the small files the test wrote (the published ones verify the real files)."""
+    import dataclasses
+    import hashlib
+
+    return dataclasses.replace(folder_set, md5s={n: hashlib.md5((folder / n).read_bytes()).hexdigest()
+                                                 for n in folder_set.md5s})
+
+
+def write_cifar10(folder: Path, per_batch=1100):
+    import pickle
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    written = {}
+    for name in data.CIFAR10_FILES:
+        x = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        y = list(rng.integers(0, 10, per_batch))
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": x, b"labels": y, b"batch_label": name.encode()}, f)
+        written[name] = (x, y)
+    return written
+
+
+def test_cifar10_batches_are_read_channel_major_and_split(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    written = write_cifar10(folder)
+    with pytest.raises(UserError, match="checksum mismatch"):  # fake files never match the published md5s
+        data.load("cifar10", tmp_path)
+    cifar = _with_md5s_of(data.FOLDER_SETS["cifar10"], folder)
+    dataset = cifar.read(cifar, folder, "test")
+    assert dataset.shape == (3, 32, 32) and dataset.likelihood == "gaussian"
+    assert dataset.info["sizes"] == {"train": 5 * 1100 - 5000, "valid": 5000, "test": 1100}
+    x, y = written["test_batch"]
+    assert torch.equal(dataset.test[3, 1], torch.from_numpy(x[3, 1024:2048].reshape(32, 32) / 255.0).float())  # green
+    assert dataset.test_labels.tolist() == [int(v) for v in y]
+    assert torch.equal(dataset.train[0], torch.from_numpy(written["data_batch_1"][0][0].reshape(3, 32, 32) / 255.0).float())
+    assert 0 < dataset.valid.mean() < 1 and len(torch.unique(dataset.valid)) > 2  # continuous: not binarized
+
+
+def test_svhn_mat_files_are_read_and_labels_map_10_to_0(tmp_path):
+    import scipy.io
+
+    folder = tmp_path / "svhn"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train_32x32.mat", 5007), ("test_32x32.mat", 9)):
+        scipy.io.savemat(folder / name, {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8),
+                                         "y": np.arange(1, n + 1).reshape(-1, 1) % 10 + 1})
+    with pytest.raises(UserError, match="checksum mismatch"):
+        data.load("svhn", tmp_path)
+    svhn = _with_md5s_of(data.FOLDER_SETS["svhn"], folder)
+    dataset = svhn.read(svhn, folder, "test")
+    contents = scipy.io.loadmat(folder / "test_32x32.mat")
+    assert dataset.info["sizes"] == {"train": 7, "valid": 5000, "test": 9}
+    assert torch.equal(dataset.test[2, :, 5, 7], torch.from_numpy(contents["X"][5, 7, :, 2] / 255.0).float())
+    assert dataset.test_labels.tolist() == [(int(v) % 10) for v in contents["y"].ravel()]
+    assert 0 in dataset.test_labels.tolist()  # the label 10 is the digit 0
+
+
+def test_a_bernoulli_method_is_refused_on_a_gaussian_dataset(tmp_path, monkeypatch):
+    from benchmarks import specs
+
+    spec = (Path(__file__).parent / "specs" / "demo.toml").read_text()
+    (tmp_path / "demo.toml").write_text(spec.replace("[datasets.digits]", "[datasets.cifar10]\n\n[datasets.digits]"))
+    monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path))
+    with pytest.raises(UserError, match="cifar10 needs a gaussian likelihood; method vae implements bernoulli"):
+        specs.load_paper("demo")
