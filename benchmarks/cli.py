@@ -204,6 +204,9 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"vlaebench: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (vlaebench list | head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:  # e.g. an unwritable --out
         print(f"vlaebench: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2

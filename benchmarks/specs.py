@@ -238,7 +238,7 @@ def _check_builds(where: str, model: str, hyper: dict, datasets: dict) -> None:
                             f"{model} implements {', '.join(supported)}")
         try:
             with torch.device("meta"):
-                models.build(model, DATASETS[dataset].shape, hyper)
+                models.build(model, DATASETS[dataset].shape, hyper, DATASETS[dataset].likelihood)
         except (TypeError, ValueError, RuntimeError) as e:
             raise UserError(f"{where} hyper: the method cannot be built for {dataset}: {e}") from None
 

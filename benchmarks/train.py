@@ -166,7 +166,7 @@ def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress
         torch.cuda.reset_peak_memory_stats(device)
     try:
         torch.manual_seed(config["seed"])
-        model = models.build(config["model"], data.shape, config["hyper"]).to(device)
+        model = models.build(config["model"], data.shape, config["hyper"], data.likelihood).to(device)
         trained = train(model, data, config, device, progress)
         record.update({key: trained[key] for key in ("status", "stop_reason", "error", "curves")})
         record["timing"] = trained["timing"]

@@ -30,7 +30,9 @@ from torch.distributions import Distribution, kl_divergence
 class LatentVariableModel(nn.Module):
     """Base class of every method; subclasses register themselves with ``models.register``."""
 
-    likelihoods: tuple[str, ...] = ("bernoulli",)  # the pixel likelihoods p(x|z) the method implements
+    # The pixel likelihoods p(x|z) the method implements; its constructor takes ``data_shape``,
+    # ``likelihood`` (one of these, from the dataset) and its hyper-parameters as keywords.
+    likelihoods: tuple[str, ...] = ("bernoulli",)
 
     def prior(self) -> Distribution:
         raise NotImplementedError

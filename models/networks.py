@@ -38,7 +38,24 @@ def standard_normal(like: torch.Tensor) -> Independent:
     return diagonal_gaussian(torch.zeros_like(like), torch.zeros_like(like))
 
 
-def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log p(x|z) of independent Bernoulli pixels; ``logits`` is ``[..., B, D]``, ``x`` any ``[B, ...]``."""
-    pixels = Independent(Bernoulli(logits=logits, validate_args=False), 1, validate_args=False)
-    return pixels.log_prob(x.flatten(1))
+class PixelLikelihood(nn.Module):
+    """log p(x|z) from the decoder's output ``[..., B, D]`` for images ``x`` ``[B, ...]``: independent
+    Bernoulli pixels (the output is their logits), or Gaussian pixels (the output is their mean, with
+    one learned scale shared by all pixels, as in the VLAE code)."""
+
+    FAMILIES = ("bernoulli", "gaussian")
+
+    def __init__(self, family: str):
+        super().__init__()
+        if family not in self.FAMILIES:
+            raise ValueError(f"unknown likelihood {family!r}; valid: {', '.join(self.FAMILIES)}")
+        self.family = family
+        if family == "gaussian":
+            self.log_scale = nn.Parameter(torch.zeros(()))
+
+    def forward(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.family == "bernoulli":
+            pixels = Bernoulli(logits=output, validate_args=False)
+        else:
+            pixels = Normal(output, self.log_scale.exp().expand_as(output), validate_args=False)
+        return Independent(pixels, 1, validate_args=False).log_prob(x.flatten(1))

@@ -1,5 +1,5 @@
 """Variational autoencoder (Kingma & Welling, ICLR 2014): diagonal-Gaussian q(z|x) from an MLP
-encoder, N(0, I) prior, Bernoulli pixels from an MLP decoder, trained on the ELBO with the analytic
+encoder, N(0, I) prior, Bernoulli (or Gaussian) pixels from an MLP decoder, trained on the ELBO with the analytic
 KL and the reconstruction term averaged over ``samples`` draws of z (Burda et al.'s "VAE, k")."""
 
 import math
@@ -8,13 +8,17 @@ import torch
 
 from models import register
 from models.base import LatentVariableModel
-from models.networks import bernoulli_log_likelihood, diagonal_gaussian, mlp, standard_normal
+from models.networks import PixelLikelihood, diagonal_gaussian, mlp, standard_normal
 
 
 @register("vae")
 class VAE(LatentVariableModel):
-    def __init__(self, data_shape, latent_dim=50, hidden=(500, 500), activation="relu", init="pytorch", samples=1):
+    likelihoods = PixelLikelihood.FAMILIES
+
+    def __init__(self, data_shape, likelihood="bernoulli", latent_dim=50, hidden=(500, 500), activation="relu",
+                 init="pytorch", samples=1):
         super().__init__()
+        self.likelihood = PixelLikelihood(likelihood)
         x_dim = math.prod(data_shape)
         self.encoder = mlp([x_dim, *hidden, 2 * latent_dim], activation, init)
         self.decoder = mlp([latent_dim, *reversed(hidden), x_dim], activation, init)
@@ -29,7 +33,7 @@ class VAE(LatentVariableModel):
         return diagonal_gaussian(loc, log_scale)
 
     def log_likelihood(self, x, z):
-        return bernoulli_log_likelihood(self.decoder(z), x)
+        return self.likelihood(self.decoder(z), x)
 
     def loss(self, x):
         q = self.posterior(x)

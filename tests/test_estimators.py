@@ -63,3 +63,16 @@ def test_kl_falls_back_to_monte_carlo_when_there_is_no_closed_form(data):
     assert result["kl"]["value"] == pytest.approx(exact_kl, abs=0.05)
     # With the exact posterior the ELBO is log p(x) up to the Monte-Carlo noise of recon and KL.
     assert result["elbo"]["value"] == pytest.approx(-result["nll"]["value"], abs=0.05)
+
+
+def test_gaussian_pixel_likelihood_matches_its_formula():
+    import math
+
+    from models.networks import PixelLikelihood
+
+    likelihood = PixelLikelihood("gaussian")
+    with torch.no_grad():
+        likelihood.log_scale.fill_(math.log(0.3))
+    x, mean = torch.rand(4, 1, 2, 3), torch.rand(5, 4, 6)  # five samples of z for four images
+    expected = (-0.5 * ((x.flatten(1) - mean) / 0.3) ** 2 - math.log(0.3) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    torch.testing.assert_close(likelihood(mean, x), expected)
