@@ -91,3 +91,16 @@ def test_a_non_finite_test_metric_marks_the_run_diverged(monkeypatch):
     record = _run(_config())
     assert (record["status"], record["stop_reason"]) == ("diverged", "non_finite_metric")
     assert "nll" in record["error"]
+
+
+def test_a_gaussian_dataset_trains_and_evaluates_end_to_end():
+    # The digits as continuous intensities: the path CIFAR-10 and SVHN take, without their files.
+    gaussian = data._make("digits", DIGITS.shape, DIGITS.train.numpy(), DIGITS.train[:250].numpy(),
+                          DIGITS.train[250:500].numpy(), None, {}, likelihood="gaussian")
+    assert len(torch.unique(gaussian.test)) > 2  # not binarized
+    record = train.run(_config(), "gaussian-run", gaussian, torch.device("cpu"), progress=False)
+    assert record["status"] == "ok", record["error"]
+    assert record["dataset_info"]["likelihood"] == "gaussian"
+    metrics = record["metrics"]
+    assert all(torch.isfinite(torch.tensor(m["value"])) for m in metrics.values())
+    assert -metrics["nll"]["value"] >= metrics["elbo"]["value"] - 0.5  # a density bound, possibly positive
