@@ -346,6 +346,8 @@ def how_to_get(name: str) -> str:
         "cifar10": "pass --data-dir DIR holding cifar-10-batches-py/ (the python version's batches, torchvision's "
                    "layout)",
         "svhn": "pass --data-dir DIR holding svhn/train_32x32.mat and svhn/test_32x32.mat",
+        "mnist_static": "pass --data-dir DIR holding binarized_mnist/binarized_mnist_{train,valid,test}.amat, or make "
+                        "mnist available (its seeded static binarization is used then)",
     }.get(name) or (f"place {Path(FILE_SETS[name].relpath).name} (from {FILE_SETS[name].url}) at "
                     f"DIR/{FILE_SETS[name].relpath} and pass --data-dir DIR")
 

