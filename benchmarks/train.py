@@ -22,6 +22,7 @@ from tqdm import tqdm
 import models
 from benchmarks import ROOT, metrics, records
 from benchmarks.data import Dataset
+from models.networks import PixelLikelihood
 
 
 def learning_rate(training: dict, epoch: int) -> float:
@@ -167,6 +168,10 @@ def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress
     try:
         torch.manual_seed(config["seed"])
         model = models.build(config["model"], data.shape, config["hyper"], data.likelihood).to(device)
+        if data.pixel_variance is not None:  # centred data: the likelihood's scale starts at the data variance
+            for module in model.modules():
+                if isinstance(module, PixelLikelihood):
+                    module.init_scale(data.pixel_variance)
         trained = train(model, data, config, device, progress)
         record.update({key: trained[key] for key in ("status", "stop_reason", "error", "curves")})
         record["timing"] = trained["timing"]

@@ -345,7 +345,7 @@ def test_data_status_lists_every_dataset(run_cli, tmp_path):
 
 
 def test_data_prepare_refuses_an_unknown_dataset(run_cli):
-    assert_user_error(*run_cli("data", "prepare", "imagenet"), "imagenet", "digits, mnist, fashion_mnist")
+    assert_user_error(*run_cli("data", "prepare", "imagenet"), "imagenet", "digits, mnist, mnist_static, mnist_gray, fashion_mnist")
 
 
 def test_data_prepare_says_what_is_missing(run_cli, tmp_path):

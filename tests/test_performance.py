@@ -23,7 +23,7 @@ HYPER = {"latent_dim": 50, "hidden": [500, 500], "activation": "relu"}
 
 @pytest.fixture(scope="module")
 def mnist():
-    return data.read_mnist_pickle(MIRROR)
+    return data.prepare(data.read_mnist_pickle(MIRROR))
 
 
 class BareVAE(nn.Module):

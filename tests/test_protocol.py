@@ -1,15 +1,17 @@
 """Every registered method conforms to the model protocol (models/base.py): registering a method is
 enough to have it tested here."""
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Distribution
 
 import models
 from benchmarks import metrics
-from benchmarks.data import binarize, load_digits
+from benchmarks.data import binarize, load
+from models.networks import discretized_logistic_log_prob
 
-DIGITS = load_digits()
+DIGITS = load("digits")
 
 
 CASES = [(key, likelihood) for key, cls in sorted(models.registry().items()) for likelihood in cls.likelihoods]
@@ -29,8 +31,9 @@ def model(case):
 @pytest.fixture
 def x(case):
     torch.manual_seed(0)
-    images = DIGITS.train[:16]  # intensities in [0, 1]; binary for a Bernoulli likelihood
-    return binarize(images) if case[1] == "bernoulli" else images
+    images = DIGITS.train[:16]  # intensities in [0, 1]; binary for a Bernoulli likelihood, 8-bit for a discrete one
+    return {"bernoulli": binarize, "discretized_logistic": lambda x: torch.round(x * 255) / 255}.get(
+        case[1], lambda x: x)(images)
 
 
 def test_posterior_is_a_batch_shaped_distribution(model, x):
@@ -47,7 +50,7 @@ def test_log_joint_broadcasts_over_samples_and_adds_prior_and_likelihood(model, 
     log_joint = model.log_joint(x, z)
     assert log_joint.shape == (5, 16)
     torch.testing.assert_close(log_joint, model.log_likelihood(x, z) + model.prior().log_prob(z))
-    if case[1] == "bernoulli":  # a probability: log p(x|z) <= 0
+    if case[1] != "gaussian":  # a probability, not a density: log p(x|z) <= 0
         assert (model.log_likelihood(x, z) <= 0).all()
 
 
@@ -72,3 +75,19 @@ def test_importance_sampled_likelihood_is_above_the_elbo(model, x):
 def test_registering_a_key_twice_is_refused():
     with pytest.raises(ValueError, match="registered twice"):
         models.register("vae")(type("Duplicate", (models.LatentVariableModel,), {}))
+
+
+def test_discretized_logistic_is_a_distribution_over_the_256_intensities():
+    from scipy.stats import logistic
+
+    grid = torch.arange(256, dtype=torch.float64) / 255
+    for loc, scale in [(0.3, 0.05), (-0.2, 0.5), (0.999, 1e-3), (0.5, 10.0)]:
+        log_p = discretized_logistic_log_prob(grid, torch.tensor(loc, dtype=torch.float64),
+                                              torch.tensor(scale, dtype=torch.float64).log())
+        assert torch.logsumexp(log_p, 0).item() == pytest.approx(0.0, abs=1e-9)
+        # an inner bin holds the logistic's mass between its edges; the first bin the lower tail
+        edges = (np.array([0.5, 1.5]) / 255, np.array([-np.inf, 0.5 / 255]))
+        for k, (low, high) in zip((1, 0), edges):
+            mass = logistic.cdf(high, loc, scale) - logistic.cdf(low, loc, scale)
+            if mass > 1e-12:  # scipy's difference of CDFs underflows where the log-space formula does not
+                assert log_p[k].item() == pytest.approx(np.log(mass), rel=1e-6)
