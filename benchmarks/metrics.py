@@ -1,53 +1,123 @@
 """Every metric, written once against the model protocol (``models.base``).
 
-Each value is returned with the settings of its estimator, as it goes into the record.
+Each value is returned with the settings of its estimator, as it goes into the record:
+
+- density: test NLL by importance sampling (with its Monte-Carlo standard error), ELBO, KL (analytic
+  or Monte-Carlo, with the per-dimension KL where q factorizes), reconstruction, bits/dim;
+- representation: active units, and clustering accuracy / NMI / ARI of the test labels;
+- inference: the amortization and approximation gaps of Cremer, Li & Duvenaud (2018);
+- cost: the test-time inference latency per batch (the rest of the timing block is ``train.py``'s).
 """
 
 import math
+import statistics
+import time
+from dataclasses import dataclass
 
+import numpy as np
 import torch
-from torch.distributions import kl_divergence
+from torch.distributions import Distribution, Independent, kl_divergence
 
 from models.base import has_analytic_kl
 
-# name -> (description, lower is better)
+
+@dataclass(frozen=True)
+class Metric:
+    label: str  # the table's column
+    description: str
+    lower_is_better: bool
+    timing: bool = False  # read from the record's timing block rather than its metrics
+
+
 METRICS = {
-    "nll": ("test negative log-likelihood, importance-sampled (nats)", True),
-    "elbo": ("test evidence lower bound (nats)", False),
-    "kl": ("test KL(q(z|x) ‖ p(z)) (nats)", True),
-    "recon": ("test reconstruction term E_q log p(x|z) (nats)", False),
+    "nll": Metric("NLL", "test negative log-likelihood, importance-sampled (nats)", True),
+    "elbo": Metric("ELBO", "test evidence lower bound (nats)", False),
+    "kl": Metric("KL", "test KL(q(z|x) ‖ p(z)) (nats)", True),
+    "recon": Metric("Recon.", "test reconstruction term E_q log p(x|z) (nats)", False),
+    "bits_per_dim": Metric("bits/dim", "test NLL in bits per pixel and channel (discrete likelihoods only)", True),
+    "active_units": Metric("AU", "active units: latent dimensions whose posterior mean varies across the test "
+                                 "points (variance > 0.01)", False),
+    "cluster_acc": Metric("Cluster acc.", "clustering accuracy on the test labels, one-to-one (Hungarian) matching",
+                          False),
+    "nmi": Metric("NMI", "normalized mutual information of clusters and test labels", False),
+    "ari": Metric("ARI", "adjusted Rand index of clusters and test labels", False),
+    "amortization_gap": Metric("Amort. gap", "amortization gap L[q*] − L[q] (nats; Cremer et al. 2018)", True),
+    "approximation_gap": Metric("Approx. gap", "approximation gap log p̂(x) − L[q*] (nats; Cremer et al. 2018)", True),
+    "inference_gap": Metric("Inference gap", "inference gap log p̂(x) − L[q] (nats)", True),
+    "s_per_epoch": Metric("s/epoch", "training wall-clock per epoch (s)", True, timing=True),
+    "examples_per_s": Metric("ex/s", "training examples per second", False, timing=True),
+    "inference_latency_ms": Metric("q(z|x) ms/batch", "test-time inference latency per batch (median, ms)", True,
+                                   timing=True),
 }
+
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E_q[z_j]) > 0.01
+# Cremer et al.'s local optimisation (their optimize_local_q: Adam lr 1e-3, 50 samples a step, the
+# average loss compared every 100 steps, stop after more than 10 checks without improvement).
+GAP_OPTIMIZER = {"name": "adam", "learning_rate": 1e-3, "samples_per_step": 50, "check_every": 100, "patience": 10}
+
+
+def _flat(z) -> torch.Tensor:
+    """A latent sample (a tensor, or a tuple of layer tensors for a ladder) as one [..., D] tensor."""
+    if isinstance(z, (tuple, list)):
+        return torch.cat([_flat(part) for part in z], dim=-1)
+    return z
 
 
 @torch.no_grad()
-def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 10_000) -> dict:
-    """Per data point: log p̂(x) = logmeanexp_k [log p(x, z_k) − log q(z_k|x)], z_k ~ q(z|x); from the
+def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 10_000,
+                             proposal=None) -> dict:
+    """Per data point: log p̂(x) = logmeanexp_k [log p(x, z_k) − log q(z_k|x)], z_k ~ q(z|x), and
+    the Monte-Carlo variance of that estimate (``log_px_var``, by the delta method); from the
     same samples E_q log p(x|z); and KL(q || p), analytic where torch.distributions has it (then
-    ``kl_analytic`` is True), else the Monte-Carlo mean over those samples.
+    ``kl_analytic`` is True), else the Monte-Carlo mean over those samples. ``kl_per_dim`` is the
+    analytic KL of each latent dimension where q and p factorize over them (else None).
 
+    ``proposal(rows)`` gives q for the points ``x[rows]``; by default the method's q(z|x).
     Work is chunked so that at most ``rows_per_chunk`` (point, sample) pairs go through the decoder
     at once: memory stays bounded for K = 5000, and small chunks keep the matrix products in cache.
-    q(z|x) is computed once per chunk of points (it may be expensive: iterative refinement).
+    q is computed once per chunk of points (it may be expensive: iterative refinement).
     """
+    proposal = proposal or (lambda rows: model.posterior(x[rows]))
     points_per_chunk = max(1, rows_per_chunk // samples)
     samples_per_chunk = min(samples, rows_per_chunk)
-    out = {"log_px": [], "recon": [], "kl": []}
+    out = {"log_px": [], "log_px_var": [], "recon": [], "kl": [], "kl_per_dim": []}
     prior = model.prior()
     analytic = None
-    for x_chunk in x.split(points_per_chunk):
-        q = model.posterior(x_chunk)
+    for start in range(0, len(x), points_per_chunk):
+        rows = slice(start, start + points_per_chunk)
+        x_chunk, q = x[rows], proposal(rows)
         analytic = has_analytic_kl(q, prior) if analytic is None else analytic
         terms = []
-        for start in range(0, samples, samples_per_chunk):
-            z = q.sample((min(samples_per_chunk, samples - start),))
+        for first in range(0, samples, samples_per_chunk):
+            z = q.sample((min(samples_per_chunk, samples - first),))
             log_prior = prior.log_prob(z)
             log_q = q.log_prob(z)
             log_joint = model.log_joint(x_chunk, z)
-            terms.append((torch.logsumexp(log_joint - log_q, 0), (log_joint - log_prior).sum(0), (log_q - log_prior).sum(0)))
-        out["log_px"].append(torch.logsumexp(torch.stack([t[0] for t in terms]), 0) - math.log(samples))
-        out["recon"].append(sum(t[1] for t in terms) / samples)
-        out["kl"].append(kl_divergence(q, prior) if analytic else sum(t[2] for t in terms) / samples)
-    return {**{key: torch.cat(values) for key, values in out.items()}, "kl_analytic": analytic}
+            log_w = log_joint - log_q
+            terms.append((torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0), (log_joint - log_prior).sum(0),
+                          (log_q - log_prior).sum(0)))
+        log_sum_w = torch.logsumexp(torch.stack([t[0] for t in terms]), 0)
+        log_sum_w2 = torch.logsumexp(torch.stack([t[1] for t in terms]), 0)
+        out["log_px"].append(log_sum_w - math.log(samples))
+        # Var(log p̂) ≈ Var(p̂) / p̂² = (K Σw² / (Σw)² − 1) / K (the delta method)
+        out["log_px_var"].append((torch.exp(log_sum_w2 - 2 * log_sum_w + math.log(samples)) - 1) / samples)
+        out["recon"].append(sum(t[2] for t in terms) / samples)
+        out["kl"].append(kl_divergence(q, prior) if analytic else sum(t[3] for t in terms) / samples)
+        out["kl_per_dim"].append(_kl_per_dim(q, prior))
+    per_dim = None if any(k is None for k in out["kl_per_dim"]) else torch.cat(out["kl_per_dim"])
+    return {**{key: torch.cat(out[key]) for key in ("log_px", "log_px_var", "recon", "kl")}, "kl_per_dim": per_dim,
+            "kl_analytic": analytic}
+
+
+def _kl_per_dim(q: Distribution, prior: Distribution) -> torch.Tensor | None:
+    """[B, D] KL of each latent dimension, where both sides are independent over one event dimension."""
+    if not (isinstance(q, Independent) and isinstance(prior, Independent)
+            and q.reinterpreted_batch_ndims == prior.reinterpreted_batch_ndims == 1):
+        return None
+    try:
+        return kl_divergence(q.base_dist, prior.base_dist)
+    except NotImplementedError:
+        return None
 
 
 def _mean_and_sem(values: torch.Tensor) -> tuple[float, float]:
@@ -56,26 +126,227 @@ def _mean_and_sem(values: torch.Tensor) -> tuple[float, float]:
     return values.mean().item(), sem
 
 
-def evaluate(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 10_000) -> dict:
-    """The test metrics of a trained model on the (binarized) points ``x``: nll, elbo, kl, recon."""
+def _entry(values: torch.Tensor, unit: str, estimator: dict, **extra) -> dict:
+    mean, sem = _mean_and_sem(values)
+    return {"value": mean, "sem": sem, "unit": unit, "estimator": estimator, **extra}
+
+
+def density_metrics(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 10_000, discrete: bool = False) -> dict:
+    """nll, elbo, kl, recon, each with ``sem``, the standard error of the mean over the test points;
+    the nll also with ``mc_sem``, the Monte-Carlo standard error of the importance-sampling estimate
+    itself (it shrinks with K; ``sem`` does not); and bits_per_dim
+    when the likelihood is a probability of discrete pixels (``discrete``: Bernoulli, discretized
+    logistic); a Gaussian density on continuous intensities has none."""
     model.eval()
     terms = importance_sampled_terms(model, x, samples, rows_per_chunk)
     kl = terms["kl"]
     kl_estimator = {"name": "analytic"} if terms["kl_analytic"] else {"name": "monte_carlo", "samples": samples}
-    elbo = terms["recon"] - kl
     common = {"points": len(x), "split": "test"}
     importance = {"name": "importance_sampling", "proposal": "posterior", "samples": samples,
                   "rows_per_chunk": rows_per_chunk, **common}
-    metrics = {}
-    for name, values, estimator in [
-        ("nll", -terms["log_px"], importance),
-        ("elbo", elbo, {"name": "recon_minus_kl", "recon_samples": samples, "kl": kl_estimator["name"], **common}),
-        ("kl", kl, {**kl_estimator, **common}),
-        ("recon", terms["recon"], {"name": "monte_carlo", "samples": samples, **common}),
-    ]:
-        mean, sem = _mean_and_sem(values)
-        metrics[name] = {"value": mean, "sem": sem, "unit": "nats", "estimator": estimator}
+    per_dim = {} if terms["kl_per_dim"] is None else {"per_dim": terms["kl_per_dim"].mean(0).tolist()}
+    metrics = {
+        "nll": _entry(-terms["log_px"], "nats", importance, mc_sem=terms["log_px_var"].double().sum().sqrt().item() / len(x)),
+        "elbo": _entry(terms["recon"] - kl, "nats",
+                       {"name": "recon_minus_kl", "recon_samples": samples, "kl": kl_estimator["name"], **common}),
+        "kl": _entry(kl, "nats", {**kl_estimator, **common}, **per_dim),
+        "recon": _entry(terms["recon"], "nats", {"name": "monte_carlo", "samples": samples, **common}),
+    }
+    if discrete:
+        dims = x[0].numel()
+        metrics["bits_per_dim"] = _entry(-terms["log_px"] / (dims * math.log(2)), "bits",
+                                         {**importance, "name": "nll_over_dims_ln2", "dims": dims})
     return metrics
+
+
+@torch.no_grad()
+def posterior_means(model, x: torch.Tensor, batch_size: int = 1000, samples: int = 100) -> torch.Tensor:
+    """E_q[z] for each point, flattened to [N, D]: the distribution's ``mean`` where it has one, else
+    the average of ``samples`` draws."""
+    means = []
+    for xb in x.split(batch_size):
+        q = model.posterior(xb)
+        try:
+            means.append(_flat(q.mean))
+        except NotImplementedError:
+            means.append(_flat(q.sample((samples,))).mean(0))
+    return torch.cat(means).double()
+
+
+def active_units(means: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> dict:
+    """The number of latent dimensions j with Var_x(E_q[z_j|x]) > ``threshold`` (Burda et al. 2016)."""
+    variance = means.var(0, unbiased=True)
+    return {"value": int((variance > threshold).sum()), "of": means.shape[1], "unit": "dimensions",
+            "per_dim_variance": variance.tolist(),
+            "estimator": {"name": "variance_of_posterior_means", "threshold": threshold, "points": len(means),
+                          "split": "test"}}
+
+
+def cluster_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
+    """The fraction of points whose cluster maps to their label under the best one-to-one map of
+    clusters to labels (the Hungarian algorithm on the contingency table; clusters left unmatched
+    when there are more clusters than labels count as wrong)."""
+    from scipy.optimize import linear_sum_assignment
+
+    label_ids, labels = np.unique(labels, return_inverse=True)
+    cluster_ids, clusters = np.unique(clusters, return_inverse=True)
+    table = np.zeros((len(cluster_ids), len(label_ids)), dtype=np.int64)
+    np.add.at(table, (clusters, labels), 1)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return table[rows, cols].sum() / len(labels)
+
+
+def clustering(model, x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor, seed: int) -> dict:
+    """cluster_acc, nmi and ari of the test labels. A method with a discrete latent reads its clusters
+    from the model (``cluster_assignments``); every other method gets k-means (as many clusters as
+    labels) on its posterior means."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    labels = labels.cpu().numpy()
+    k = len(np.unique(labels))
+    with torch.no_grad():
+        assigned = model.cluster_assignments(x)
+    if assigned is not None:
+        clusters = assigned.cpu().numpy()
+        estimator = {"name": "model_clusters"}
+    else:
+        clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(means.cpu().numpy())
+        estimator = {"name": "kmeans_on_posterior_means", "k": k, "n_init": 10, "random_state": seed}
+    estimator.update(points=len(labels), split="test", labels=k)
+    return {
+        "cluster_acc": {"value": float(cluster_accuracy(labels, clusters)), "unit": "fraction",
+                        "estimator": {**estimator, "matching": "hungarian"}},
+        "nmi": {"value": float(normalized_mutual_info_score(labels, clusters)), "unit": "fraction",
+                "estimator": estimator},
+        "ari": {"value": float(adjusted_rand_score(labels, clusters)), "unit": "fraction", "estimator": estimator},
+    }
+
+
+def fit_local_posteriors(model, x: torch.Tensor, max_steps: int, optimizer: dict = GAP_OPTIMIZER) -> tuple[dict, dict]:
+    """q* for each point of ``x``: the member of the method's own variational family (its
+    ``variational_family``) with the highest ELBO, found by Adam on the family's parameters, started
+    from the encoder's output. Every point is optimised on its own (Adam's update is per element, and
+    the loss a sum over points); a point stops when its ``check_every``-step average loss has not
+    improved for more than ``patience`` checks, or at ``max_steps``. Returns q*'s parameters and how
+    the optimisation went."""
+    with torch.no_grad():
+        start = model.variational_parameters(x)
+    params = {name: value.detach().clone().requires_grad_() for name, value in start.items()}
+    adam = torch.optim.Adam(params.values(), lr=optimizer["learning_rate"])
+    n, check_every = len(x), optimizer["check_every"]
+    window, best = torch.zeros(n, device=x.device), torch.full((n,), math.inf, device=x.device)
+    strikes = torch.zeros(n, dtype=torch.long, device=x.device)
+    stopped = torch.zeros(n, dtype=torch.bool, device=x.device)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    for p in trained:  # only q*'s parameters move
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            for step in range(1, max_steps + 1):
+                q = model.variational_family(params)
+                z = q.rsample((optimizer["samples_per_step"],))
+                loss = -(model.log_joint(x, z) - q.log_prob(z)).mean(0)  # [N]: minus each point's ELBO
+                adam.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                before = {name: value.detach().clone() for name, value in params.items()}
+                adam.step()
+                with torch.no_grad():
+                    for name, value in params.items():  # a stopped point keeps its parameters
+                        value[stopped] = before[name][stopped]
+                window += loss.detach()
+                if step % check_every == 0:
+                    average = window / check_every
+                    improved = average < best
+                    best = torch.where(improved, average, best)
+                    strikes = torch.where(improved, 0, strikes + 1)
+                    stopped |= strikes > optimizer["patience"]
+                    window.zero_()
+                    if stopped.all():
+                        break
+    finally:
+        for p in trained:
+            p.requires_grad_(True)
+    return ({name: value.detach() for name, value in params.items()},
+            {"steps": step, "stopped_fraction": stopped.float().mean().item()})
+
+
+def inference_gaps(model, x: torch.Tensor, max_steps: int, samples: int, optimizer: dict = GAP_OPTIMIZER) -> dict:
+    """Cremer, Li & Duvenaud (2018) on the points ``x``: L[q] (the amortized q(z|x)), L[q*] (q fitted
+    per point, ``fit_local_posteriors``) and log p̂(x) (importance sampling with q* as the proposal),
+    each with ``samples`` samples; amortization gap = L[q*] − L[q], approximation gap = log p̂(x) −
+    L[q*], inference gap = their sum. None where the method exposes no variational family."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            model.variational_parameters(x[:1])
+    except NotImplementedError:
+        return {}
+    amortized = importance_sampled_terms(model, x, samples)
+    q_star, optimisation = fit_local_posteriors(model, x, max_steps, optimizer)
+    local = importance_sampled_terms(
+        model, x, samples, proposal=lambda rows: model.variational_family({k: v[rows] for k, v in q_star.items()}))
+    elbo_q, elbo_q_star = amortized["recon"] - amortized["kl"], local["recon"] - local["kl"]
+    estimator = {"name": "cremer2018", "points": len(x), "split": "test", "samples": samples,
+                 "log_px": "importance_sampling, proposal q*", "max_steps": max_steps, **optimisation,
+                 "optimizer": optimizer}
+    return {
+        "amortization_gap": _entry(elbo_q_star - elbo_q, "nats", estimator),
+        "approximation_gap": _entry(local["log_px"] - elbo_q_star, "nats", estimator),
+        "inference_gap": _entry(local["log_px"] - elbo_q, "nats", estimator,
+                                elbo_q=elbo_q.mean().item(), elbo_q_star=elbo_q_star.mean().item()),
+    }
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def inference_latency(model, x: torch.Tensor, batch_size: int = 100, repeats: int = 20, warmup: int = 3) -> dict:
+    """Wall-clock of q(z|x) for one batch of test points (the cost that separates iterative from
+    amortized inference): the median over ``repeats`` after ``warmup``, synchronised on CUDA."""
+    model.eval()
+    batch = x[:batch_size]
+    times = []
+    for i in range(warmup + repeats):
+        _sync(x.device)
+        started = time.perf_counter()
+        model.posterior(batch)
+        _sync(x.device)
+        if i >= warmup:
+            times.append(time.perf_counter() - started)
+    return {"inference_latency_ms": 1000 * statistics.median(times), "inference_latency_batch": len(batch),
+            "inference_latency_repeats": repeats}
+
+
+def evaluate(model, x: torch.Tensor, labels: torch.Tensor | None, evaluation: dict, seed: int,
+             discrete: bool) -> tuple[dict, dict]:
+    """Every test metric of a trained model on the (binarized) test points ``x``, and the wall-clock
+    each group of them took. ``evaluation`` is the run config's: importance_samples, gap_points,
+    gap_max_steps, gap_samples (0 gap points: no gaps)."""
+    seconds = {}
+
+    def timed(name, compute):
+        _sync(x.device)
+        started = time.perf_counter()
+        result = compute()
+        _sync(x.device)
+        seconds[name] = time.perf_counter() - started
+        return result
+
+    metrics = timed("density_s", lambda: density_metrics(model, x, evaluation["importance_samples"],
+                                                          discrete=discrete))
+    means = timed("posterior_means_s", lambda: posterior_means(model, x))
+    metrics["active_units"] = active_units(means)
+    if labels is not None:
+        metrics.update(timed("clustering_s", lambda: clustering(model, x, labels, means, seed)))
+    if evaluation.get("gap_points"):
+        torch.manual_seed(seed)
+        metrics.update(timed("gaps_s", lambda: inference_gaps(model, x[: evaluation["gap_points"]],
+                                                              evaluation["gap_max_steps"], evaluation["gap_samples"])))
+    return metrics, {"eval_s": seconds, **inference_latency(model, x)}
 
 
 @torch.no_grad()

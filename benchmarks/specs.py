@@ -33,9 +33,9 @@ TRAINING_DEFAULTS = {
 }
 LR_SCHEDULES = ("constant", "iwae")
 OPTIMIZERS = ("adam",)
-BUDGET_KEYS = {"description", "max_epochs", "max_steps", "max_wall_s", "importance_samples", "test_points",
-               "valid_points"}
-EVALUATION_KEYS = {"importance_samples", "test_points", "valid_points", "compare", "show"}
+EVALUATION_SIZES = ("importance_samples", "test_points", "valid_points", "gap_points", "gap_max_steps", "gap_samples")
+BUDGET_KEYS = {"description", "max_epochs", "max_steps", "max_wall_s", *EVALUATION_SIZES}
+EVALUATION_KEYS = {*EVALUATION_SIZES, "compare", "show"}
 
 
 def papers_dir() -> Path:
@@ -167,7 +167,7 @@ def load_paper(key: str) -> PaperSpec:
 
     evaluation = raw["evaluation"]
     _check_keys(f"{path}: [evaluation]", evaluation, EVALUATION_KEYS, {"importance_samples", "compare"})
-    for key_ in ("importance_samples", "test_points", "valid_points"):
+    for key_ in EVALUATION_SIZES:
         if key_ in evaluation:
             _positive_int(f"{path}: evaluation.{key_}", evaluation[key_])
     for key_ in ("compare", "show"):
@@ -279,10 +279,9 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
     training["epochs"] = min(training["epochs"], caps.get("max_epochs", training["epochs"]))
     training["max_steps"] = caps.get("max_steps")
     training["max_wall_s"] = caps.get("max_wall_s")
-    evaluation = {
-        key: caps.get(key, paper.evaluation.get(key))
-        for key in ("importance_samples", "test_points", "valid_points")
-    }
+    evaluation = {key: caps.get(key, paper.evaluation.get(key)) for key in EVALUATION_SIZES}
+    if evaluation["gap_points"] and not (evaluation["gap_max_steps"] and evaluation["gap_samples"]):
+        raise UserError(f"paper {paper.key!r}, budget {budget_.name!r}: gap_points needs gap_max_steps and gap_samples")
     return {
         "paper": paper.key,
         "method": method,

@@ -131,10 +131,19 @@ def provenance() -> dict:
     }
 
 
+def _nvidia_driver() -> str | None:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, check=True).stdout.split()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return None
+
+
 def device_info(device: torch.device) -> dict:
     if device.type == "cuda":
         return {"device": str(device), "device_name": torch.cuda.get_device_name(device),
                 "device_capability": list(torch.cuda.get_device_capability(device)),
+                "driver": _nvidia_driver(), "cuda": torch.version.cuda,
                 "peak_memory_bytes": torch.cuda.max_memory_allocated(device), "peak_memory_kind": "cuda_max_allocated"}
     cpu = platform.processor()
     try:
@@ -177,13 +186,15 @@ def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress
         record["timing"] = trained["timing"]
         if trained["status"] != "diverged":
             evaluation = config["evaluation"]
-            test = data.test[: evaluation["test_points"] or len(data.test)]
+            points = evaluation["test_points"] or len(data.test)
+            labels = None if data.test_labels is None else data.test_labels[:points]
             torch.manual_seed(config["seed"])
             _sync(device)
             started = time.perf_counter()
-            record["metrics"] = metrics.evaluate(model, test, evaluation["importance_samples"])
+            record["metrics"], eval_timing = metrics.evaluate(model, data.test[:points], labels, evaluation,
+                                                              config["seed"], discrete=data.likelihood != "gaussian")
             _sync(device)
-            record["timing"]["eval_wall_s"] = time.perf_counter() - started
+            record["timing"].update(eval_timing, eval_wall_s=time.perf_counter() - started)
             bad = [name for name, m in record["metrics"].items() if not math.isfinite(m["value"])]
             if bad:
                 record.update(status="diverged", stop_reason="non_finite_metric",

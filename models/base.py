@@ -6,12 +6,21 @@ The harness and every metric talk to it only through this protocol:
 - ``posterior(x)``: a ``torch.distributions.Distribution`` with batch shape ``[B]``: the q(z|x) the
   method uses at test time (for iterative methods, after refinement). It needs ``sample``/``rsample``
   and ``log_prob``; a full-covariance Gaussian, a mixture or a flow fits as well as a diagonal Gaussian.
+  By default it is ``variational_family(variational_parameters(x))``:
+- ``variational_parameters(x)``: q(z|x)'s parameters as a dict of unconstrained tensors, each with the
+  batch as its first dimension (a mean and a log-scale; a mean and a raw Cholesky factor; mixture
+  logits...), and ``variational_family(parameters)`` the distribution they define. The inference
+  gaps optimise these parameters per data point, so q* stays in the method's own family. A method
+  without them still works; it has no gaps.
 - ``prior()``: p(z) as a distribution with empty batch shape (a Gaussian mixture whose discrete
   component is summed out, or an autoregressive-flow prior, fit too).
 - ``log_likelihood(x, z)``: log p(x|z), the decoder (an MLP, or an autoregressive PixelCNN).
 - ``log_joint(x, z)``: log p(x|z) + log p(z).
 - ``loss(x)``: the scalar training loss and a dict of per-batch diagnostics (``elbo``, ``recon``,
   ``kl``, ...) as scalar tensors.
+- ``cluster_assignments(x)``: for a method with a discrete latent (VLAC, GM-DGM), the cluster of each
+  point as read from the model; None (the default) for the others, which are clustered by k-means
+  on their posterior means.
 
 ``z`` is whatever ``posterior(x).sample()`` returns: one tensor for a flat latent, a tuple of layer
 tensors for a ladder. The metrics never look inside it; they pass samples back to ``log_joint`` and
@@ -38,7 +47,16 @@ class LatentVariableModel(nn.Module):
         raise NotImplementedError
 
     def posterior(self, x: torch.Tensor) -> Distribution:
+        return self.variational_family(self.variational_parameters(x))
+
+    def variational_parameters(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def variational_family(self, parameters: dict[str, torch.Tensor]) -> Distribution:
+        raise NotImplementedError
+
+    def cluster_assignments(self, x: torch.Tensor) -> torch.Tensor | None:
+        return None
 
     def log_likelihood(self, x: torch.Tensor, z) -> torch.Tensor:
         raise NotImplementedError

@@ -28,9 +28,12 @@ class VAE(LatentVariableModel):
     def prior(self):
         return standard_normal(self._origin)
 
-    def posterior(self, x):
+    def variational_parameters(self, x):
         loc, log_scale = self.encoder(x.flatten(1)).chunk(2, dim=-1)
-        return diagonal_gaussian(loc, log_scale)
+        return {"loc": loc, "log_scale": log_scale}
+
+    def variational_family(self, parameters):
+        return diagonal_gaussian(parameters["loc"], parameters["log_scale"])
 
     def log_likelihood(self, x, z):
         return self.likelihood(self.decoder(z), x)

@@ -20,9 +20,6 @@ from tabulate import tabulate
 from benchmarks import UserError, records, specs
 from benchmarks.metrics import METRICS
 
-LABELS = {"nll": "NLL", "elbo": "ELBO", "kl": "KL", "recon": "Recon."}
-
-
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
@@ -54,7 +51,12 @@ def _group_records(all_records: list[dict]) -> tuple[dict, list[str]]:
 
 
 def _values(runs: list[dict], metric: str) -> list[float]:
-    return [r["metrics"][metric]["value"] for r in runs if r["metrics"].get(metric, {}).get("value") is not None]
+    """The metric's value in each run that has it (timing metrics are read from the timing block)."""
+    if METRICS[metric].timing:
+        values = [r["timing"].get(metric) for r in runs]
+    else:
+        values = [r["metrics"].get(metric, {}).get("value") for r in runs]
+    return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
 def _row(paper, dataset, method, runs, compare, show) -> tuple[list[str], list[str]]:
@@ -68,13 +70,13 @@ def _row(paper, dataset, method, runs, compare, show) -> tuple[list[str], list[s
         if reported is None or reported.value is None:
             shown, delta, verdict = ("–" if reported is None else "missing"), None, "not reported"
             if reported is not None:
-                notes.append(f"{method} {LABELS[metric]}: missing; transcribe from {reported.missing}")
+                notes.append(f"{method} {METRICS[metric].label}: missing; transcribe from {reported.missing}")
         else:
             shown = _fmt(reported.value) + (f" ± {reported.std:.2f}" if reported.std is not None else "")
             delta = None if mean is None else mean - reported.value
             verdict = ("no runs" if mean is None else
                        "within tolerance" if abs(delta) <= reported.tolerance else "outside")
-            notes.append(f"{method} {LABELS[metric]}: {reported.source} (tolerance ±{reported.tolerance:g})")
+            notes.append(f"{method} {METRICS[metric].label}: {reported.source} (tolerance ±{reported.tolerance:g})")
         cells += [shown, _mean_std(reproduced), "–" if delta is None else f"{delta:+.2f}", verdict]
     for metric in show:
         cells.append(_mean_std(_values(ok, metric)))
@@ -118,9 +120,9 @@ def render(paper, dataset, budget_name, grouped) -> tuple[str, str]:
     show = paper.evaluation.get("show", [])
     header = ["Method"]
     for metric in compare:
-        label = LABELS[metric]
+        label = METRICS[metric].label
         header += [f"{label} reported", f"{label} reproduced", f"Δ {label}", "Verdict"]
-    header += [f"{LABELS[m]} reproduced" for m in show] + ["s/epoch", "Runs"]
+    header += [f"{METRICS[m].label} reproduced" for m in show] + ["s/epoch", "Runs"]
     rows, notes, all_runs = [], [], []
     for method in paper.methods:
         runs = grouped.get((paper.key, dataset, budget_name, method), [])
@@ -129,7 +131,7 @@ def render(paper, dataset, budget_name, grouped) -> tuple[str, str]:
         rows.append(cells)
         notes += row_notes
     caption = _caption(paper, dataset, budget_name, all_runs)
-    directions = "; ".join(f"{LABELS[m]}: {METRICS[m][0]}, {'lower' if METRICS[m][1] else 'higher'} is better"
+    directions = "; ".join(f"{METRICS[m].label}: {METRICS[m].description}, {'lower' if METRICS[m].lower_is_better else 'higher'} is better"
                            for m in compare + show)
     notes = [directions] + notes
     if "note" in paper.datasets[dataset]:

@@ -33,11 +33,21 @@ class LinearGaussian(LatentVariableModel):
         mean = (x - self.b) @ self.W @ covariance / self.sigma**2
         return MultivariateNormal(mean, covariance.expand(len(x), -1, -1))
 
-    def posterior(self, x):
+    def variational_parameters(self, x):
+        """"exact": the true posterior, in the full-covariance family (mean, Cholesky factor with a
+        log-diagonal); "diagonal": a diagonal Gaussian off the true one."""
         exact = self.exact_posterior(x)
         if self.encoder == "exact":
-            return exact
-        return diagonal_gaussian(exact.mean + 0.3, (1.5 * exact.variance).sqrt().log())
+            tril = exact.scale_tril
+            return {"loc": exact.mean, "tril": tril.tril(-1) + torch.diag_embed(tril.diagonal(dim1=-2, dim2=-1).log())}
+        return {"loc": exact.mean + 0.3, "log_scale": (1.5 * exact.variance).sqrt().log()}
+
+    def variational_family(self, parameters):
+        if "tril" in parameters:
+            raw = parameters["tril"]
+            return MultivariateNormal(parameters["loc"], scale_tril=raw.tril(-1) + torch.diag_embed(
+                raw.diagonal(dim1=-2, dim2=-1).exp()))
+        return diagonal_gaussian(parameters["loc"], parameters["log_scale"])
 
     def log_marginal(self, x) -> torch.Tensor:
         covariance = self.W @ self.W.T + self.sigma**2 * torch.eye(len(self.b), dtype=torch.float64)

@@ -26,7 +26,7 @@ def test_importance_sampling_is_exact_with_the_true_posterior_as_proposal(data, 
 def test_importance_sampling_with_a_wrong_proposal_is_within_its_standard_error(data):
     model = LinearGaussian(encoder="diagonal")
     torch.manual_seed(0)
-    result = metrics.evaluate(model, data, samples=2000)
+    result = metrics.density_metrics(model, data, samples=2000)
     truth = -model.log_marginal(data).mean().item()
     # The estimator's own error: a few standard errors of the per-point estimates' difference from
     # the truth (the IS bias at K = 2000 for this mild mismatch is far smaller).
@@ -46,7 +46,7 @@ def test_elbo_and_kl_match_their_closed_forms(data):
     # ELBO = log p(x) - KL(q || p(z|x)), exactly, for every point.
     exact_elbo = model.log_marginal(data) - kl_divergence(q_full, exact_posterior)
     torch.manual_seed(0)
-    result = metrics.evaluate(model, data, samples=2000)
+    result = metrics.density_metrics(model, data, samples=2000)
     assert result["kl"]["estimator"]["name"] == "analytic"
     assert result["kl"]["value"] == pytest.approx(exact_kl.mean().item(), abs=1e-9)
     assert result["elbo"]["value"] == pytest.approx(exact_elbo.mean().item(), abs=0.05)
@@ -56,7 +56,7 @@ def test_elbo_and_kl_match_their_closed_forms(data):
 def test_kl_falls_back_to_monte_carlo_when_there_is_no_closed_form(data):
     model = LinearGaussian(encoder="exact")  # a full-covariance q against a diagonal prior: no registered KL
     torch.manual_seed(0)
-    result = metrics.evaluate(model, data, samples=4000)
+    result = metrics.density_metrics(model, data, samples=4000)
     prior = torch.distributions.MultivariateNormal(torch.zeros(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64))
     exact_kl = kl_divergence(model.exact_posterior(data), prior).mean().item()
     assert result["kl"]["estimator"]["name"] == "monte_carlo"

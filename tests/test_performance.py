@@ -2,7 +2,8 @@
 
 Training: one epoch of the MNIST VAE (MLP 784-500-500-50, batch 100) through the harness's training
 loop against a bare PyTorch loop. Evaluation: test NLL with K = 1000 on 1000 test images through the
-harness's batched estimator against a per-image loop, as common libraries write it. Each group's
+harness's batched estimator against a per-image loop, as common libraries write it. Inference
+gaps: their cost on 100 MNIST test points against the test NLL of the same points. Each group's
 table shows the ratio; the assertions check only that both sides compute the same thing.
 """
 
@@ -53,13 +54,14 @@ def bare_epoch(x_train):
     return total / len(x_train)
 
 
-def harness_epoch(dataset):
+def harness_epoch(dataset, hyper=HYPER):
+    """One epoch through the harness's training loop: the model and its mean training ELBO."""
     torch.manual_seed(0)
-    model = models.build("vae", dataset.shape, HYPER)
+    model = models.build("vae", dataset.shape, hyper)
     config = {"method": "vae", "dataset": "mnist", "seed": 0, "evaluation": {"valid_points": 100},
               "training": {"learning_rate": 1e-3, "adam_eps": 1e-8, "batch_size": 100, "epochs": 1,
                            "lr_schedule": "constant", "max_steps": None, "max_wall_s": None}}
-    return train.train(model, dataset, config, torch.device("cpu"), progress=False)["curves"]["train_elbo"][0]
+    return model, train.train(model, dataset, config, torch.device("cpu"), progress=False)["curves"]["train_elbo"][0]
 
 
 @pytest.mark.benchmark(group="train one MNIST epoch (VAE 784-500-500-50, batch 100)")
@@ -69,7 +71,7 @@ def test_train_epoch(benchmark, mnist, implementation):
         x_train = mnist.train.flatten(1)
         elbo = benchmark.pedantic(bare_epoch, args=(x_train,), rounds=5, iterations=1)
     else:
-        elbo = benchmark.pedantic(harness_epoch, args=(mnist,), rounds=5, iterations=1)
+        elbo = benchmark.pedantic(lambda: harness_epoch(mnist)[1], rounds=5, iterations=1)
     # One epoch from scratch reaches a mean training ELBO of about -180 nats either way.
     assert -200 < elbo < -160
 
@@ -105,3 +107,30 @@ def test_nll(benchmark, mnist, implementation):
     torch.manual_seed(1)
     reference = -metrics.importance_sampled_terms(model, x[:200], 1000)["log_px"].mean().item()
     assert abs(nll - reference) < 0.05 * reference
+
+
+BURDA = {"latent_dim": 50, "hidden": [200, 200], "activation": "tanh", "init": "glorot"}
+SHORT = {"importance_samples": 1000, "gap_points": 100, "gap_max_steps": 3000, "gap_samples": 1000}  # budgets.toml
+
+
+@pytest.fixture(scope="module")
+def trained_vae(mnist):
+    """The baselines' VAE (Burda et al.'s architecture) after one epoch: a posterior worth refining."""
+    return harness_epoch(mnist, BURDA)[0].eval()
+
+
+@pytest.mark.benchmark(group="inference gaps against test NLL, 100 MNIST test points, budget short's settings")
+@pytest.mark.parametrize("computation", ["test NLL (K = 1000)", "gaps (q* per point, then K = 1000)"])
+def test_gap_cost(benchmark, mnist, trained_vae, computation):
+    x = mnist.test[: SHORT["gap_points"]]
+    torch.manual_seed(0)
+    if computation.startswith("test NLL"):
+        result = benchmark.pedantic(metrics.density_metrics, args=(trained_vae, x, SHORT["importance_samples"]),
+                                    rounds=3, iterations=1)
+        assert result["nll"]["value"] > 0
+    else:
+        gaps = benchmark.pedantic(metrics.inference_gaps, args=(trained_vae, x, SHORT["gap_max_steps"],
+                                                                SHORT["gap_samples"]), rounds=1, iterations=1)
+        benchmark.extra_info["optimisation steps"] = gaps["amortization_gap"]["estimator"]["steps"]
+        # q* is at least as good as the encoder's q, up to the estimates' noise
+        assert gaps["amortization_gap"]["value"] > -3 * gaps["amortization_gap"]["sem"]

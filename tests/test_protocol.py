@@ -67,7 +67,7 @@ def test_loss_is_a_finite_scalar_with_diagnostics_and_trains_every_parameter(mod
 
 def test_importance_sampled_likelihood_is_above_the_elbo(model, x):
     torch.manual_seed(0)
-    result = metrics.evaluate(model, x, samples=500)
+    result = metrics.density_metrics(model, x, samples=500)
     assert -result["nll"]["value"] >= result["elbo"]["value"] - 0.05
     assert result["elbo"]["value"] == pytest.approx(result["recon"]["value"] - result["kl"]["value"])
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import records, specs
+from benchmarks.metrics import METRICS
 from report import generate
 
 HERE = Path(__file__).parent
@@ -70,3 +71,23 @@ def test_tables_never_train(tables, tmp_path, monkeypatch):
     monkeypatch.setattr(benchmarks.train, "run", lambda *a, **k: pytest.fail("tables trained a model"))
     generate.write_tables(tmp_path / "results", tmp_path / "again")
     assert (tmp_path / "again" / "README.md").read_text() == (tables / "README.md").read_text()
+
+
+@pytest.mark.parametrize("metric", sorted(METRICS))
+def test_any_metric_can_be_a_column(metric, tmp_path, monkeypatch):
+    spec = (HERE / "specs" / "demo.toml").read_text().replace('show = ["kl"]', f'show = ["{metric}"]')
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "demo.toml").write_text(spec)
+    monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path / "specs"))
+    for seed, value in ((0, 3.0), (1, 5.0)):
+        config, record = _record("alpha", seed, 90.0, 10.0)
+        if METRICS[metric].timing:
+            record["timing"][metric] = value
+        else:
+            record["metrics"][metric] = {"value": value, "unit": "any", "estimator": {"name": "hand-written"}}
+        records.write(record, records.path_for(tmp_path / "results", config, record["run_id"]))
+    generate.write_tables(tmp_path / "results", tmp_path / "out")
+    markdown = (tmp_path / "out" / "demo__digits__smoke.md").read_text()
+    assert f"{METRICS[metric].label} reproduced" in markdown
+    assert _rows(markdown)["alpha"][4] == "4.00 ± 1.41"
+    assert METRICS[metric].description in markdown
