@@ -40,12 +40,17 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _with_options(dataset: str, table: dict) -> str:
+    options = specs.dataset_options(table)
+    return f"{dataset} ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else dataset
+
+
 def cmd_list(args) -> None:
     print("papers:")
     for key in specs.paper_keys():
         paper = specs.load_paper(key)
         print(f"  {key}: {paper.title}")
-        print(f"    datasets: {', '.join(paper.datasets)}")
+        print(f"    datasets: {', '.join(_with_options(name, table) for name, table in paper.datasets.items())}")
         for name, method in paper.methods.items():
             hyper = ", ".join(f"{k}={v}" for k, v in method.hyper.items())
             print(f"    method {name} (model {method.model}; {hyper})")

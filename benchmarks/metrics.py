@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.distributions import Distribution, Independent, kl_divergence
+from torch.distributions import Distribution, Independent, MixtureSameFamily, kl_divergence
 
 from models.base import has_analytic_kl
 
@@ -223,13 +223,31 @@ def clustering(model, x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor
     }
 
 
+def _reparameterized_elbo(model, x: torch.Tensor, q: Distribution, samples: int) -> torch.Tensor:
+    """Each point's ELBO E_q[log p(x, z) − log q(z|x)], differentiable in q's parameters. A mixture
+    (``MixtureSameFamily``) has no reparameterized sample, but its ELBO is Σ_k π_k E_{q_k}[...]:
+    each component is sampled with its own reparameterization and weighted by its probability."""
+    if isinstance(q, MixtureSameFamily):
+        components = q.component_distribution
+        z = components.rsample((samples,))  # [S, B, K, D]: every component of every point
+        k = components.batch_shape[-1]
+        z_by_component = z.movedim(-1 - len(q.event_shape), 0)  # [K, S, B, D]
+        log_w = model.log_joint(x, z_by_component.flatten(0, 1)).unflatten(0, (k, samples)) \
+            - q.log_prob(z_by_component)
+        weights = q.mixture_distribution.probs.movedim(-1, 0)  # [K, B]
+        return (weights * log_w.mean(1)).sum(0)
+    z = q.rsample((samples,))
+    return (model.log_joint(x, z) - q.log_prob(z)).mean(0)
+
+
 def fit_local_posteriors(model, x: torch.Tensor, max_steps: int, optimizer: dict = GAP_OPTIMIZER) -> tuple[dict, dict]:
     """q* for each point of ``x``: the member of the method's own variational family (its
     ``variational_family``) with the highest ELBO, found by Adam on the family's parameters, started
     from the encoder's output. Every point is optimised on its own (Adam's update is per element, and
     the loss a sum over points); a point stops when its ``check_every``-step average loss has not
-    improved for more than ``patience`` checks, or at ``max_steps``. Returns q*'s parameters and how
-    the optimisation went."""
+    improved for more than ``patience`` checks, or at ``max_steps``; a point whose ELBO estimate
+    turns non-finite stops at its last parameters with a finite one (counted, never dropped).
+    Returns q*'s parameters and how the optimisation went."""
     with torch.no_grad():
         start = model.variational_parameters(x)
     params = {name: value.detach().clone().requires_grad_() for name, value in start.items()}
@@ -238,23 +256,29 @@ def fit_local_posteriors(model, x: torch.Tensor, max_steps: int, optimizer: dict
     window, best = torch.zeros(n, device=x.device), torch.full((n,), math.inf, device=x.device)
     strikes = torch.zeros(n, dtype=torch.long, device=x.device)
     stopped = torch.zeros(n, dtype=torch.bool, device=x.device)
+    non_finite = torch.zeros(n, dtype=torch.bool, device=x.device)
+    kept = {name: value.detach().clone() for name, value in params.items()}  # what a stopped point keeps
     trained = [p for p in model.parameters() if p.requires_grad]
     for p in trained:  # only q*'s parameters move
         p.requires_grad_(False)
     try:
         with torch.enable_grad():
             for step in range(1, max_steps + 1):
-                q = model.variational_family(params)
-                z = q.rsample((optimizer["samples_per_step"],))
-                loss = -(model.log_joint(x, z) - q.log_prob(z)).mean(0)  # [N]: minus each point's ELBO
+                loss = -_reparameterized_elbo(model, x, model.variational_family(params), optimizer["samples_per_step"])
+                finite = torch.isfinite(loss.detach())
+                with torch.no_grad():
+                    moving = finite & ~stopped
+                    for name, value in params.items():
+                        kept[name][moving] = value[moving]
+                non_finite |= ~finite
+                stopped |= ~finite
                 adam.zero_grad(set_to_none=True)
-                loss.sum().backward()
-                before = {name: value.detach().clone() for name, value in params.items()}
+                torch.where(finite, loss, 0.0).sum().backward()
                 adam.step()
                 with torch.no_grad():
-                    for name, value in params.items():  # a stopped point keeps its parameters
-                        value[stopped] = before[name][stopped]
-                window += loss.detach()
+                    for name, value in params.items():
+                        value[stopped] = kept[name][stopped]
+                window += torch.where(finite, loss.detach(), 0.0)
                 if step % check_every == 0:
                     average = window / check_every
                     improved = average < best
@@ -268,7 +292,8 @@ def fit_local_posteriors(model, x: torch.Tensor, max_steps: int, optimizer: dict
         for p in trained:
             p.requires_grad_(True)
     return ({name: value.detach() for name, value in params.items()},
-            {"steps": step, "stopped_fraction": stopped.float().mean().item()})
+            {"steps": step, "stopped_fraction": stopped.float().mean().item(),
+             "non_finite_points": int(non_finite.sum())})
 
 
 def inference_gaps(model, x: torch.Tensor, max_steps: int, samples: int, optimizer: dict = GAP_OPTIMIZER) -> dict:

@@ -2,7 +2,7 @@
 estimators against ground truth."""
 
 import torch
-from torch.distributions import MultivariateNormal
+from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from models.base import LatentVariableModel
 from models.networks import diagonal_gaussian, standard_normal
@@ -10,8 +10,9 @@ from models.networks import diagonal_gaussian, standard_normal
 
 class LinearGaussian(LatentVariableModel):
     """p(z) = N(0, I), p(x|z) = N(Wz + b, σ²I). ``encoder``: "exact" (the true posterior, full
-    covariance) or "diagonal" (a deliberately wrong one: the true means shifted, the diagonal of
-    the true covariance inflated)."""
+    covariance), or a deliberately wrong one, the true means shifted by 0.3: "diagonal" (the
+    diagonal of the true covariance inflated by 1.5), "full" (the true covariance inflated by
+    1.5), "mixture" (two equally weighted diagonal components, the second shifted back by 0.6)."""
 
     def __init__(self, latent_dim=3, data_dim=6, sigma=0.5, encoder="exact", seed=0):
         super().__init__()
@@ -34,20 +35,29 @@ class LinearGaussian(LatentVariableModel):
         return MultivariateNormal(mean, covariance.expand(len(x), -1, -1))
 
     def variational_parameters(self, x):
-        """"exact": the true posterior, in the full-covariance family (mean, Cholesky factor with a
-        log-diagonal); "diagonal": a diagonal Gaussian off the true one."""
+        """Full covariance: the mean and the Cholesky factor with a log-diagonal; diagonal: the mean
+        and the log-scales; mixture: the components' logits, means and log-scales."""
         exact = self.exact_posterior(x)
-        if self.encoder == "exact":
-            tril = exact.scale_tril
-            return {"loc": exact.mean, "tril": tril.tril(-1) + torch.diag_embed(tril.diagonal(dim1=-2, dim2=-1).log())}
-        return {"loc": exact.mean + 0.3, "log_scale": (1.5 * exact.variance).sqrt().log()}
+        if self.encoder in ("exact", "full"):
+            shift, inflation = (0.0, 1.0) if self.encoder == "exact" else (0.3, 1.5)
+            tril = inflation**0.5 * exact.scale_tril
+            return {"loc": exact.mean + shift,
+                    "tril": tril.tril(-1) + torch.diag_embed(tril.diagonal(dim1=-2, dim2=-1).log())}
+        log_scale = (1.5 * exact.variance).sqrt().log()
+        if self.encoder == "diagonal":
+            return {"loc": exact.mean + 0.3, "log_scale": log_scale}
+        return {"logits": torch.zeros(len(x), 2, dtype=x.dtype), "loc": torch.stack([exact.mean + 0.3, exact.mean - 0.3], 1),
+                "log_scale": torch.stack([log_scale, log_scale], 1)}
 
     def variational_family(self, parameters):
         if "tril" in parameters:
             raw = parameters["tril"]
             return MultivariateNormal(parameters["loc"], scale_tril=raw.tril(-1) + torch.diag_embed(
                 raw.diagonal(dim1=-2, dim2=-1).exp()))
-        return diagonal_gaussian(parameters["loc"], parameters["log_scale"])
+        components = diagonal_gaussian(parameters["loc"], parameters["log_scale"])
+        if "logits" in parameters:
+            return MixtureSameFamily(Categorical(logits=parameters["logits"]), components)
+        return components
 
     def log_marginal(self, x) -> torch.Tensor:
         covariance = self.W @ self.W.T + self.sigma**2 * torch.eye(len(self.b), dtype=torch.float64)
