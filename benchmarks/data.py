@@ -40,7 +40,6 @@ MNIST_FILES = MANIFEST["mnist"]["md5"]  # of the four uncompressed idx files
 FASHION_MNIST_FILES = MANIFEST["fashion_mnist"]["md5"]
 DIGITS_SHAPE, MNIST_SHAPE = (1, 8, 8), (1, 28, 28)
 MNIST_CLASSIC_TRAIN = 50_000  # the classic split: the first 50k of the official training set; the last 10k validate
-LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
 
 
 @dataclass
@@ -328,15 +327,18 @@ def locate_offline(folder_set: FolderSet, data_dir=None, mirrors=True) -> tuple[
         if not folder_set.folder_with_files(raw):
             raise UserError(f"{folder_set.name} not found in {raw}: expected torchvision's layout with the files "
                             f"{', '.join(n for n in folder_set.md5s if n not in folder_set.optional)}")
-        return f"data directory {raw}", lambda **options: folder_set.read(folder_set, raw, f"data directory {raw}", **options)
+        return f"data directory {raw}", lambda **options: folder_set.read(
+            folder_set, raw, f"data directory {raw}", **options)
     cached = CACHE_DIR / folder_set.relpath
     if folder_set.folder_with_files(cached):
-        return f"download cache {cached}", lambda **options: folder_set.read(folder_set, cached, f"torchvision download ({cached})", **options)
+        return f"download cache {cached}", lambda **options: folder_set.read(
+            folder_set, cached, f"torchvision download ({cached})", **options)
     if not mirrors:
         return None
     for folder in folder_set.system_dirs:
         if folder_set.folder_with_files(folder):
-            return f"system package {folder}", lambda **options: folder_set.read(folder_set, folder, f"system package ({folder})", **options)
+            return f"system package {folder}", lambda **options: folder_set.read(
+                folder_set, folder, f"system package ({folder})", **options)
     return folder_set.mirror() if folder_set.mirror else None
 
 

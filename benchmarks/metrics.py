@@ -323,7 +323,8 @@ def inference_gaps(model, x: torch.Tensor, max_steps: int, samples: int, optimiz
     }
 
 
-def _sync(device: torch.device):
+def synchronize(device: torch.device):
+    """Wait for the device's queued work, so that wall-clock covers it (a no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -336,10 +337,10 @@ def inference_latency(model, x: torch.Tensor, batch_size: int = 100, repeats: in
     batch = x[:batch_size]
     times = []
     for i in range(warmup + repeats):
-        _sync(x.device)
+        synchronize(x.device)
         started = time.perf_counter()
         model.posterior(batch)
-        _sync(x.device)
+        synchronize(x.device)
         if i >= warmup:
             times.append(time.perf_counter() - started)
     return {"inference_latency_ms": 1000 * statistics.median(times), "inference_latency_batch": len(batch),
@@ -350,14 +351,14 @@ def evaluate(model, x: torch.Tensor, labels: torch.Tensor | None, evaluation: di
              discrete: bool) -> tuple[dict, dict]:
     """Every test metric of a trained model on the (binarized) test points ``x``, and the wall-clock
     each group of them took. ``evaluation`` is the run config's: importance_samples, gap_points,
-    gap_max_steps, gap_samples (0 gap points: no gaps)."""
+    gap_max_steps, gap_samples (gap_points None: no gaps)."""
     seconds = {}
 
     def timed(name, compute):
-        _sync(x.device)
+        synchronize(x.device)
         started = time.perf_counter()
         result = compute()
-        _sync(x.device)
+        synchronize(x.device)
         seconds[name] = time.perf_counter() - started
         return result
 

@@ -37,11 +37,6 @@ def learning_rate(training: dict, epoch: int) -> float:
     return lr
 
 
-def _sync(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def train(model, data: Dataset, config: dict, device: torch.device, progress: bool = True) -> dict:
     """Train ``model`` in place; returns status, stop_reason, error, curves and training timing."""
     training, seed = config["training"], config["seed"]
@@ -60,7 +55,7 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(training, epoch)
         model.train()
-        _sync(device)
+        metrics.synchronize(device)
         started = time.perf_counter()
         elbo_sum, seen = torch.zeros((), device=device), 0
         for idx in torch.randperm(n, generator=order).to(device).split(batch_size):
@@ -83,7 +78,7 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
             if training["max_wall_s"] and train_wall + valid_wall + time.perf_counter() - started > training["max_wall_s"]:
                 outcome = {"status": "timeout", "stop_reason": "max_wall_s", "error": None}
                 break
-        _sync(device)
+        metrics.synchronize(device)
         train_wall += time.perf_counter() - started
         if outcome["status"] == "diverged":
             break
@@ -189,11 +184,12 @@ def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress
             points = evaluation["test_points"] or len(data.test)
             labels = None if data.test_labels is None else data.test_labels[:points]
             torch.manual_seed(config["seed"])
-            _sync(device)
+            metrics.synchronize(device)
             started = time.perf_counter()
+            discrete = data.likelihood in PixelLikelihood.DISCRETE
             record["metrics"], eval_timing = metrics.evaluate(model, data.test[:points], labels, evaluation,
-                                                              config["seed"], discrete=data.likelihood != "gaussian")
-            _sync(device)
+                                                              config["seed"], discrete)
+            metrics.synchronize(device)
             record["timing"].update(eval_timing, eval_wall_s=time.perf_counter() - started)
             bad = [name for name, m in record["metrics"].items() if not math.isfinite(m["value"])]
             if bad:

@@ -54,6 +54,7 @@ class PixelLikelihood(nn.Module):
     """
 
     FAMILIES = ("bernoulli", "gaussian", "discretized_logistic")
+    DISCRETE = ("bernoulli", "discretized_logistic")  # probabilities of pixel values, not densities: bits/dim
     BINS = 256
 
     def __init__(self, family: str):

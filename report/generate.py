@@ -131,7 +131,8 @@ def render(paper, dataset, budget_name, grouped) -> tuple[str, str]:
         rows.append(cells)
         notes += row_notes
     caption = _caption(paper, dataset, budget_name, all_runs)
-    directions = "; ".join(f"{METRICS[m].label}: {METRICS[m].description}, {'lower' if METRICS[m].lower_is_better else 'higher'} is better"
+    directions = "; ".join(f"{METRICS[m].label}: {METRICS[m].description}, "
+                           f"{'lower' if METRICS[m].lower_is_better else 'higher'} is better"
                            for m in compare + show)
     notes = [directions] + notes
     if "note" in paper.datasets[dataset]:
