@@ -21,12 +21,15 @@ bench: install
 	$(BIN)/vlaebench run --paper all --dataset digits --budget smoke --seeds 0,1,2
 	$(BIN)/vlaebench tables
 
+# The linter and formatter check, then the tests (the speed benchmarks belong to `make benchmark`).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q -m "not performance"
 
 # The performance benchmarks (pytest-benchmark), timed for real.
 benchmark: install
-	$(BIN)/python -m pytest -q tests/test_performance.py --benchmark-enable
+	$(BIN)/python -m pytest -q -m performance tests/test_performance.py --benchmark-enable
 
 # The nightly CI benchmark job, on a GPU runner.
 nightly: install

@@ -35,10 +35,14 @@ METRICS = {
     "kl": Metric("KL", "test KL(q(z|x) ‖ p(z)) (nats)", True),
     "recon": Metric("Recon.", "test reconstruction term E_q log p(x|z) (nats)", False),
     "bits_per_dim": Metric("bits/dim", "test NLL in bits per pixel and channel (discrete likelihoods only)", True),
-    "active_units": Metric("AU", "active units: latent dimensions whose posterior mean varies across the test "
-                                 "points (variance > 0.01)", False),
-    "cluster_acc": Metric("Cluster acc.", "clustering accuracy on the test labels, one-to-one (Hungarian) matching",
-                          False),
+    "active_units": Metric(
+        "AU",
+        "active units: latent dimensions whose posterior mean varies across the test points (variance > 0.01)",
+        False,
+    ),
+    "cluster_acc": Metric(
+        "Cluster acc.", "clustering accuracy on the test labels, one-to-one (Hungarian) matching", False
+    ),
     "nmi": Metric("NMI", "normalized mutual information of clusters and test labels", False),
     "ari": Metric("ARI", "adjusted Rand index of clusters and test labels", False),
     "amortization_gap": Metric("Amort. gap", "amortization gap L[q*] − L[q] (nats; Cremer et al. 2018)", True),
@@ -46,8 +50,9 @@ METRICS = {
     "inference_gap": Metric("Inference gap", "inference gap log p̂(x) − L[q] (nats)", True),
     "s_per_epoch": Metric("s/epoch", "training wall-clock per epoch (s)", True, timing=True),
     "examples_per_s": Metric("ex/s", "training examples per second", False, timing=True),
-    "inference_latency_ms": Metric("q(z|x) ms/batch", "test-time inference latency per batch (median, ms)", True,
-                                   timing=True),
+    "inference_latency_ms": Metric(
+        "q(z|x) ms/batch", "test-time inference latency per batch (median, ms)", True, timing=True
+    ),
 }
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E_q[z_j]) > 0.01
@@ -64,8 +69,7 @@ def _flat(z) -> torch.Tensor:
 
 
 @torch.no_grad()
-def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 10_000,
-                             proposal=None) -> dict:
+def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 10_000, proposal=None) -> dict:
     """Per data point: log p̂(x) = logmeanexp_k [log p(x, z_k) − log q(z_k|x)], z_k ~ q(z|x), and
     the Monte-Carlo variance of that estimate (``log_px_var``, by the delta method); from the
     same samples E_q log p(x|z); and KL(q || p), analytic where torch.distributions has it (then
@@ -94,8 +98,14 @@ def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chun
             log_q = q.log_prob(z)
             log_joint = model.log_joint(x_chunk, z)
             log_w = log_joint - log_q
-            terms.append((torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0), (log_joint - log_prior).sum(0),
-                          (log_q - log_prior).sum(0)))
+            terms.append(
+                (
+                    torch.logsumexp(log_w, 0),
+                    torch.logsumexp(2 * log_w, 0),
+                    (log_joint - log_prior).sum(0),
+                    (log_q - log_prior).sum(0),
+                )
+            )
         log_sum_w = torch.logsumexp(torch.stack([t[0] for t in terms]), 0)
         log_sum_w2 = torch.logsumexp(torch.stack([t[1] for t in terms]), 0)
         out["log_px"].append(log_sum_w - math.log(samples))
@@ -105,14 +115,20 @@ def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chun
         out["kl"].append(kl_divergence(q, prior) if analytic else sum(t[3] for t in terms) / samples)
         out["kl_per_dim"].append(_kl_per_dim(q, prior))
     per_dim = None if any(k is None for k in out["kl_per_dim"]) else torch.cat(out["kl_per_dim"])
-    return {**{key: torch.cat(out[key]) for key in ("log_px", "log_px_var", "recon", "kl")}, "kl_per_dim": per_dim,
-            "kl_analytic": analytic}
+    return {
+        **{key: torch.cat(out[key]) for key in ("log_px", "log_px_var", "recon", "kl")},
+        "kl_per_dim": per_dim,
+        "kl_analytic": analytic,
+    }
 
 
 def _kl_per_dim(q: Distribution, prior: Distribution) -> torch.Tensor | None:
     """[B, D] KL of each latent dimension, where both sides are independent over one event dimension."""
-    if not (isinstance(q, Independent) and isinstance(prior, Independent)
-            and q.reinterpreted_batch_ndims == prior.reinterpreted_batch_ndims == 1):
+    if not (
+        isinstance(q, Independent)
+        and isinstance(prior, Independent)
+        and q.reinterpreted_batch_ndims == prior.reinterpreted_batch_ndims == 1
+    ):
         return None
     try:
         return kl_divergence(q.base_dist, prior.base_dist)
@@ -142,20 +158,31 @@ def density_metrics(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 
     kl = terms["kl"]
     kl_estimator = {"name": "analytic"} if terms["kl_analytic"] else {"name": "monte_carlo", "samples": samples}
     common = {"points": len(x), "split": "test"}
-    importance = {"name": "importance_sampling", "proposal": "posterior", "samples": samples,
-                  "rows_per_chunk": rows_per_chunk, **common}
+    importance = {
+        "name": "importance_sampling",
+        "proposal": "posterior",
+        "samples": samples,
+        "rows_per_chunk": rows_per_chunk,
+        **common,
+    }
     per_dim = {} if terms["kl_per_dim"] is None else {"per_dim": terms["kl_per_dim"].mean(0).tolist()}
     metrics = {
-        "nll": _entry(-terms["log_px"], "nats", importance, mc_sem=terms["log_px_var"].double().sum().sqrt().item() / len(x)),
-        "elbo": _entry(terms["recon"] - kl, "nats",
-                       {"name": "recon_minus_kl", "recon_samples": samples, "kl": kl_estimator["name"], **common}),
+        "nll": _entry(
+            -terms["log_px"], "nats", importance, mc_sem=terms["log_px_var"].double().sum().sqrt().item() / len(x)
+        ),
+        "elbo": _entry(
+            terms["recon"] - kl,
+            "nats",
+            {"name": "recon_minus_kl", "recon_samples": samples, "kl": kl_estimator["name"], **common},
+        ),
         "kl": _entry(kl, "nats", {**kl_estimator, **common}, **per_dim),
         "recon": _entry(terms["recon"], "nats", {"name": "monte_carlo", "samples": samples, **common}),
     }
     if discrete:
         dims = x[0].numel()
-        metrics["bits_per_dim"] = _entry(-terms["log_px"] / (dims * math.log(2)), "bits",
-                                         {**importance, "name": "nll_over_dims_ln2", "dims": dims})
+        metrics["bits_per_dim"] = _entry(
+            -terms["log_px"] / (dims * math.log(2)), "bits", {**importance, "name": "nll_over_dims_ln2", "dims": dims}
+        )
     return metrics
 
 
@@ -176,10 +203,18 @@ def posterior_means(model, x: torch.Tensor, batch_size: int = 1000, samples: int
 def active_units(means: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> dict:
     """The number of latent dimensions j with Var_x(E_q[z_j|x]) > ``threshold`` (Burda et al. 2016)."""
     variance = means.var(0, unbiased=True)
-    return {"value": int((variance > threshold).sum()), "of": means.shape[1], "unit": "dimensions",
-            "per_dim_variance": variance.tolist(),
-            "estimator": {"name": "variance_of_posterior_means", "threshold": threshold, "points": len(means),
-                          "split": "test"}}
+    return {
+        "value": int((variance > threshold).sum()),
+        "of": means.shape[1],
+        "unit": "dimensions",
+        "per_dim_variance": variance.tolist(),
+        "estimator": {
+            "name": "variance_of_posterior_means",
+            "threshold": threshold,
+            "points": len(means),
+            "split": "test",
+        },
+    }
 
 
 def cluster_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
@@ -215,10 +250,16 @@ def clustering(model, x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor
         estimator = {"name": "kmeans_on_posterior_means", "k": k, "n_init": 10, "random_state": seed}
     estimator.update(points=len(labels), split="test", labels=k)
     return {
-        "cluster_acc": {"value": float(cluster_accuracy(labels, clusters)), "unit": "fraction",
-                        "estimator": {**estimator, "matching": "hungarian"}},
-        "nmi": {"value": float(normalized_mutual_info_score(labels, clusters)), "unit": "fraction",
-                "estimator": estimator},
+        "cluster_acc": {
+            "value": float(cluster_accuracy(labels, clusters)),
+            "unit": "fraction",
+            "estimator": {**estimator, "matching": "hungarian"},
+        },
+        "nmi": {
+            "value": float(normalized_mutual_info_score(labels, clusters)),
+            "unit": "fraction",
+            "estimator": estimator,
+        },
         "ari": {"value": float(adjusted_rand_score(labels, clusters)), "unit": "fraction", "estimator": estimator},
     }
 
@@ -232,8 +273,7 @@ def _reparameterized_elbo(model, x: torch.Tensor, q: Distribution, samples: int)
         z = components.rsample((samples,))  # [S, B, K, D]: every component of every point
         k = components.batch_shape[-1]
         z_by_component = z.movedim(-1 - len(q.event_shape), 0)  # [K, S, B, D]
-        log_w = model.log_joint(x, z_by_component.flatten(0, 1)).unflatten(0, (k, samples)) \
-            - q.log_prob(z_by_component)
+        log_w = model.log_joint(x, z_by_component.flatten(0, 1)).unflatten(0, (k, samples)) - q.log_prob(z_by_component)
         weights = q.mixture_distribution.probs.movedim(-1, 0)  # [K, B]
         return (weights * log_w.mean(1)).sum(0)
     z = q.rsample((samples,))
@@ -291,9 +331,10 @@ def fit_local_posteriors(model, x: torch.Tensor, max_steps: int, optimizer: dict
     finally:
         for p in trained:
             p.requires_grad_(True)
-    return ({name: value.detach() for name, value in params.items()},
-            {"steps": step, "stopped_fraction": stopped.float().mean().item(),
-             "non_finite_points": int(non_finite.sum())})
+    return (
+        {name: value.detach() for name, value in params.items()},
+        {"steps": step, "stopped_fraction": stopped.float().mean().item(), "non_finite_points": int(non_finite.sum())},
+    )
 
 
 def inference_gaps(model, x: torch.Tensor, max_steps: int, samples: int, optimizer: dict = GAP_OPTIMIZER) -> dict:
@@ -310,16 +351,29 @@ def inference_gaps(model, x: torch.Tensor, max_steps: int, samples: int, optimiz
     amortized = importance_sampled_terms(model, x, samples)
     q_star, optimisation = fit_local_posteriors(model, x, max_steps, optimizer)
     local = importance_sampled_terms(
-        model, x, samples, proposal=lambda rows: model.variational_family({k: v[rows] for k, v in q_star.items()}))
+        model, x, samples, proposal=lambda rows: model.variational_family({k: v[rows] for k, v in q_star.items()})
+    )
     elbo_q, elbo_q_star = amortized["recon"] - amortized["kl"], local["recon"] - local["kl"]
-    estimator = {"name": "cremer2018", "points": len(x), "split": "test", "samples": samples,
-                 "log_px": "importance_sampling, proposal q*", "max_steps": max_steps, **optimisation,
-                 "optimizer": optimizer}
+    estimator = {
+        "name": "cremer2018",
+        "points": len(x),
+        "split": "test",
+        "samples": samples,
+        "log_px": "importance_sampling, proposal q*",
+        "max_steps": max_steps,
+        **optimisation,
+        "optimizer": optimizer,
+    }
     return {
         "amortization_gap": _entry(elbo_q_star - elbo_q, "nats", estimator),
         "approximation_gap": _entry(local["log_px"] - elbo_q_star, "nats", estimator),
-        "inference_gap": _entry(local["log_px"] - elbo_q, "nats", estimator,
-                                elbo_q=elbo_q.mean().item(), elbo_q_star=elbo_q_star.mean().item()),
+        "inference_gap": _entry(
+            local["log_px"] - elbo_q,
+            "nats",
+            estimator,
+            elbo_q=elbo_q.mean().item(),
+            elbo_q_star=elbo_q_star.mean().item(),
+        ),
     }
 
 
@@ -343,12 +397,16 @@ def inference_latency(model, x: torch.Tensor, batch_size: int = 100, repeats: in
         synchronize(x.device)
         if i >= warmup:
             times.append(time.perf_counter() - started)
-    return {"inference_latency_ms": 1000 * statistics.median(times), "inference_latency_batch": len(batch),
-            "inference_latency_repeats": repeats}
+    return {
+        "inference_latency_ms": 1000 * statistics.median(times),
+        "inference_latency_batch": len(batch),
+        "inference_latency_repeats": repeats,
+    }
 
 
-def evaluate(model, x: torch.Tensor, labels: torch.Tensor | None, evaluation: dict, seed: int,
-             discrete: bool) -> tuple[dict, dict]:
+def evaluate(
+    model, x: torch.Tensor, labels: torch.Tensor | None, evaluation: dict, seed: int, discrete: bool
+) -> tuple[dict, dict]:
     """Every test metric of a trained model on the (binarized) test points ``x``, and the wall-clock
     each group of them took. ``evaluation`` is the run config's: importance_samples, gap_points,
     gap_max_steps, gap_samples (gap_points None: no gaps)."""
@@ -362,16 +420,21 @@ def evaluate(model, x: torch.Tensor, labels: torch.Tensor | None, evaluation: di
         seconds[name] = time.perf_counter() - started
         return result
 
-    metrics = timed("density_s", lambda: density_metrics(model, x, evaluation["importance_samples"],
-                                                          discrete=discrete))
+    metrics = timed("density_s", lambda: density_metrics(model, x, evaluation["importance_samples"], discrete=discrete))
     means = timed("posterior_means_s", lambda: posterior_means(model, x))
     metrics["active_units"] = active_units(means)
     if labels is not None:
         metrics.update(timed("clustering_s", lambda: clustering(model, x, labels, means, seed)))
     if evaluation.get("gap_points"):
         torch.manual_seed(seed)
-        metrics.update(timed("gaps_s", lambda: inference_gaps(model, x[: evaluation["gap_points"]],
-                                                              evaluation["gap_max_steps"], evaluation["gap_samples"])))
+        metrics.update(
+            timed(
+                "gaps_s",
+                lambda: inference_gaps(
+                    model, x[: evaluation["gap_points"]], evaluation["gap_max_steps"], evaluation["gap_samples"]
+                ),
+            )
+        )
     return metrics, {"eval_s": seconds, **inference_latency(model, x)}
 
 

@@ -17,8 +17,23 @@ from benchmarks import UserError
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "diverged", "failed", "timeout")
 IDENTITY = ("run_id", "paper", "method", "dataset", "budget")
-REQUIRED = ("schema_version", "run_id", "paper", "method", "dataset", "budget", "seed", "config", "status",
-            "stop_reason", "metrics", "curves", "timing", "provenance", "error")
+REQUIRED = (
+    "schema_version",
+    "run_id",
+    "paper",
+    "method",
+    "dataset",
+    "budget",
+    "seed",
+    "config",
+    "status",
+    "stop_reason",
+    "metrics",
+    "curves",
+    "timing",
+    "provenance",
+    "error",
+)
 
 
 def runs_dir(results: Path) -> Path:
@@ -26,7 +41,8 @@ def runs_dir(results: Path) -> Path:
 
 
 def path_for(results: Path, config: dict, run_id: str) -> Path:
-    name = f"{config['paper']}__{config['method']}__{config['dataset']}__{config['budget']}__seed{config['seed']}__{run_id}.json"
+    identity = (config["paper"], config["method"], config["dataset"], config["budget"], f"seed{config['seed']}", run_id)
+    name = "__".join(identity) + ".json"
     return runs_dir(results) / name
 
 
@@ -73,8 +89,9 @@ def read(path: Path) -> dict:
     if absent:
         raise UserError(f"corrupt run record {path}: missing {', '.join(absent)}")
     if record["schema_version"] != SCHEMA_VERSION:
-        raise UserError(f"run record {path} has schema_version {record['schema_version']!r}; "
-                        f"this vlaebench reads {SCHEMA_VERSION}")
+        raise UserError(
+            f"run record {path} has schema_version {record['schema_version']!r}; this vlaebench reads {SCHEMA_VERSION}"
+        )
     if record["status"] not in STATUSES:
         raise UserError(f"corrupt run record {path}: status {record['status']!r}; valid: {', '.join(STATUSES)}")
     for key in ("config", "metrics", "curves", "timing", "provenance"):

@@ -119,8 +119,13 @@ def _positive_int(where: str, value) -> int:
 
 def _number(where: str, value, minimum: float = 0.0, strict: bool = False) -> float:
     """A finite number (not a bool) >= minimum (> minimum if strict)."""
-    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-            or value < minimum or (strict and value == minimum)):
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < minimum
+        or (strict and value == minimum)
+    ):
         bound = f"{'>' if strict else '>='} {minimum:g}"
         raise UserError(f"{where}: expected a finite number {bound}, got {value!r}")
     return value
@@ -161,8 +166,12 @@ def load_paper(key: str) -> PaperSpec:
     if not path.is_file():
         raise UserError(f"unknown paper {key!r}; valid: {', '.join(paper_keys()) or '(none)'}")
     raw = _read_toml(path)
-    _check_keys(str(path), raw, {"paper", "evaluation", "training", "datasets", "methods", "reported"},
-                {"paper", "evaluation", "datasets", "methods"})
+    _check_keys(
+        str(path),
+        raw,
+        {"paper", "evaluation", "training", "datasets", "methods", "reported"},
+        {"paper", "evaluation", "datasets", "methods"},
+    )
     _check_keys(f"{path}: [paper]", raw["paper"], {"title", "citation", "url", "note"}, {"title", "citation"})
 
     evaluation = raw["evaluation"]
@@ -205,14 +214,24 @@ def load_paper(key: str) -> PaperSpec:
         if absent:
             raise UserError(f"{where} hyper: missing {', '.join(absent)}")
         _check_builds(where, model, hyper, datasets)
-        methods[name] = MethodSpec(name, model, hyper, _training(f"{where} training", table.get("training", {}), training),
-                                   table.get("citation", ""), table.get("note", ""))
+        methods[name] = MethodSpec(
+            name,
+            model,
+            hyper,
+            _training(f"{where} training", table.get("training", {}), training),
+            table.get("citation", ""),
+            table.get("note", ""),
+        )
 
     reported = []
     for i, entry in enumerate(_list(f"{path}: reported", raw.get("reported", []))):
         where = f"{path}: reported[{i}]"
-        _check_keys(where, entry, {"method", "dataset", "metric", "value", "std", "tolerance", "source", "missing", "note"},
-                    {"method", "dataset", "metric", "source"})
+        _check_keys(
+            where,
+            entry,
+            {"method", "dataset", "metric", "value", "std", "tolerance", "source", "missing", "note"},
+            {"method", "dataset", "metric", "source"},
+        )
         if entry["method"] not in methods:
             raise UserError(f"{where}: method {entry['method']!r} is not in [methods]; valid: {', '.join(methods)}")
         if entry["dataset"] not in datasets:
@@ -226,10 +245,22 @@ def load_paper(key: str) -> PaperSpec:
             _number(f"{where} tolerance", entry.get("tolerance"))
         if "std" in entry:
             _number(f"{where} std", entry["std"])
-        reported.append(Reported(entry["method"], entry["dataset"], entry["metric"], entry.get("value"),
-                                 entry.get("tolerance"), entry["source"], entry.get("std"), entry.get("missing", ""),
-                                 entry.get("note", "")))
-    return PaperSpec(key, path, raw["paper"]["title"], raw["paper"]["citation"], evaluation, datasets, methods, reported)
+        reported.append(
+            Reported(
+                entry["method"],
+                entry["dataset"],
+                entry["metric"],
+                entry.get("value"),
+                entry.get("tolerance"),
+                entry["source"],
+                entry.get("std"),
+                entry.get("missing", ""),
+                entry.get("note", ""),
+            )
+        )
+    return PaperSpec(
+        key, path, raw["paper"]["title"], raw["paper"]["citation"], evaluation, datasets, methods, reported
+    )
 
 
 def _check_builds(where: str, model: str, hyper: dict, datasets: dict) -> None:
@@ -239,8 +270,10 @@ def _check_builds(where: str, model: str, hyper: dict, datasets: dict) -> None:
         supported = models.registry()[model].likelihoods
         likelihood = resolve_options(dataset, dataset_options(table))["likelihood"]
         if likelihood not in supported:
-            raise UserError(f"{where}: dataset {dataset} needs a {likelihood} likelihood; method "
-                            f"{model} implements {', '.join(supported)}")
+            raise UserError(
+                f"{where}: dataset {dataset} needs a {likelihood} likelihood; method "
+                f"{model} implements {', '.join(supported)}"
+            )
         try:
             with torch.device("meta"):
                 models.build(model, DATASETS[dataset].shape, hyper, likelihood)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import torch
 from tqdm import tqdm
@@ -49,8 +49,14 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
     curves = {"epoch": [], "lr": [], "train_elbo": [], "valid_elbo": []}
     outcome = {"status": "ok", "stop_reason": "max_epochs", "error": None}
     step, examples, train_wall, valid_wall = 0, 0, 0.0, 0.0
-    bar = tqdm(total=total_steps, desc=f"{config['method']} {config['dataset']} seed {seed}", unit="step",
-               disable=not progress, leave=False, file=sys.stderr)
+    bar = tqdm(
+        total=total_steps,
+        desc=f"{config['method']} {config['dataset']} seed {seed}",
+        unit="step",
+        disable=not progress,
+        leave=False,
+        file=sys.stderr,
+    )
     for epoch in range(training["epochs"]):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(training, epoch)
@@ -61,8 +67,11 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
         for idx in torch.randperm(n, generator=order).to(device).split(batch_size):
             loss, diagnostics = model.loss(data.training_batch(idx))
             if not torch.isfinite(loss):
-                outcome = {"status": "diverged", "stop_reason": "non_finite_loss",
-                           "error": f"loss was {loss.item()} at step {step + 1} (epoch {epoch + 1})"}
+                outcome = {
+                    "status": "diverged",
+                    "stop_reason": "non_finite_loss",
+                    "error": f"loss was {loss.item()} at step {step + 1} (epoch {epoch + 1})",
+                }
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -75,7 +84,10 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
             if step >= total_steps:
                 outcome["stop_reason"] = "max_steps" if step < training["epochs"] * steps_per_epoch else "max_epochs"
                 break
-            if training["max_wall_s"] and train_wall + valid_wall + time.perf_counter() - started > training["max_wall_s"]:
+            if (
+                training["max_wall_s"]
+                and train_wall + valid_wall + time.perf_counter() - started > training["max_wall_s"]
+            ):
                 outcome = {"status": "timeout", "stop_reason": "max_wall_s", "error": None}
                 break
         metrics.synchronize(device)
@@ -105,7 +117,9 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
 
 def _git(*args) -> str | None:
     try:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -128,30 +142,44 @@ def provenance() -> dict:
 
 def _nvidia_driver() -> str | None:
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, check=True).stdout.split()[0]
+        return subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[0]
     except (OSError, subprocess.CalledProcessError, IndexError):
         return None
 
 
 def device_info(device: torch.device) -> dict:
     if device.type == "cuda":
-        return {"device": str(device), "device_name": torch.cuda.get_device_name(device),
-                "device_capability": list(torch.cuda.get_device_capability(device)),
-                "driver": _nvidia_driver(), "cuda": torch.version.cuda,
-                "peak_memory_bytes": torch.cuda.max_memory_allocated(device), "peak_memory_kind": "cuda_max_allocated"}
+        return {
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device),
+            "device_capability": list(torch.cuda.get_device_capability(device)),
+            "driver": _nvidia_driver(),
+            "cuda": torch.version.cuda,
+            "peak_memory_bytes": torch.cuda.max_memory_allocated(device),
+            "peak_memory_kind": "cuda_max_allocated",
+        }
     cpu = platform.processor()
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"device": "cpu", "device_name": cpu, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "peak_memory_kind": "process_max_rss"}
+    return {
+        "device": "cpu",
+        "device_name": cpu,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_memory_kind": "process_max_rss",
+    }
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress: bool = True) -> dict:
@@ -187,14 +215,18 @@ def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress
             metrics.synchronize(device)
             started = time.perf_counter()
             discrete = data.likelihood in PixelLikelihood.DISCRETE
-            record["metrics"], eval_timing = metrics.evaluate(model, data.test[:points], labels, evaluation,
-                                                              config["seed"], discrete)
+            record["metrics"], eval_timing = metrics.evaluate(
+                model, data.test[:points], labels, evaluation, config["seed"], discrete
+            )
             metrics.synchronize(device)
             record["timing"].update(eval_timing, eval_wall_s=time.perf_counter() - started)
             bad = [name for name, m in record["metrics"].items() if not math.isfinite(m["value"])]
             if bad:
-                record.update(status="diverged", stop_reason="non_finite_metric",
-                              error=f"non-finite test metric(s): {', '.join(bad)}")
+                record.update(
+                    status="diverged",
+                    stop_reason="non_finite_metric",
+                    error=f"non-finite test metric(s): {', '.join(bad)}",
+                )
     except Exception:  # recorded, and the other runs go on
         record.update(status="failed", stop_reason="exception", error=traceback.format_exc()[-4000:])
     record["timing"].update(device_info(device))

@@ -34,8 +34,9 @@ def registry() -> dict[str, type[LatentVariableModel]]:
 def hyper_parameters(key: str) -> dict[str, object]:
     """The hyper-parameters a method takes, with their defaults (``inspect.Parameter.empty`` if none)."""
     signature = inspect.signature(registry()[key].__init__)
-    return {name: p.default for name, p in signature.parameters.items()
-            if name not in ("self", "data_shape", "likelihood")}
+    return {
+        name: p.default for name, p in signature.parameters.items() if name not in ("self", "data_shape", "likelihood")
+    }
 
 
 def build(key: str, data_shape: tuple[int, ...], hyper: dict, likelihood: str = "bernoulli") -> LatentVariableModel:

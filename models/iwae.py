@@ -19,5 +19,9 @@ class IWAE(VAE):
         bound = torch.logsumexp(log_weights, dim=0) - math.log(self.samples)
         kl = torch.distributions.kl_divergence(q, self.prior())
         elbo = log_weights.mean(0)
-        return -bound.mean(), {"iwae_bound": bound.mean(), "elbo": elbo.mean(), "recon": (elbo + kl).mean(),
-                               "kl": kl.mean()}
+        return -bound.mean(), {
+            "iwae_bound": bound.mean(),
+            "elbo": elbo.mean(),
+            "recon": (elbo + kl).mean(),
+            "kl": kl.mean(),
+        }

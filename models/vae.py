@@ -15,8 +15,16 @@ from models.networks import PixelLikelihood, diagonal_gaussian, mlp, standard_no
 class VAE(LatentVariableModel):
     likelihoods = PixelLikelihood.FAMILIES
 
-    def __init__(self, data_shape, likelihood="bernoulli", latent_dim=50, hidden=(500, 500), activation="relu",
-                 init="pytorch", samples=1):
+    def __init__(
+        self,
+        data_shape,
+        likelihood="bernoulli",
+        latent_dim=50,
+        hidden=(500, 500),
+        activation="relu",
+        init="pytorch",
+        samples=1,
+    ):
         super().__init__()
         self.likelihood = PixelLikelihood(likelihood)
         x_dim = math.prod(data_shape)

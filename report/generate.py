@@ -20,6 +20,7 @@ from tabulate import tabulate
 from benchmarks import UserError, records, specs
 from benchmarks.metrics import METRICS
 
+
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
@@ -74,8 +75,9 @@ def _row(paper, dataset, method, runs, compare, show) -> tuple[list[str], list[s
         else:
             shown = _fmt(reported.value) + (f" ± {reported.std:.2f}" if reported.std is not None else "")
             delta = None if mean is None else mean - reported.value
-            verdict = ("no runs" if mean is None else
-                       "within tolerance" if abs(delta) <= reported.tolerance else "outside")
+            verdict = (
+                "no runs" if mean is None else "within tolerance" if abs(delta) <= reported.tolerance else "outside"
+            )
             notes.append(f"{method} {METRICS[metric].label}: {reported.source} (tolerance ±{reported.tolerance:g})")
         cells += [shown, _mean_std(reproduced), "–" if delta is None else f"{delta:+.2f}", verdict]
     for metric in show:
@@ -100,9 +102,23 @@ def _caption(paper, dataset, budget_name, runs) -> str:
     return caption
 
 
-LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "|": r"\textbar{}", "±": r"$\pm$",
-         "Δ": r"$\Delta$", "–": "--", "‖": r"$\|$"}
+LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "|": r"\textbar{}",
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "–": "--",
+    "‖": r"$\|$",
+}
 
 
 def _latex_escape(text: str) -> str:
@@ -111,8 +127,15 @@ def _latex_escape(text: str) -> str:
 
 def _booktabs(header: list[str], rows: list[list[str]]) -> str:
     line = lambda cells: " & ".join(_latex_escape(c) for c in cells) + " \\\\\n"
-    return ("\\begin{tabular}{l" + "r" * (len(header) - 1) + "}\n\\toprule\n" + line(header) + "\\midrule\n"
-            + "".join(line(row) for row in rows) + "\\bottomrule\n\\end{tabular}\n")
+    return (
+        "\\begin{tabular}{l"
+        + "r" * (len(header) - 1)
+        + "}\n\\toprule\n"
+        + line(header)
+        + "\\midrule\n"
+        + "".join(line(row) for row in rows)
+        + "\\bottomrule\n\\end{tabular}\n"
+    )
 
 
 def render(paper, dataset, budget_name, grouped) -> tuple[str, str]:
@@ -131,19 +154,27 @@ def render(paper, dataset, budget_name, grouped) -> tuple[str, str]:
         rows.append(cells)
         notes += row_notes
     caption = _caption(paper, dataset, budget_name, all_runs)
-    directions = "; ".join(f"{METRICS[m].label}: {METRICS[m].description}, "
-                           f"{'lower' if METRICS[m].lower_is_better else 'higher'} is better"
-                           for m in compare + show)
+    directions = "; ".join(
+        f"{METRICS[m].label}: {METRICS[m].description}, {'lower' if METRICS[m].lower_is_better else 'higher'} is better"
+        for m in compare + show
+    )
     notes = [directions] + notes
     if "note" in paper.datasets[dataset]:
         notes.append(f"Dataset: {paper.datasets[dataset]['note']}")
-    markdown = (f"### {paper.key} / {dataset} / {budget_name or 'no runs'}\n\n{caption}\n\n"
-                + tabulate(rows, header, tablefmt="github", disable_numparse=True)
-                + "\n\n" + "".join(f"- {n}\n" for n in notes))
-    latex = ("\\begin{table}[t]\n\\centering\n\\small\n"
-             f"\\caption{{{_latex_escape(caption)}}}\n"
-             + _booktabs(header, rows)
-             + "\\par\\footnotesize\n" + "\\\\\n".join(_latex_escape(n) for n in notes) + "\n\\end{table}\n")
+    markdown = (
+        f"### {paper.key} / {dataset} / {budget_name or 'no runs'}\n\n{caption}\n\n"
+        + tabulate(rows, header, tablefmt="github", disable_numparse=True)
+        + "\n\n"
+        + "".join(f"- {n}\n" for n in notes)
+    )
+    latex = (
+        "\\begin{table}[t]\n\\centering\n\\small\n"
+        f"\\caption{{{_latex_escape(caption)}}}\n"
+        + _booktabs(header, rows)
+        + "\\par\\footnotesize\n"
+        + "\\\\\n".join(_latex_escape(n) for n in notes)
+        + "\n\\end{table}\n"
+    )
     return markdown, latex
 
 
@@ -152,7 +183,9 @@ def write_tables(results: Path, out: Path) -> list[Path]:
     Tables of an earlier generation that no longer apply are removed."""
     all_records = records.load_all(results)
     if not all_records:
-        raise UserError(f"no run records in {records.runs_dir(results)}; run `vlaebench run` first or pass --results DIR")
+        raise UserError(
+            f"no run records in {records.runs_dir(results)}; run `vlaebench run` first or pass --results DIR"
+        )
     grouped, orphans = _group_records(all_records)
     out.mkdir(parents=True, exist_ok=True)
     written, sections = [], []

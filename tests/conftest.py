@@ -20,5 +20,8 @@ def run_cli(capsys):
 
 def tree_digest(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder``: to show that nothing was altered or dropped."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file()
+    }

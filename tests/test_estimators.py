@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from linear_gaussian import LinearGaussian
 from torch.distributions import kl_divergence
 
 from benchmarks import metrics
-from linear_gaussian import LinearGaussian
 
 
 @pytest.fixture
@@ -33,8 +33,14 @@ def test_importance_sampling_with_a_wrong_proposal_is_within_its_standard_error(
     torch.manual_seed(1)
     error = model.log_marginal(data) - metrics.importance_sampled_terms(model, data, 2000)["log_px"]
     assert abs(result["nll"]["value"] - truth) < 4 * error.std().item() / len(data) ** 0.5 + 1e-3
-    assert result["nll"]["estimator"] == {"name": "importance_sampling", "proposal": "posterior", "samples": 2000,
-                                          "rows_per_chunk": 10_000, "points": 200, "split": "test"}
+    assert result["nll"]["estimator"] == {
+        "name": "importance_sampling",
+        "proposal": "posterior",
+        "samples": 2000,
+        "rows_per_chunk": 10_000,
+        "points": 200,
+        "split": "test",
+    }
 
 
 def test_elbo_and_kl_match_their_closed_forms(data):
@@ -57,7 +63,9 @@ def test_kl_falls_back_to_monte_carlo_when_there_is_no_closed_form(data):
     model = LinearGaussian(encoder="exact")  # a full-covariance q against a diagonal prior: no registered KL
     torch.manual_seed(0)
     result = metrics.density_metrics(model, data, samples=4000)
-    prior = torch.distributions.MultivariateNormal(torch.zeros(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64))
+    prior = torch.distributions.MultivariateNormal(
+        torch.zeros(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64)
+    )
     exact_kl = kl_divergence(model.exact_posterior(data), prior).mean().item()
     assert result["kl"]["estimator"]["name"] == "monte_carlo"
     assert result["kl"]["value"] == pytest.approx(exact_kl, abs=0.05)

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from linear_gaussian import LinearGaussian
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from benchmarks import metrics
-from linear_gaussian import LinearGaussian
 from models.base import LatentVariableModel
 from models.networks import diagonal_gaussian, standard_normal
 
@@ -90,8 +90,13 @@ def test_a_mixture_family_is_optimised_as_a_mixture(points):
     model = LinearGaussian(encoder="mixture")
     torch.manual_seed(0)
     # q*'s ELBO, not its parameters, is checked: fewer samples a step do
-    gaps = metrics.inference_gaps(model, points, max_steps=4000, samples=20_000,
-                                  optimizer={**QUICK, "learning_rate": 0.01, "samples_per_step": 100})
+    gaps = metrics.inference_gaps(
+        model,
+        points,
+        max_steps=4000,
+        samples=20_000,
+        optimizer={**QUICK, "learning_rate": 0.01, "samples_per_step": 100},
+    )
     mean, variance = best_diagonal(model, points)
     exact = model.exact_posterior(points)
     best_diagonal_elbo = (model.log_marginal(points) - kl_divergence(as_full(mean, variance), exact)).mean().item()
@@ -175,9 +180,13 @@ def test_cluster_accuracy_matches_brute_force_over_every_matching(seed):
     rng = np.random.default_rng(seed)
     k_clusters = 4 + seed % 2  # also more clusters than labels: the extra cluster counts as wrong
     labels, clusters = rng.integers(0, 4, 30), rng.integers(0, k_clusters, 30)
-    best = max(np.mean([mapping[c] == l for c, l in zip(clusters, labels)])
-               for mapping in (dict(zip(range(k_clusters), perm)) for perm in itertools.permutations(
-                   list(range(4)) + [-1] * (k_clusters - 4))))
+    best = max(
+        np.mean([mapping[c] == label for c, label in zip(clusters, labels)])
+        for mapping in (
+            dict(zip(range(k_clusters), perm))
+            for perm in itertools.permutations(list(range(4)) + [-1] * (k_clusters - 4))
+        )
+    )
     assert metrics.cluster_accuracy(labels, clusters) == pytest.approx(best)
 
 
@@ -201,7 +210,9 @@ def test_clusters_are_read_from_the_model_where_it_has_a_discrete_latent_else_k_
     clustered = Clustered([1.0, 1.0])
     result = metrics.clustering(clustered, x, labels, metrics.posterior_means(clustered, x), seed=0)
     assert result["cluster_acc"]["value"] == 1.0 and result["nmi"]["value"] == pytest.approx(1.0)
-    assert result["ari"]["value"] == pytest.approx(1.0) and result["cluster_acc"]["estimator"]["name"] == "model_clusters"
+    assert (
+        result["ari"]["value"] == pytest.approx(1.0) and result["cluster_acc"]["estimator"]["name"] == "model_clusters"
+    )
 
     # Ten well-separated blobs of posterior means: k-means finds them whatever their names.
     centres = np.random.default_rng(0).normal(0, 20, (10, 2))

@@ -51,9 +51,23 @@ def test_the_wall_clock_cap_ends_the_run_as_timeout_and_it_is_still_evaluated():
     assert (record["status"], record["stop_reason"]) == ("timeout", "max_wall_s")
     assert record["timing"]["steps"] == 1
     # every metric of a record, gaps included at this budget (digits: binary pixels, labelled)
-    assert set(record["metrics"]) == {"nll", "elbo", "kl", "recon", "bits_per_dim", "active_units", "cluster_acc",
-                                      "nmi", "ari", "amortization_gap", "approximation_gap", "inference_gap"}
-    assert {"eval_s", "eval_wall_s", "inference_latency_ms", "s_per_epoch", "peak_memory_bytes"} <= set(record["timing"])
+    assert set(record["metrics"]) == {
+        "nll",
+        "elbo",
+        "kl",
+        "recon",
+        "bits_per_dim",
+        "active_units",
+        "cluster_acc",
+        "nmi",
+        "ari",
+        "amortization_gap",
+        "approximation_gap",
+        "inference_gap",
+    }
+    assert {"eval_s", "eval_wall_s", "inference_latency_ms", "s_per_epoch", "peak_memory_bytes"} <= set(
+        record["timing"]
+    )
 
 
 def test_other_runs_go_on_after_a_failure(monkeypatch, tmp_path, run_cli):
@@ -68,13 +82,41 @@ def test_other_runs_go_on_after_a_failure(monkeypatch, tmp_path, run_cli):
         return original(self, x)
 
     monkeypatch.setattr(VAE, "loss", loss_failing_for_seed_0)
-    code, out, err = run_cli("run", "--paper", "baselines", "--method", "vae", "--dataset", "digits",
-                             "--budget", "smoke", "--seeds", "0", "--results", tmp_path, "--quiet")
+    code, out, err = run_cli(
+        "run",
+        "--paper",
+        "baselines",
+        "--method",
+        "vae",
+        "--dataset",
+        "digits",
+        "--budget",
+        "smoke",
+        "--seeds",
+        "0",
+        "--results",
+        tmp_path,
+        "--quiet",
+    )
     assert code == 1 and out.startswith("failed")
     seeds_seen.clear()
     seeds_seen.append(1)  # from here on, behave
-    code, out, err = run_cli("run", "--paper", "baselines", "--method", "vae", "--dataset", "digits",
-                             "--budget", "smoke", "--seeds", "0,1", "--results", tmp_path, "--quiet")
+    code, out, err = run_cli(
+        "run",
+        "--paper",
+        "baselines",
+        "--method",
+        "vae",
+        "--dataset",
+        "digits",
+        "--budget",
+        "smoke",
+        "--seeds",
+        "0,1",
+        "--results",
+        tmp_path,
+        "--quiet",
+    )
     statuses = sorted(json.loads(p.read_text())["status"] for p in (tmp_path / "runs").glob("*.json"))
     assert statuses == ["failed", "ok"]
     assert "skipped" in out and "ok " in out
@@ -98,8 +140,18 @@ def test_a_non_finite_test_metric_marks_the_run_diverged(monkeypatch):
 
 def test_a_gaussian_dataset_trains_and_evaluates_end_to_end():
     # The digits as continuous intensities: the path CIFAR-10 and SVHN take, without their files.
-    gaussian = data.prepare(data._make("digits", DIGITS.shape, DIGITS.train.numpy(), DIGITS.train[:250].numpy(),
-                                       DIGITS.train[250:500].numpy(), None, {}), "gaussian")
+    gaussian = data.prepare(
+        data._make(
+            "digits",
+            DIGITS.shape,
+            DIGITS.train.numpy(),
+            DIGITS.train[:250].numpy(),
+            DIGITS.train[250:500].numpy(),
+            None,
+            {},
+        ),
+        "gaussian",
+    )
     assert len(torch.unique(gaussian.test)) > 2  # not binarized
     record = train.run(_config(), "gaussian-run", gaussian, torch.device("cpu"), progress=False)
     assert record["status"] == "ok", record["error"]

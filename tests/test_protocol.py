@@ -33,7 +33,8 @@ def x(case):
     torch.manual_seed(0)
     images = DIGITS.train[:16]  # intensities in [0, 1]; binary for a Bernoulli likelihood, 8-bit for a discrete one
     return {"bernoulli": binarize, "discretized_logistic": lambda x: torch.round(x * 255) / 255}.get(
-        case[1], lambda x: x)(images)
+        case[1], lambda x: x
+    )(images)
 
 
 def test_posterior_is_a_batch_shaped_distribution(model, x):
@@ -82,8 +83,9 @@ def test_discretized_logistic_is_a_distribution_over_the_256_intensities():
 
     grid = torch.arange(256, dtype=torch.float64) / 255
     for loc, scale in [(0.3, 0.05), (-0.2, 0.5), (0.999, 1e-3), (0.5, 10.0)]:
-        log_p = discretized_logistic_log_prob(grid, torch.tensor(loc, dtype=torch.float64),
-                                              torch.tensor(scale, dtype=torch.float64).log())
+        log_p = discretized_logistic_log_prob(
+            grid, torch.tensor(loc, dtype=torch.float64), torch.tensor(scale, dtype=torch.float64).log()
+        )
         assert torch.logsumexp(log_p, 0).item() == pytest.approx(0.0, abs=1e-9)
         # an inner bin holds the logistic's mass between its edges; the first bin the lower tail
         edges = (np.array([0.5, 1.5]) / 255, np.array([-np.inf, 0.5 / 255]))

@@ -19,21 +19,37 @@ def _record(method, seed, nll, kl, status="ok", stale=False, s_per_epoch=2.0):
         config["hyper"] = {**config["hyper"], "latent_dim": 99}
     metric = lambda v: {"value": v, "sem": 0.1, "unit": "nats", "estimator": {"name": "hand-written"}}
     return config, {
-        "schema_version": records.SCHEMA_VERSION, "run_id": specs.run_id(config), "paper": "demo", "method": method,
-        "dataset": "digits", "budget": "smoke", "seed": seed, "config": config, "status": status,
-        "stop_reason": "max_epochs", "error": None, "curves": {},
+        "schema_version": records.SCHEMA_VERSION,
+        "run_id": specs.run_id(config),
+        "paper": "demo",
+        "method": method,
+        "dataset": "digits",
+        "budget": "smoke",
+        "seed": seed,
+        "config": config,
+        "status": status,
+        "stop_reason": "max_epochs",
+        "error": None,
+        "curves": {},
         "metrics": {} if status != "ok" else {"nll": metric(nll), "kl": metric(kl)},
-        "timing": {"s_per_epoch": s_per_epoch, "device_name": "Hand-written CPU"}, "provenance": {},
+        "timing": {"s_per_epoch": s_per_epoch, "device_name": "Hand-written CPU"},
+        "provenance": {},
     }
 
 
 @pytest.fixture
 def tables(tmp_path, monkeypatch):
     monkeypatch.setenv("VLAEBENCH_SPECS", str(HERE / "specs"))
-    for args in [("alpha", 0, 90.0, 10.0), ("alpha", 1, 91.0, 11.0), ("alpha", 2, 92.0, 12.0),
-                 ("alpha", 3, 50.0, 1.0, "ok", True),  # stale: left out
-                 ("beta", 0, 100.0, 20.0), ("beta", 1, 102.0, 22.0), ("beta", 2, None, None, "diverged"),
-                 ("gamma", 0, 88.123, 5.0)]:
+    for args in [
+        ("alpha", 0, 90.0, 10.0),
+        ("alpha", 1, 91.0, 11.0),
+        ("alpha", 2, 92.0, 12.0),
+        ("alpha", 3, 50.0, 1.0, "ok", True),  # stale: left out
+        ("beta", 0, 100.0, 20.0),
+        ("beta", 1, 102.0, 22.0),
+        ("beta", 2, None, None, "diverged"),
+        ("gamma", 0, 88.123, 5.0),
+    ]:
         config, record = _record(*args)
         records.write(record, records.path_for(tmp_path / "results", config, record["run_id"]))
     generate.write_tables(tmp_path / "results", tmp_path / "out")
@@ -41,15 +57,31 @@ def tables(tmp_path, monkeypatch):
 
 
 def _rows(markdown: str) -> dict[str, list[str]]:
-    lines = [l for l in markdown.splitlines() if l.startswith("| ") and not l.startswith("| Method")]
-    return {cells[0]: cells[1:] for cells in ([c.strip() for c in l.strip("|").split("|")] for l in lines)}
+    lines = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines)}
 
 
 def test_rows_aggregate_ok_current_runs_and_give_verdicts(tables):
     rows = _rows((tables / "demo__digits__smoke.md").read_text())
     # reported, reproduced, delta, verdict, KL reproduced, s/epoch, runs
-    assert rows["alpha"] == ["90.50", "91.00 ± 1.00", "+0.50", "within tolerance", "11.00 ± 1.00", "2.00", "3 ok, 1 stale"]
-    assert rows["beta"] == ["95.00 ± 0.30", "101.00 ± 1.41", "+6.00", "outside", "21.00 ± 1.41", "2.00", "1 diverged, 2 ok"]
+    assert rows["alpha"] == [
+        "90.50",
+        "91.00 ± 1.00",
+        "+0.50",
+        "within tolerance",
+        "11.00 ± 1.00",
+        "2.00",
+        "3 ok, 1 stale",
+    ]
+    assert rows["beta"] == [
+        "95.00 ± 0.30",
+        "101.00 ± 1.41",
+        "+6.00",
+        "outside",
+        "21.00 ± 1.41",
+        "2.00",
+        "1 diverged, 2 ok",
+    ]
     assert rows["gamma"] == ["missing", "88.12", "–", "not reported", "5.00", "2.00", "1 ok"]
 
 
