@@ -54,6 +54,8 @@ def cmd_list(args) -> None:
         for name, method in paper.methods.items():
             hyper = ", ".join(f"{k}={v}" for k, v in method.hyper.items())
             print(f"    method {name} (model {method.model}; {hyper})")
+        for claim in paper.claims:
+            print(f"    claim: {claim.text} [{claim.source}]")
         for entry in paper.reported:
             shown = f"{entry.value}" if entry.value is not None else f"missing (transcribe from {entry.missing})"
             print(f"    reported {entry.metric} {entry.method} on {entry.dataset}: {shown} [{entry.source}]")
@@ -80,7 +82,7 @@ def _plan(args) -> list[dict]:
         papers = [specs.load_paper(args.paper)]
     plan = []
     for paper in papers:
-        methods = [args.method] if args.method else list(paper.methods)
+        methods = paper.select(args.method) if args.method else list(paper.methods)
         datasets = [args.dataset] if args.dataset else list(paper.datasets)
         plan += [specs.resolve(paper, m, d, budget, s) for d in datasets for m in methods for s in seeds]
     return plan

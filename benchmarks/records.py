@@ -9,8 +9,11 @@ never modifies or drops a file.
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
+
+import pandas as pd
 
 from benchmarks import UserError
 
@@ -41,7 +44,10 @@ def runs_dir(results: Path) -> Path:
 
 
 def path_for(results: Path, config: dict, run_id: str) -> Path:
-    identity = (config["paper"], config["method"], config["dataset"], config["budget"], f"seed{config['seed']}", run_id)
+    """``<paper>__<method>__<dataset>__<budget>__seed<N>__<run id>.json``; a grid variant's name is
+    written with its brackets and signs as dashes (``iwae[samples=5]`` -> ``iwae-samples-5``)."""
+    method = re.sub(r"[^A-Za-z0-9_.]+", "-", config["method"]).strip("-")
+    identity = (config["paper"], method, config["dataset"], config["budget"], f"seed{config['seed']}", run_id)
     name = "__".join(identity) + ".json"
     return runs_dir(results) / name
 
@@ -108,3 +114,21 @@ def read(path: Path) -> dict:
 
 def load_all(results: Path) -> list[dict]:
     return [read(p) for p in sorted(runs_dir(results).glob("*.json"))]
+
+
+def frame(all_records: list[dict]) -> pd.DataFrame:
+    """The records as one table, a row per run: identity, status, device, each metric's value (a
+    metric's parts as ``metric[part]`` columns) and every numeric field of the timing block."""
+    rows = []
+    for record in all_records:
+        row = {key: record[key] for key in (*IDENTITY, "seed", "status")}
+        row["device_name"] = record["timing"].get("device_name")
+        for key, value in record["timing"].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[key] = value
+        for name, metric in record["metrics"].items():
+            row[name] = metric.get("value")
+            for part, value in (metric.get("parts") or {}).items():
+                row[f"{name}[{part}]"] = value
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*IDENTITY, "seed", "status", "device_name"] if not rows else None)

@@ -3,13 +3,28 @@ loading, validation, and the resolved configuration of one run.
 
 A paper spec is declarative; the layout is documented in ``benchmarks/papers/baselines.toml``.
 Every problem found is reported as a ``UserError`` naming the file, the key and what is valid.
+
+A spec scales in four ways: a method may ``include`` another spec's method (``"baselines.vae"``)
+and override what differs; a method's ``grid`` expands it into named variants (``iwae[samples=5]``);
+reported numbers may be given as compact ``[[reported_tables]]`` (one per paper table); and
+``[[claims]]`` state the paper's comparisons, which the tables check against the seeds.
+
+**Run identity.** A run id hashes what was chosen: the spec's hyper-parameters and training
+settings as written (after includes and grids), the dataset options the spec sets, the budget's
+caps and the resolved evaluation sizes, the seed, the method's ``version`` and the suite's
+``PROTOCOL_VERSION``. The record stores every resolved value besides. Adding a keyword with a
+default to a method, a training key to ``TRAINING_DEFAULTS`` or a metric therefore leaves earlier
+records current; changing a default's value means bumping that method's ``version`` (or, for the
+harness's own defaults, ``PROTOCOL_VERSION``), and the tables then call the earlier records stale.
 """
 
 import hashlib
 import inspect
+import itertools
 import json
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,23 +34,34 @@ import torch
 import models
 from benchmarks import UserError
 from benchmarks.data import DATASETS, resolve_options
-from benchmarks.metrics import METRICS
+from benchmarks.metrics import METRICS, metric_reference
+from models.optim import LR_SCHEDULES, OPTIMIZERS
 
 HERE = Path(__file__).resolve().parent
 BUDGETS_FILE = HERE / "budgets.toml"
+# Bump when the harness changes what a run computes for the same choices: a training default's
+# value, the training loop, the evaluation protocol. Every earlier record then reads as stale.
+PROTOCOL_VERSION = 2
 TRAINING_DEFAULTS = {
     "batch_size": 100,
-    "optimizer": "adam",
+    "optimizer": "adam",  # models.optim.OPTIMIZERS
     "learning_rate": 1e-3,
-    "adam_eps": 1e-8,
-    "lr_schedule": "constant",
+    "adam_betas": [0.9, 0.999],  # of Adam and Adamax
+    "adam_eps": 1e-8,  # of Adam and Adamax
+    "weight_decay": 0.0,
+    "lr_schedule": "constant",  # models.optim.LR_SCHEDULES
+    "lr_decay": 1.0,  # the per-epoch factor of the exponential schedule
+    "clip_grad_norm": 0.0,  # > 0: clip the gradients' total norm to it before each step
+    "ema_decay": 0.0,  # > 0: validate and test an exponential moving average of the weights
     "epochs": 100,
 }
-LR_SCHEDULES = ("constant", "iwae")
-OPTIMIZERS = ("adam",)
 EVALUATION_SIZES = ("importance_samples", "test_points", "valid_points", "gap_points", "gap_max_steps", "gap_samples")
 BUDGET_KEYS = {"description", "max_epochs", "max_steps", "max_wall_s", *EVALUATION_SIZES}
 EVALUATION_KEYS = {*EVALUATION_SIZES, "compare", "show"}
+REPORTED_KEYS = {"method", "dataset", "metric", "value", "std", "tolerance", "source", "missing", "note"}
+CLAIM_KEYS = {"claim", "source", "dataset", "metric", "method", "than", "direction", "margin", "ratio", "level"}
+DIRECTIONS = ("lower", "higher")
+NAME = re.compile(r"[A-Za-z0-9_]+")  # method names: safe in file names and selectable on the command line
 
 
 def papers_dir() -> Path:
@@ -53,7 +79,7 @@ class Budget:
 class Reported:
     method: str
     dataset: str
-    metric: str
+    metric: str  # a metric name, or metric[part]
     value: float | None  # None: not known yet, see ``missing``
     tolerance: float | None
     source: str
@@ -64,12 +90,33 @@ class Reported:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    name: str
+    name: str  # as selected and recorded: ``iwae`` or a grid variant ``iwae[samples=5]``
     model: str
-    hyper: dict
-    training: dict
+    hyper: dict  # every hyper-parameter, defaults written out (the record is self-describing)
+    training: dict  # every training setting, defaults written out
+    chosen_hyper: dict  # what the spec sets (after include and grid): what the run id hashes
+    chosen_training: dict
+    base: str = ""  # the [methods.<base>] table a grid variant comes from
     citation: str = ""
     note: str = ""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``method``'s ``metric`` on ``dataset`` is ``direction`` (lower | higher) than ``than`` (a
+    method of the spec, or a number): by at least ``margin`` in the metric's unit, or by a factor
+    ``ratio``. Checked by a one-sided Welch t-test over the seeds at ``level``."""
+
+    text: str
+    source: str
+    dataset: str
+    metric: str
+    method: str
+    than: str | float
+    direction: str
+    margin: float = 0.0
+    ratio: float | None = None
+    level: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -81,13 +128,23 @@ class PaperSpec:
     evaluation: dict
     datasets: dict[str, dict]
     methods: dict[str, MethodSpec]
+    training: dict = field(default_factory=dict)  # the paper's [training] table as written
     reported: list[Reported] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
 
     def reported_for(self, method: str, dataset: str, metric: str) -> Reported | None:
         for entry in self.reported:
             if (entry.method, entry.dataset, entry.metric) == (method, dataset, metric):
                 return entry
         return None
+
+    def select(self, name: str) -> list[str]:
+        """The methods a name selects: a method or variant by its name, or every variant of a grid by
+        its base name (``iwae`` selects ``iwae[samples=5]`` and ``iwae[samples=50]``)."""
+        chosen = [m for m, spec in self.methods.items() if name in (m, spec.base)]
+        if not chosen:
+            raise UserError(f"paper {self.key!r} has no method {name!r}; valid: {', '.join(self.methods)}")
+        return chosen
 
 
 def _read_toml(path: Path) -> dict:
@@ -117,16 +174,17 @@ def _positive_int(where: str, value) -> int:
     return value
 
 
-def _number(where: str, value, minimum: float = 0.0, strict: bool = False) -> float:
-    """A finite number (not a bool) >= minimum (> minimum if strict)."""
+def _number(where: str, value, minimum: float = 0.0, strict: bool = False, maximum: float = math.inf) -> float:
+    """A finite number (not a bool) >= minimum (> minimum if strict) and < maximum."""
     if (
         not isinstance(value, (int, float))
         or isinstance(value, bool)
         or not math.isfinite(value)
         or value < minimum
         or (strict and value == minimum)
+        or value >= maximum
     ):
-        bound = f"{'>' if strict else '>='} {minimum:g}"
+        bound = f"{'>' if strict else '>='} {minimum:g}" + (f" and < {maximum:g}" if maximum < math.inf else "")
         raise UserError(f"{where}: expected a finite number {bound}, got {value!r}")
     return value
 
@@ -134,6 +192,12 @@ def _number(where: str, value, minimum: float = 0.0, strict: bool = False) -> fl
 def _list(where: str, value) -> list:
     if not isinstance(value, list):
         raise UserError(f"{where}: expected a list, got {value!r}")
+    return value
+
+
+def _text(where: str, value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{where}: expected a non-empty string, got {value!r}")
     return value
 
 
@@ -161,32 +225,77 @@ def paper_keys() -> list[str]:
     return sorted(p.stem for p in papers_dir().glob("*.toml"))
 
 
-def load_paper(key: str) -> PaperSpec:
+def _raw_paper(key: str, including: tuple[str, ...] = ()) -> tuple[Path, dict]:
+    if key in including:
+        raise UserError(f"{papers_dir() / (key + '.toml')}: include cycle {' -> '.join((*including, key))}")
     path = papers_dir() / f"{key}.toml"
     if not path.is_file():
         raise UserError(f"unknown paper {key!r}; valid: {', '.join(paper_keys()) or '(none)'}")
-    raw = _read_toml(path)
+    return path, _read_toml(path)
+
+
+def load_paper(key: str) -> PaperSpec:
+    path, raw = _raw_paper(key)
     _check_keys(
         str(path),
         raw,
-        {"paper", "evaluation", "training", "datasets", "methods", "reported"},
+        {"paper", "evaluation", "training", "datasets", "methods", "reported", "reported_tables", "claims"},
         {"paper", "evaluation", "datasets", "methods"},
     )
     _check_keys(f"{path}: [paper]", raw["paper"], {"title", "citation", "url", "note"}, {"title", "citation"})
+    evaluation = _evaluation(path, raw["evaluation"])
+    paper_training = raw.get("training", {})
+    training = _training(f"{path}: [training]", paper_training, TRAINING_DEFAULTS)
+    datasets = _datasets(path, raw["datasets"])
 
-    evaluation = raw["evaluation"]
+    if not isinstance(raw["methods"], dict) or not raw["methods"]:
+        raise UserError(f"{path}: [methods] must name at least one method")
+    methods = {}
+    for name in raw["methods"]:
+        for variant in _methods(path, name, _method_table(path, key, name, raw["methods"][name]), training, datasets):
+            methods[variant.name] = variant
+    for variant in methods.values():
+        variant.chosen_training.update({k: training[k] for k in paper_training if k not in variant.chosen_training})
+
+    reported = _reported(path, raw, methods, datasets)
+    claims = [
+        _claim(f"{path}: claims[{i}]", c, methods, datasets)
+        for i, c in enumerate(_list(f"{path}: claims", raw.get("claims", [])))
+    ]
+    return PaperSpec(
+        key,
+        path,
+        raw["paper"]["title"],
+        raw["paper"]["citation"],
+        evaluation,
+        datasets,
+        methods,
+        dict(paper_training),
+        reported,
+        claims,
+    )
+
+
+def _evaluation(path: Path, evaluation: dict) -> dict:
     _check_keys(f"{path}: [evaluation]", evaluation, EVALUATION_KEYS, {"importance_samples", "compare"})
-    for key_ in EVALUATION_SIZES:
-        if key_ in evaluation:
-            _positive_int(f"{path}: evaluation.{key_}", evaluation[key_])
-    for key_ in ("compare", "show"):
-        for metric in _list(f"{path}: evaluation.{key_}", evaluation.get(key_, [])):
-            if metric not in METRICS:
-                raise UserError(f"{path}: evaluation.{key_}: unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    for key in EVALUATION_SIZES:
+        if key in evaluation:
+            _positive_int(f"{path}: evaluation.{key}", evaluation[key])
+    for key in ("compare", "show"):
+        for reference in _list(f"{path}: evaluation.{key}", evaluation.get(key, [])):
+            _metric(f"{path}: evaluation.{key}", reference)
+    return evaluation
 
-    training = _training(f"{path}: [training]", raw.get("training", {}), TRAINING_DEFAULTS)
 
-    datasets = raw["datasets"]
+def _metric(where: str, reference) -> str:
+    """A metric name or ``metric[part]`` (a part of a structured latent, e.g. ``kl[layer1]``)."""
+    name, _part = metric_reference(reference) if isinstance(reference, str) else (reference, None)
+    if name not in METRICS:
+        raise UserError(f"{where}: unknown metric {reference!r}; valid: {', '.join(METRICS)} (or metric[part])")
+    return reference
+
+
+def _datasets(path: Path, datasets) -> dict:
     if not isinstance(datasets, dict) or not datasets:
         raise UserError(f"{path}: [datasets] must name at least one dataset")
     for name, table in datasets.items():
@@ -197,47 +306,142 @@ def load_paper(key: str) -> PaperSpec:
             resolve_options(name, dataset_options(table))
         except UserError as e:
             raise UserError(f"{path}: [datasets.{name}]: {e}") from None
+    return datasets
 
-    methods = {}
-    if not isinstance(raw["methods"], dict) or not raw["methods"]:
-        raise UserError(f"{path}: [methods] must name at least one method")
-    for name, table in raw["methods"].items():
-        where = f"{path}: [methods.{name}]"
-        _check_keys(where, table, {"model", "hyper", "training", "citation", "note"}, {"model"})
-        model = table["model"]
-        if model not in models.registry():
-            raise UserError(f"{where} model: unknown method {model!r}; valid: {', '.join(models.registry())}")
-        defaults = models.hyper_parameters(model)
-        _check_keys(f"{where} hyper", table.get("hyper", {}), set(defaults))
-        hyper = {**defaults, **table.get("hyper", {})}  # defaults written out: the record is self-describing
-        absent = [k for k, v in hyper.items() if v is inspect.Parameter.empty]
+
+METHOD_KEYS = {"model", "include", "hyper", "grid", "training", "citation", "note"}
+
+
+def _method_table(path: Path, paper: str, name: str, table, including: tuple[str, ...] = ()) -> dict:
+    """``[methods.<name>]`` with its ``include`` resolved: the included method's model, hyper, grid,
+    method-level training, citation and note, overridden key by key by this table (``hyper`` and
+    ``training`` merge; the others replace). The including paper's own [training] applies to it."""
+    where = f"{path}: [methods.{name}]"
+    if not NAME.fullmatch(name):
+        raise UserError(f"{where}: a method name is letters, digits and underscores (variants get [key=value])")
+    _check_keys(where, table, METHOD_KEYS)
+    if "include" not in table:
+        if "model" not in table:
+            raise UserError(f'{where}: missing key(s) model (or include = "<paper>.<method>")')
+        return table
+    reference = table["include"]
+    other, _, method = reference.partition(".") if isinstance(reference, str) else ("", "", "")
+    if not other or not method:
+        raise UserError(f'{where} include: expected "<paper>.<method>", got {reference!r}')
+    other_path, other_raw = _raw_paper(other, (*including, paper))
+    other_methods = other_raw.get("methods", {})
+    if method not in other_methods:
+        raise UserError(f"{where} include: {other_path} has no method {method!r}; valid: {', '.join(other_methods)}")
+    base = _method_table(other_path, other, method, other_methods[method], (*including, paper))
+    merged = {k: v for k, v in base.items() if k != "include"}
+    grid = table.get("grid", {})  # this table's grid replaces what the included method fixed
+    for key in ("hyper", "training"):
+        prefix = "training." if key == "training" else ""
+        merged[key] = {k: v for k, v in base.get(key, {}).items() if f"{prefix}{k}" not in grid}
+    for key, value in table.items():
+        if key in ("hyper", "training"):
+            merged[key] = {**merged[key], **value}
+        elif key != "include":
+            merged[key] = value
+    merged["note"] = f"{table.get('note', base.get('note', ''))} (from {reference})".strip()
+    return merged
+
+
+def _grid_points(where: str, grid: dict) -> list[dict]:
+    """Every point of a grid ``{key: [values...]}``, in the spec's order (the last key varies fastest)."""
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}.{key}: expected a non-empty list of values, got {values!r}")
+    return [dict(zip(grid, point)) for point in itertools.product(*grid.values())]
+
+
+def variant_name(base: str, point: dict) -> str:
+    """``base[key=value,...]``: how a grid point is named, recorded and selected (benchopt's form)."""
+    if not point:
+        return base
+    return f"{base}[{','.join(f'{key}={_shown(value)}' for key, value in point.items())}]"
+
+
+def _shown(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _methods(path: Path, name: str, table: dict, training: dict, datasets: dict) -> list[MethodSpec]:
+    """The method, or one MethodSpec per point of its grid. Grid keys are hyper-parameters, or
+    training settings written ``training.<key>``."""
+    where = f"{path}: [methods.{name}]"
+    model = table["model"]
+    if model not in models.registry():
+        raise UserError(f"{where} model: unknown method {model!r}; valid: {', '.join(models.registry())}")
+    defaults = models.hyper_parameters(model)
+    chosen_hyper = table.get("hyper", {})
+    _check_keys(f"{where} hyper", chosen_hyper, set(defaults))
+    chosen_training = table.get("training", {})
+    _check_keys(f"{where} training", chosen_training, set(TRAINING_DEFAULTS))
+    grid = table.get("grid", {})
+    allowed = set(defaults) | {f"training.{k}" for k in TRAINING_DEFAULTS}
+    _check_keys(f"{where} grid", grid, allowed)
+    for key in grid:
+        if key in chosen_hyper or key.removeprefix("training.") in chosen_training:
+            raise UserError(f"{where} grid: {key} is also set outside the grid; set it in one place")
+    variants = []
+    for point in _grid_points(f"{where} grid", grid):
+        hyper = {**chosen_hyper, **{k: v for k, v in point.items() if not k.startswith("training.")}}
+        method_training = {**chosen_training, **{k[9:]: v for k, v in point.items() if k.startswith("training.")}}
+        resolved = {**defaults, **hyper}  # defaults written out: the record is self-describing
+        absent = [k for k, v in resolved.items() if v is inspect.Parameter.empty]
         if absent:
             raise UserError(f"{where} hyper: missing {', '.join(absent)}")
-        _check_builds(where, model, hyper, datasets)
-        methods[name] = MethodSpec(
-            name,
-            model,
-            hyper,
-            _training(f"{where} training", table.get("training", {}), training),
-            table.get("citation", ""),
-            table.get("note", ""),
+        variant = variant_name(name, point)
+        _check_builds(f"{where} {variant}" if point else where, model, resolved, datasets)
+        variants.append(
+            MethodSpec(
+                variant,
+                model,
+                resolved,
+                _training(f"{where} training", method_training, training),
+                dict(hyper),
+                dict(method_training),
+                name,
+                table.get("citation", ""),
+                table.get("note", ""),
+            )
         )
+    return variants
 
-    reported = []
-    for i, entry in enumerate(_list(f"{path}: reported", raw.get("reported", []))):
-        where = f"{path}: reported[{i}]"
+
+def _reported(path: Path, raw: dict, methods: dict, datasets: dict) -> list[Reported]:
+    """``[[reported]]`` entries, and the rows of every ``[[reported_tables]]``: a table's ``columns``
+    name the fields of its ``rows``; its other keys (``source``, ``metric``, ``tolerance``, ``note``)
+    apply to every row that does not set them."""
+    entries = [(f"{path}: reported[{i}]", e) for i, e in enumerate(_list(f"{path}: reported", raw.get("reported", [])))]
+    for t, table in enumerate(_list(f"{path}: reported_tables", raw.get("reported_tables", []))):
+        where = f"{path}: reported_tables[{t}]"
         _check_keys(
-            where,
-            entry,
-            {"method", "dataset", "metric", "value", "std", "tolerance", "source", "missing", "note"},
-            {"method", "dataset", "metric", "source"},
+            where, table, (REPORTED_KEYS - {"value", "std", "missing"}) | {"columns", "rows"}, {"columns", "rows"}
         )
+        columns = _list(f"{where} columns", table["columns"])
+        if len(set(columns)) != len(columns) or not set(columns) <= REPORTED_KEYS:
+            raise UserError(f"{where} columns: {columns!r}: distinct names among {', '.join(sorted(REPORTED_KEYS))}")
+        shared = {k: v for k, v in table.items() if k not in ("columns", "rows")}
+        for r, row in enumerate(_list(f"{where} rows", table["rows"])):
+            if not isinstance(row, list) or len(row) != len(columns):
+                raise UserError(
+                    f"{where} rows[{r}]: expected {len(columns)} values ({', '.join(columns)}), got {row!r}"
+                )
+            entries.append((f"{where} rows[{r}]", {**shared, **dict(zip(columns, row))}))
+    reported = []
+    for where, entry in entries:
+        _check_keys(where, entry, REPORTED_KEYS, {"method", "dataset", "metric", "source"})
         if entry["method"] not in methods:
             raise UserError(f"{where}: method {entry['method']!r} is not in [methods]; valid: {', '.join(methods)}")
         if entry["dataset"] not in datasets:
             raise UserError(f"{where}: dataset {entry['dataset']!r} is not in [datasets]; valid: {', '.join(datasets)}")
-        if entry["metric"] not in METRICS:
-            raise UserError(f"{where}: unknown metric {entry['metric']!r}; valid: {', '.join(METRICS)}")
+        _metric(where, entry["metric"])
         if ("value" in entry) == ("missing" in entry):
             raise UserError(f"{where}: give either value (with tolerance) or missing (where to transcribe it from)")
         if "value" in entry:
@@ -258,8 +462,43 @@ def load_paper(key: str) -> PaperSpec:
                 entry.get("note", ""),
             )
         )
-    return PaperSpec(
-        key, path, raw["paper"]["title"], raw["paper"]["citation"], evaluation, datasets, methods, reported
+    return reported
+
+
+def _claim(where: str, entry, methods: dict, datasets: dict) -> Claim:
+    _check_keys(where, entry, CLAIM_KEYS, {"claim", "source", "dataset", "metric", "method", "than", "direction"})
+    for key in ("claim", "source"):
+        _text(f"{where} {key}", entry[key])
+    if entry["dataset"] not in datasets:
+        raise UserError(f"{where}: dataset {entry['dataset']!r} is not in [datasets]; valid: {', '.join(datasets)}")
+    _metric(where, entry["metric"])
+    than = entry["than"]
+    for key, name in (("method", entry["method"]), ("than", than)):
+        if (key == "method" or isinstance(name, str)) and name not in methods:
+            raise UserError(
+                f"{where} {key}: {name!r} is not a method of the spec; valid: {', '.join(methods)}"
+                + (" (or a number)" if key == "than" else "")
+            )
+    if not isinstance(than, str):
+        _number(f"{where} than", than, minimum=-math.inf)
+    if entry["direction"] not in DIRECTIONS:
+        raise UserError(f"{where} direction: {entry['direction']!r}; valid: {', '.join(DIRECTIONS)}")
+    if "margin" in entry and "ratio" in entry:
+        raise UserError(f"{where}: give margin (a difference) or ratio (a factor), not both")
+    margin = _number(f"{where} margin", entry.get("margin", 0.0))
+    ratio = _number(f"{where} ratio", entry["ratio"], minimum=1.0) if "ratio" in entry else None
+    level = _number(f"{where} level", entry.get("level", 0.05), strict=True, maximum=0.5)
+    return Claim(
+        entry["claim"],
+        entry["source"],
+        entry["dataset"],
+        entry["metric"],
+        entry["method"],
+        than,
+        entry["direction"],
+        margin,
+        ratio,
+        level,
     )
 
 
@@ -291,8 +530,16 @@ def _training(where: str, table: dict, defaults: dict) -> dict:
     merged = {**defaults, **table}
     _positive_int(f"{where} batch_size", merged["batch_size"])
     _positive_int(f"{where} epochs", merged["epochs"])
-    _number(f"{where} learning_rate", merged["learning_rate"], strict=True)
-    _number(f"{where} adam_eps", merged["adam_eps"], strict=True)
+    for key in ("learning_rate", "adam_eps", "lr_decay"):
+        _number(f"{where} {key}", merged[key], strict=True)
+    for key in ("weight_decay", "clip_grad_norm"):
+        _number(f"{where} {key}", merged[key])
+    _number(f"{where} ema_decay", merged["ema_decay"], maximum=1.0)
+    betas = merged["adam_betas"]
+    if not isinstance(betas, list) or len(betas) != 2:
+        raise UserError(f"{where} adam_betas: expected two numbers in [0, 1), got {betas!r}")
+    for beta in betas:
+        _number(f"{where} adam_betas", beta, maximum=1.0)
     if merged["optimizer"] not in OPTIMIZERS:
         raise UserError(f"{where} optimizer: {merged['optimizer']!r} is not supported; valid: {', '.join(OPTIMIZERS)}")
     if merged["lr_schedule"] not in LR_SCHEDULES:
@@ -301,7 +548,8 @@ def _training(where: str, table: dict, defaults: dict) -> dict:
 
 
 def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: int) -> dict:
-    """Everything that determines one run: what ``run_id`` hashes and what the record stores."""
+    """Everything that determines one run: what the record stores, and (``identity``) what its run
+    id hashes."""
     if method not in paper.methods:
         raise UserError(f"paper {paper.key!r} has no method {method!r}; valid: {', '.join(paper.methods)}")
     if dataset not in paper.datasets:
@@ -315,20 +563,54 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
     evaluation = {key: caps.get(key, paper.evaluation.get(key)) for key in EVALUATION_SIZES}
     if evaluation["gap_points"] and not (evaluation["gap_max_steps"] and evaluation["gap_samples"]):
         raise UserError(f"paper {paper.key!r}, budget {budget_.name!r}: gap_points needs gap_max_steps and gap_samples")
+    chosen_options = dataset_options(paper.datasets[dataset])
+    identity = {
+        "protocol": PROTOCOL_VERSION,
+        "paper": paper.key,
+        "method": method,
+        "model": spec.model,
+        "model_version": models.registry()[spec.model].version,
+        "hyper": spec.chosen_hyper,
+        "training": {**spec.chosen_training, "epochs": training["epochs"]},
+        "dataset": dataset,
+        "dataset_options": chosen_options,
+        "budget": budget_.name,
+        "caps": caps,
+        "evaluation": {key: value for key, value in evaluation.items() if value is not None},
+        "seed": seed,
+    }
     return {
         "paper": paper.key,
         "method": method,
         "model": spec.model,
         "hyper": spec.hyper,
         "dataset": dataset,
-        "dataset_options": resolve_options(dataset, dataset_options(paper.datasets[dataset])),
+        "dataset_options": resolve_options(dataset, chosen_options),
         "budget": budget_.name,
         "seed": seed,
         "training": training,
         "evaluation": evaluation,
+        "identity": identity,
     }
 
 
 def run_id(config: dict) -> str:
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    """The hash of what was chosen (``config["identity"]``; see the module docstring)."""
+    canonical = json.dumps(config["identity"], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def current_run_id(record: dict, papers: dict | None = None, budgets: dict | None = None) -> str | None:
+    """The run id the current specs give the record's (paper, method, dataset, budget, seed); None
+    when the specs no longer have that combination. A record is current when it is equal to its own."""
+    papers = {} if papers is None else papers
+    budgets = load_budgets() if budgets is None else budgets
+    try:
+        if record["paper"] not in papers:
+            papers[record["paper"]] = load_paper(record["paper"])
+        config = resolve(
+            papers[record["paper"]], record["method"], record["dataset"], budgets[record["budget"]], record["seed"]
+        )
+    except (UserError, KeyError):
+        return None
+    return run_id(config)

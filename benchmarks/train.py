@@ -22,29 +22,23 @@ from tqdm import tqdm
 import models
 from benchmarks import ROOT, metrics, records
 from benchmarks.data import Dataset
-from models.networks import PixelLikelihood
-
-
-def learning_rate(training: dict, epoch: int) -> float:
-    """The learning rate of (0-based) ``epoch``. ``iwae``: Burda et al.'s schedule, lr·10^(−i/7) for
-    3^i epochs at stage i = 0..7 (3,280 epochs in all)."""
-    lr = training["learning_rate"]
-    if training["lr_schedule"] == "iwae":
-        stage = 0
-        while (3 ** (stage + 1) - 1) // 2 <= epoch and stage < 7:
-            stage += 1
-        lr *= 10 ** (-stage / 7)
-    return lr
+from models import optim
 
 
 def train(model, data: Dataset, config: dict, device: torch.device, progress: bool = True) -> dict:
-    """Train ``model`` in place; returns status, stop_reason, error, curves and training timing."""
+    """Train ``model`` in place through its hooks (``models/base.py``); returns status, stop_reason,
+    error, curves, training timing and the model to evaluate (``evaluated``: the model itself, or
+    the moving average of its weights)."""
     training, seed = config["training"], config["seed"]
-    optimizer = torch.optim.Adam(model.parameters(), lr=training["learning_rate"], eps=training["adam_eps"])
     order = torch.Generator().manual_seed(seed)
     n, batch_size = len(data.train), training["batch_size"]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's draws stay as they were
+        model.initialize(data.training_batch(torch.arange(min(n, batch_size), device=device)), data.statistics)
+    optimizer = model.configure_optimizer(training)
+    evaluated = model.evaluation_model(optimizer, training)
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = min(training["epochs"] * steps_per_epoch, training["max_steps"] or math.inf)
+    max_wall_s = training["max_wall_s"] or math.inf
     valid = data.valid[: config["evaluation"]["valid_points"] or len(data.valid)]
     curves = {"epoch": [], "lr": [], "train_elbo": [], "valid_elbo": []}
     outcome = {"status": "ok", "stop_reason": "max_epochs", "error": None}
@@ -58,15 +52,17 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
         file=sys.stderr,
     )
     for epoch in range(training["epochs"]):
+        lr = optim.learning_rate(training, epoch)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(training, epoch)
+            group["lr"] = lr
+        logged = model.on_epoch_start(epoch, training)
         model.train()
         metrics.synchronize(device)
         started = time.perf_counter()
         elbo_sum, seen = torch.zeros((), device=device), 0
         for idx in torch.randperm(n, generator=order).to(device).split(batch_size):
             loss, diagnostics = model.loss(data.training_batch(idx))
-            if not torch.isfinite(loss):
+            if not math.isfinite(loss.item()):
                 outcome = {
                     "status": "diverged",
                     "stop_reason": "non_finite_loss",
@@ -78,27 +74,26 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
             optimizer.step()
             elbo_sum += diagnostics["elbo"].detach() * len(idx)
             seen += len(idx)
-            examples += len(idx)
             step += 1
             bar.update()
             if step >= total_steps:
                 outcome["stop_reason"] = "max_steps" if step < training["epochs"] * steps_per_epoch else "max_epochs"
                 break
-            if (
-                training["max_wall_s"]
-                and train_wall + valid_wall + time.perf_counter() - started > training["max_wall_s"]
-            ):
+            if train_wall + valid_wall + time.perf_counter() - started > max_wall_s:
                 outcome = {"status": "timeout", "stop_reason": "max_wall_s", "error": None}
                 break
         metrics.synchronize(device)
         train_wall += time.perf_counter() - started
+        examples += seen
         if outcome["status"] == "diverged":
             break
         started = time.perf_counter()
         curves["epoch"].append(epoch + 1)
-        curves["lr"].append(optimizer.param_groups[0]["lr"])
+        curves["lr"].append(lr)
         curves["train_elbo"].append(elbo_sum.item() / max(seen, 1))
-        curves["valid_elbo"].append(metrics.elbo_single_sample(model, valid))
+        curves["valid_elbo"].append(metrics.elbo_single_sample(evaluated, valid))
+        for key, value in logged.items():
+            curves.setdefault(key, []).append(value)
         valid_wall += time.perf_counter() - started
         bar.set_postfix(valid_elbo=f"{curves['valid_elbo'][-1]:.2f}")
         if step >= total_steps or outcome["status"] != "ok":
@@ -112,7 +107,7 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
         "s_per_epoch": train_wall / max(len(curves["epoch"]), 1),
         "examples_per_s": examples / train_wall if train_wall else None,
     }
-    return {**outcome, "curves": curves, "timing": timing}
+    return {**outcome, "curves": curves, "timing": timing, "evaluated": evaluated, "optimizer": optimizer}
 
 
 def _git(*args) -> str | None:
@@ -200,10 +195,6 @@ def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress
     try:
         torch.manual_seed(config["seed"])
         model = models.build(config["model"], data.shape, config["hyper"], data.likelihood).to(device)
-        if data.pixel_variance is not None:  # centred data: the likelihood's scale starts at the data variance
-            for module in model.modules():
-                if isinstance(module, PixelLikelihood):
-                    module.init_scale(data.pixel_variance)
         trained = train(model, data, config, device, progress)
         record.update({key: trained[key] for key in ("status", "stop_reason", "error", "curves")})
         record["timing"] = trained["timing"]
@@ -214,9 +205,8 @@ def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress
             torch.manual_seed(config["seed"])
             metrics.synchronize(device)
             started = time.perf_counter()
-            discrete = data.likelihood in PixelLikelihood.DISCRETE
             record["metrics"], eval_timing = metrics.evaluate(
-                model, data.test[:points], labels, evaluation, config["seed"], discrete
+                trained["evaluated"], data.test[:points], labels, evaluation, config["seed"], data.discrete
             )
             metrics.synchronize(device)
             record["timing"].update(eval_timing, eval_wall_s=time.perf_counter() - started)

@@ -29,11 +29,23 @@ to ``posterior(x).log_prob``. Samples carry leading sample dimensions (``[K, B, 
 
 The metrics call ``posterior`` under ``torch.no_grad()``: a method that refines q by gradient steps
 (SA-VAE, Laplace mode finding) wraps that refinement in ``torch.enable_grad()`` itself.
+
+Training hooks, all optional (the defaults are the plain recipe VAE and IWAE use); the harness calls
+them in this order: ``initialize`` (data-dependent initialisation, dataset statistics),
+``configure_optimizer`` (from the spec's training table), ``evaluation_model`` (the weights that are
+validated and tested: an exponential moving average when the spec asks for one), then per epoch
+``on_epoch_start`` (KL warm-up, growing a mixture, annealing), the steps on ``loss``, and validation.
+A method adds a training knob by overriding the hook it belongs to, not by editing the harness.
+
+``latent_parts()`` names the parts of a structured latent (ladder layers): the metrics that can
+(KL, active units, clustering) then carry a value per part beside the whole.
 """
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, kl_divergence
+
+from models import optim
 
 
 class LatentVariableModel(nn.Module):
@@ -42,6 +54,10 @@ class LatentVariableModel(nn.Module):
     # The pixel likelihoods p(x|z) the method implements; its constructor takes ``data_shape``,
     # ``likelihood`` (one of these, from the dataset) and its hyper-parameters as keywords.
     likelihoods: tuple[str, ...] = ("bernoulli",)
+    # Part of every run id: bump it when a change makes this method's earlier records incomparable
+    # (a default hyper-parameter's value, the loss, the architecture). Adding a keyword with a
+    # default needs no bump: run ids hash only the hyper-parameters a spec sets.
+    version: int = 1
 
     def prior(self) -> Distribution:
         raise NotImplementedError
@@ -66,6 +82,40 @@ class LatentVariableModel(nn.Module):
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def latent_parts(self) -> dict[str, int] | None:
+        """The named parts of the flattened latent, in order, with their sizes (a ladder's layers:
+        ``{"layer1": 2, "layer2": 2}``); None for a latent without parts."""
+        return None
+
+    # --- training hooks ------------------------------------------------------------------------
+
+    def initialize(self, x: torch.Tensor, statistics: dict) -> None:
+        """Before the first step, with a first training batch ``x`` and the dataset's ``statistics``
+        (``pixel_variance`` for centred data): data-dependent initialisation. By default each
+        submodule with an ``initialize_from_data(x, statistics)`` method is given them (the pixel
+        likelihood starts its scale at the data variance)."""
+        for module in self.modules():
+            if hasattr(module, "initialize_from_data"):
+                module.initialize_from_data(x, statistics)
+
+    def configure_optimizer(self, training: dict) -> torch.optim.Optimizer:
+        """The optimizer, from the spec's training table (``models.optim.build_optimizer``: Adam or
+        Adamax, gradient clipping by norm)."""
+        return optim.build_optimizer(self.parameters(), training)
+
+    def evaluation_model(self, optimizer: torch.optim.Optimizer, training: dict) -> "LatentVariableModel":
+        """The model whose weights are validated and tested: this one, or with ``ema_decay`` > 0 an
+        exponential moving average of its weights, updated after every optimizer step."""
+        if training["ema_decay"] > 0:
+            return optim.exponential_moving_average(self, optimizer, training["ema_decay"])
+        return self
+
+    def on_epoch_start(self, epoch: int, training: dict) -> dict[str, float]:
+        """Before each (0-based) ``epoch``: KL warm-up, adding a mixture component, annealing. The
+        values returned (e.g. ``{"kl_weight": 0.5}``) are logged in the run's curves. Parameters
+        must exist from construction (the optimizer is built once); a hook may freeze or use them."""
+        return {}
 
 
 def has_analytic_kl(q: Distribution, prior: Distribution) -> bool:

@@ -7,17 +7,19 @@ import math
 import torch
 
 from models import register
+from models.networks import diagonal_gaussian_rsample, standard_normal_kl, standard_normal_log_prob
 from models.vae import VAE
 
 
 @register("iwae")
 class IWAE(VAE):
     def loss(self, x):
-        q = self.posterior(x)
-        z = q.rsample((self.samples,))
-        log_weights = self.log_joint(x, z) - q.log_prob(z)
+        q = self.variational_parameters(x)
+        z, eps = diagonal_gaussian_rsample(q["loc"], q["log_scale"], (self.samples,))
+        log_q = standard_normal_log_prob(eps) - q["log_scale"].sum(-1)  # change of variables
+        log_weights = self.log_likelihood(x, z) + standard_normal_log_prob(z) - log_q
         bound = torch.logsumexp(log_weights, dim=0) - math.log(self.samples)
-        kl = torch.distributions.kl_divergence(q, self.prior())
+        kl = standard_normal_kl(q["loc"], q["log_scale"])
         elbo = log_weights.mean(0)
         return -bound.mean(), {
             "iwae_bound": bound.mean(),

@@ -1,6 +1,10 @@
 """Variational autoencoder (Kingma & Welling, ICLR 2014): diagonal-Gaussian q(z|x) from an MLP
 encoder, N(0, I) prior, Bernoulli (or Gaussian) pixels from an MLP decoder, trained on the ELBO with the analytic
-KL and the reconstruction term averaged over ``samples`` draws of z (Burda et al.'s "VAE, k")."""
+KL and the reconstruction term averaged over ``samples`` draws of z (Burda et al.'s "VAE, k").
+
+``loss`` (here and in IWAE) computes with q's and p(z)'s closed forms (``models.networks``) rather
+than with the distributions of ``posterior`` and ``prior``: a subclass that changes either overrides
+``loss`` too."""
 
 import math
 
@@ -8,7 +12,14 @@ import torch
 
 from models import register
 from models.base import LatentVariableModel
-from models.networks import PixelLikelihood, diagonal_gaussian, mlp, standard_normal
+from models.networks import (
+    PixelLikelihood,
+    diagonal_gaussian,
+    diagonal_gaussian_rsample,
+    mlp,
+    standard_normal,
+    standard_normal_kl,
+)
 
 
 @register("vae")
@@ -47,8 +58,13 @@ class VAE(LatentVariableModel):
         return self.likelihood(self.decoder(z), x)
 
     def loss(self, x):
-        q = self.posterior(x)
-        recon = self.log_likelihood(x, q.rsample((self.samples,))).mean(0)
-        kl = torch.distributions.kl_divergence(q, self.prior())
+        # Plain tensors rather than posterior() and prior(), and one draw of z without a sample
+        # dimension: the distribution objects and a [1, B, D] latent each cost about 5 % of a step at
+        # batch 20 (the baselines' MLP 784-200-200-50).
+        q = self.variational_parameters(x)
+        z, _ = diagonal_gaussian_rsample(q["loc"], q["log_scale"], (self.samples,) if self.samples > 1 else ())
+        recon = self.log_likelihood(x, z)
+        recon = recon.mean(0) if self.samples > 1 else recon
+        kl = standard_normal_kl(q["loc"], q["log_scale"])
         elbo = recon - kl
         return -elbo.mean(), {"elbo": elbo.mean(), "recon": recon.mean(), "kl": kl.mean()}

@@ -94,8 +94,9 @@ def test_list(run_cli):
     lines = out.splitlines()
     assert "papers:" in lines
     assert any(line.strip().startswith("baselines:") for line in lines)
-    for method in ("vae", "iwae_k5", "iwae_k50"):
+    for method in ("vae", "iwae[samples=5]", "iwae[samples=50]"):
         assert f"method {method} " in out
+    assert "claim: The IWAE (k = 50) reaches a lower test NLL than the VAE" in out
     assert "86.76" in out  # a reported number
     methods = next(line for line in lines if line.startswith("methods:"))
     assert {"vae", "iwae"} <= {m.strip() for m in methods.split(":", 1)[1].split(",")}
@@ -129,7 +130,7 @@ def run_args(**overrides):
     "overrides, needles",
     [
         ({"--paper": "no_such_paper"}, ["no_such_paper", "baselines"]),
-        ({"--method": "no_such_method"}, ["no_such_method", "vae", "iwae_k5", "iwae_k50"]),
+        ({"--method": "no_such_method"}, ["no_such_method", "vae", "iwae[samples=5]", "iwae[samples=50]"]),
         ({"--dataset": "no_such_dataset"}, ["no_such_dataset", "digits", "mnist"]),
         ({"--budget": "no_such_budget"}, ["no_such_budget", "smoke", "short", "nightly", "paper"]),
         ({"--seeds": "zero"}, ["zero", "comma-separated", "integers"]),
@@ -221,7 +222,10 @@ def test_spec_copy_is_used_and_valid(run_cli, spec_file, tmp_path):
     [
         (("batch_size = 20", "batch_size = = 20"), ["not valid TOML"]),
         (('model = "vae"', 'model = "no_such_model"'), ["no_such_model", "vae", "iwae"]),
-        (("value = 86.76\n", ""), ["reported[0]", "value", "missing"]),
+        (
+            ('["vae", "mnist", 86.76, "MNIST, VAE, k = 1"]', '["vae", "mnist", "MNIST, VAE, k = 1"]'),
+            ["reported_tables[0] rows[0]", "4 values"],
+        ),
         (("samples = 1 }", "samples = 1, bogus_knob = 3 }"), ["bogus_knob", "latent_dim"]),
         (
             (
@@ -233,18 +237,20 @@ def test_spec_copy_is_used_and_valid(run_cli, spec_file, tmp_path):
         (("learning_rate = 1e-3", 'learning_rate = "fast"'), ["learning_rate", "fast"]),
         (("tolerance = 1.0", "tolerance = -1.0"), ["tolerance", "-1.0"]),
         (('compare = ["nll"]', 'compare = "nll"'), ["evaluation.compare", "list"]),
-        (("value = 86.76\n", 'value = 86.76\nstd = "small"\n'), ["std", "small"]),
+        (('["vae", "mnist", 86.76,', '["vae", "mnist", "small",'), ["rows[0] value", "small"]),
+        (('than = "vae"', 'than = "nobody"'), ["claims[0] than", "nobody", "iwae[samples=5]"]),
     ],
     ids=[
         "toml-syntax",
         "unregistered-model",
-        "reported-neither-value-nor-missing",
+        "reported-row-too-short",
         "unknown-hyper",
         "unbuildable-hyper-value",
         "learning-rate-not-a-number",
         "negative-tolerance",
         "compare-not-a-list",
-        "std-not-a-number",
+        "value-not-a-number",
+        "claim-unknown-method",
     ],
 )
 def test_malformed_spec(run_cli, spec_file, populated, command, breakage, needles):
@@ -340,12 +346,12 @@ def test_tables(run_cli, results, tmp_path):
         assert str(out_dir / name) in out
     md = (out_dir / "baselines__digits__smoke.md").read_text()
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("|")}
-    assert {"vae", "iwae_k5", "iwae_k50"} <= set(rows)
+    assert {"vae", "iwae[samples=5]", "iwae[samples=50]"} <= set(rows)
     assert nll in rows["vae"]
     assert "1 ok" in rows["vae"]
-    assert nll not in rows["iwae_k5"] and nll not in rows["iwae_k50"]
+    assert nll not in rows["iwae[samples=5]"] and nll not in rows["iwae[samples=50]"]
     tex = (out_dir / "baselines__digits__smoke.tex").read_text()
-    assert nll in tex and "iwae\\_k50" in tex
+    assert nll in tex and "iwae[samples=50]" in tex
     assert "\\toprule" in tex and "\\bottomrule" in tex
     assert nll in (out_dir / "README.md").read_text()
     assert tree_digest(results) == before  # tables reads records, never writes them

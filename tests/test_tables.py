@@ -17,6 +17,7 @@ def _record(method, seed, nll, kl, status="ok", stale=False, s_per_epoch=2.0):
     config = specs.resolve(paper, method, "digits", specs.budget("smoke"), seed)
     if stale:  # a record made under an earlier version of the spec
         config["hyper"] = {**config["hyper"], "latent_dim": 99}
+        config["identity"] = {**config["identity"], "hyper": {**config["identity"]["hyper"], "latent_dim": 99}}
     metric = lambda v: {"value": v, "sem": 0.1, "unit": "nats", "estimator": {"name": "hand-written"}}
     return config, {
         "schema_version": records.SCHEMA_VERSION,

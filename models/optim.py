@@ -1,0 +1,62 @@
+"""The default training recipe of every method, built from a paper spec's training table: the
+optimizer (with gradient clipping by norm), the learning-rate schedule, and the exponential moving
+average of the weights that is evaluated when the spec asks for one.
+
+A method that needs another recipe overrides ``LatentVariableModel.configure_optimizer`` or
+``evaluation_model`` (``models/base.py``); the keys a spec may set are ``specs.TRAINING_DEFAULTS``.
+"""
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
+
+
+def _iwae_stages(training: dict, epoch: int) -> float:
+    """Burda et al.'s schedule: 3^i epochs at lr·10^(−i/7), stage i = 0..7 (3,280 epochs in all)."""
+    stage = 0
+    while (3 ** (stage + 1) - 1) // 2 <= epoch and stage < 7:
+        stage += 1
+    return 10 ** (-stage / 7)
+
+
+LR_SCHEDULES = {
+    "constant": lambda training, epoch: 1.0,
+    "iwae": _iwae_stages,
+    "exponential": lambda training, epoch: training["lr_decay"] ** epoch,  # lr · lr_decay^epoch
+}
+
+
+def learning_rate(training: dict, epoch: int) -> float:
+    """The learning rate of (0-based) ``epoch`` under the spec's ``lr_schedule``."""
+    return training["learning_rate"] * LR_SCHEDULES[training["lr_schedule"]](training, epoch)
+
+
+def build_optimizer(parameters, training: dict) -> torch.optim.Optimizer:
+    """``optimizer`` (adam | adamax) with ``learning_rate``, ``adam_betas``, ``adam_eps`` and
+    ``weight_decay``; with ``clip_grad_norm`` > 0 the gradients' total norm is clipped to it before
+    every step (a step pre-hook, so an unclipped run pays nothing)."""
+    parameters = [p for p in parameters if p.requires_grad]
+    optimizer = OPTIMIZERS[training["optimizer"]](
+        parameters,
+        lr=training["learning_rate"],
+        betas=tuple(training["adam_betas"]),
+        eps=training["adam_eps"],
+        weight_decay=training["weight_decay"],
+    )
+    if training["clip_grad_norm"] > 0:
+
+        def clip(*_) -> None:
+            torch.nn.utils.clip_grad_norm_(parameters, training["clip_grad_norm"], foreach=True)
+
+        optimizer.register_step_pre_hook(clip)
+    return optimizer
+
+
+def exponential_moving_average(model: torch.nn.Module, optimizer: torch.optim.Optimizer, decay: float):
+    """A copy of ``model`` whose weights (buffers too) are the exponential moving average of its
+    weights, updated after every optimizer step (Polyak averaging: the evaluated weights of Chen et
+    al. 2017 and Ma et al. 2019)."""
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    optimizer.register_step_post_hook(lambda *_: averaged.update_parameters(model))
+    return averaged.module

@@ -1,0 +1,409 @@
+"""The harness's second pass: stable run identity, training hooks owned by the model, grids,
+includes, compact reported tables, claims, metrics with parts, and the records as one DataFrame."""
+
+import inspect
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from toy_hooks import ToyHooks
+
+import models
+from benchmarks import UserError, data, metrics, records, specs, train
+from report import claims, generate
+
+HERE = Path(__file__).parent
+COMMITTED = sorted((HERE.parent / "results" / "runs").glob("baselines__vae__digits__smoke__seed0__*.json"))
+DIGITS = data.load("digits")
+
+
+def spec_folder(tmp_path, monkeypatch, **texts) -> Path:
+    """A specs folder holding copies of the real specs plus ``texts`` (key -> TOML), in use."""
+    folder = tmp_path / "specs"
+    shutil.copytree(specs.HERE / "papers", folder, dirs_exist_ok=True)
+    for key, text in texts.items():
+        (folder / f"{key}.toml").write_text(text)
+    monkeypatch.setenv("VLAEBENCH_SPECS", str(folder))
+    return folder
+
+
+# --- stable run identity --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def committed_record(tmp_path, monkeypatch):
+    """A copy of a committed record and of the specs; the record is current before any change."""
+    assert COMMITTED, "the committed digits smoke record of the baselines' VAE is missing"
+    spec_folder(tmp_path, monkeypatch)
+    record = records.read(COMMITTED[0])
+    assert specs.current_run_id(record) == record["run_id"]
+    return record
+
+
+def test_a_new_keyword_with_a_default_leaves_records_current(committed_record, monkeypatch):
+    from models.vae import VAE
+
+    original = VAE.__init__
+    signature = inspect.signature(original)
+
+    def init(self, *args, dropout=0.0, **kwargs):
+        original(self, *args, **kwargs)
+
+    extra = inspect.Parameter("dropout", inspect.Parameter.KEYWORD_ONLY, default=0.0)
+    init.__signature__ = signature.replace(parameters=[*signature.parameters.values(), extra])
+    monkeypatch.setattr(VAE, "__init__", init)
+    assert "dropout" in models.hyper_parameters("vae")  # the new keyword is seen...
+    assert specs.current_run_id(committed_record) == committed_record["run_id"]  # ...and changes no run id
+
+
+def test_a_new_training_key_or_metric_leaves_records_current(committed_record, monkeypatch):
+    monkeypatch.setitem(specs.TRAINING_DEFAULTS, "label_smoothing", 0.0)
+    monkeypatch.setitem(metrics.METRICS, "new_metric", metrics.Metric("New", "a metric added later", True))
+    assert specs.current_run_id(committed_record) == committed_record["run_id"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["method version", "protocol version", "spec hyper-parameter", "budget cap"],
+)
+def test_a_changed_choice_or_version_makes_records_stale(committed_record, monkeypatch, change):
+    from models.vae import VAE
+
+    if change == "method version":
+        monkeypatch.setattr(VAE, "version", VAE.version + 1)
+    elif change == "protocol version":
+        monkeypatch.setattr(specs, "PROTOCOL_VERSION", specs.PROTOCOL_VERSION + 1)
+    elif change == "spec hyper-parameter":
+        path = specs.papers_dir() / "baselines.toml"
+        vae = 'hidden = [200, 200], activation = "tanh", init = "glorot", samples = '
+        path.write_text(path.read_text().replace(vae + "1", vae + "2"))
+    else:
+        smoke = specs.load_budgets()["smoke"]
+        monkeypatch.setattr(
+            specs,
+            "load_budgets",
+            lambda: {"smoke": specs.Budget("smoke", smoke.description, {**smoke.caps, "max_epochs": 4})},
+        )
+    current = specs.current_run_id(committed_record)
+    assert current is not None and current != committed_record["run_id"]
+
+
+def test_the_tables_call_a_record_stale_only_after_a_version_bump(committed_record, tmp_path, monkeypatch):
+    from models.vae import VAE
+
+    results = tmp_path / "results"
+    (results / "runs").mkdir(parents=True)
+    shutil.copy(COMMITTED[0], results / "runs")
+    assert generate.annotated_frame(results)["current"].tolist() == [True]
+    monkeypatch.setattr(VAE, "version", VAE.version + 1)
+    assert generate.annotated_frame(results)["current"].tolist() == [False]
+
+
+# --- training hooks -------------------------------------------------------------------------------------------
+
+TOY_SPEC = """
+[paper]
+title = "Toy"
+citation = "Nobody, tests"
+
+[evaluation]
+importance_samples = 20
+compare = ["nll"]
+show = ["kl[top]", "cluster_acc[bottom]"]
+
+[training]
+batch_size = 100
+epochs = 3
+optimizer = "adamax"
+learning_rate = 2e-3
+clip_grad_norm = 1.0
+ema_decay = 0.9
+
+[datasets.digits]
+
+[methods.toy]
+model = "toy_hooks"
+hyper = { warmup_epochs = 2 }
+
+[[claims]]
+claim = "The toy's NLL is below 10,000 nats"
+source = "tests"
+dataset = "digits"
+metric = "nll"
+method = "toy"
+than = 10000
+direction = "lower"
+"""
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    models.register("toy_hooks")(ToyHooks)
+    try:
+        spec_folder(tmp_path, monkeypatch, toy=TOY_SPEC)
+        yield specs.resolve(specs.load_paper("toy"), "toy", "digits", specs.budget("smoke"), 0)
+    finally:
+        del models._REGISTRY["toy_hooks"]
+
+
+def test_a_method_using_every_hook_trains_through_the_unchanged_harness(toy, monkeypatch):
+    clipped = []
+    clip = torch.nn.utils.clip_grad_norm_
+    counted = lambda parameters, max_norm, **kw: clipped.append(max_norm) or clip(parameters, max_norm, **kw)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", counted)
+    torch.manual_seed(0)
+    model = models.build("toy_hooks", DIGITS.shape, toy["hyper"])
+    trained = train.train(model, DIGITS, toy, torch.device("cpu"), progress=False)
+    assert trained["status"] == "ok", trained["error"]
+    steps = trained["timing"]["steps"]
+    assert steps == 3 * 13  # 1,297 digits in batches of 100, 3 epochs
+
+    # data-dependent initialisation: once, on a first batch, before any step
+    assert model.seen["initialize"] == [(100, 1, 8, 8)] and model.seen["steps_before_initialize"] == 0
+    # Adamax, its gradient clipped to the spec's norm before every step
+    assert isinstance(trained["optimizer"], torch.optim.Adamax)
+    assert clipped == [1.0] * steps
+    # the per-epoch hook: the KL weight warmed up over two epochs, logged in the curves
+    assert trained["curves"]["kl_weight"] == [0.5, 1.0, 1.0]
+    # the evaluated weights are the exponential moving average (0.9) of the weights after each step
+    evaluated = trained["evaluated"]
+    assert evaluated is not model
+    average = model.seen["parameters_after_step"][0]
+    for after_step in model.seen["parameters_after_step"][1:]:
+        average = 0.9 * average + 0.1 * after_step
+    torch.testing.assert_close(torch.cat([p.flatten() for p in evaluated.parameters()]), average)
+    assert not torch.allclose(average, torch.cat([p.detach().flatten() for p in model.parameters()]))
+
+
+def test_a_method_with_latent_parts_gets_per_part_metrics(toy):
+    record = train.run(toy, specs.run_id(toy), DIGITS, torch.device("cpu"), progress=False)
+    assert record["status"] == "ok", record["error"]
+    kl = record["metrics"]["kl"]
+    assert set(kl["parts"]) == {"top", "bottom"}
+    assert sum(kl["parts"].values()) == pytest.approx(kl["value"], rel=1e-6)
+    assert kl["parts"]["top"] == pytest.approx(sum(kl["per_dim"][:2]), rel=1e-6)
+    units = record["metrics"]["active_units"]
+    assert units["parts"]["top"] + units["parts"]["bottom"] == units["value"]
+    assert set(record["metrics"]["cluster_acc"]["parts"]) == {"top", "bottom"}
+    assert all(0 <= v <= 1 for v in record["metrics"]["cluster_acc"]["parts"].values())
+    # a part is a column of the records' frame, and a table can show it
+    frame = records.frame([record])
+    assert frame.loc[0, "kl[top]"] == kl["parts"]["top"]
+
+
+def test_the_default_hooks_keep_the_plain_recipe():
+    config = specs.resolve(specs.load_paper("baselines"), "vae", "digits", specs.budget("smoke"), 0)
+    config["training"]["epochs"] = 1
+    model = models.build("vae", DIGITS.shape, config["hyper"])
+    trained = train.train(model, DIGITS, config, torch.device("cpu"), progress=False)
+    assert trained["evaluated"] is model  # no moving average unless the spec asks
+    optimizer = trained["optimizer"]
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["eps"] == 1e-4
+    assert not optimizer._optimizer_step_pre_hooks and not optimizer._optimizer_step_post_hooks  # nothing per step
+    assert set(trained["curves"]) == {"epoch", "lr", "train_elbo", "valid_elbo"}
+
+
+# --- grids, includes, compact reported tables -----------------------------------------------------------------
+
+
+def test_a_grid_expands_to_named_variants_with_their_own_run_ids():
+    paper = specs.load_paper("baselines")
+    assert [m for m in paper.methods if m.startswith("iwae")] == ["iwae[samples=5]", "iwae[samples=50]"]
+    assert paper.select("iwae") == ["iwae[samples=5]", "iwae[samples=50]"]
+    assert paper.select("iwae[samples=50]") == ["iwae[samples=50]"]
+    configs = [specs.resolve(paper, m, "mnist", specs.budget("short"), 0) for m in paper.select("iwae")]
+    assert [c["hyper"]["samples"] for c in configs] == [5, 50]
+    assert [c["identity"]["hyper"]["samples"] for c in configs] == [5, 50]
+    assert configs[0]["identity"]["method"] == "iwae[samples=5]"
+    assert len({specs.run_id(c) for c in configs}) == 2
+    with pytest.raises(UserError, match=r"no method 'iwae\[samples=7\]'"):
+        paper.select("iwae[samples=7]")
+
+
+def test_selecting_one_variant_runs_only_it(run_cli, tmp_path):
+    code, out, err = run_cli(
+        "run",
+        "--paper",
+        "baselines",
+        "--method",
+        "iwae[samples=5]",
+        "--dataset",
+        "digits",
+        "--budget",
+        "smoke",
+        "--results",
+        tmp_path,
+        "--quiet",
+    )
+    assert code == 0, err
+    (path,) = (tmp_path / "runs").glob("*.json")
+    assert path.name.startswith("baselines__iwae-samples-5__digits__smoke__seed0__")
+    assert json.loads(path.read_text())["method"] == "iwae[samples=5]"
+
+
+GRID_AND_INCLUDE = """
+[paper]
+title = "Includes"
+citation = "Nobody, tests"
+
+[evaluation]
+importance_samples = 10
+compare = ["nll"]
+
+[training]
+batch_size = 64
+
+[datasets.digits]
+
+[methods.vae]
+include = "baselines.vae"
+hyper = { activation = "relu" }
+grid = { latent_dim = [2, 4], "training.learning_rate" = [0.01] }
+
+[[reported_tables]]
+source = "Nobody, Table 9"
+metric = "nll"
+tolerance = 0.5
+columns = ["method", "dataset", "value"]
+rows = [["vae[latent_dim=2,training.learning_rate=0.01]", "digits", 40.0]]
+"""
+
+
+def test_an_include_reuses_another_specs_method_and_overrides_what_it_sets(tmp_path, monkeypatch):
+    spec_folder(tmp_path, monkeypatch, includes=GRID_AND_INCLUDE)
+    paper = specs.load_paper("includes")
+    baseline = specs.load_paper("baselines").methods["vae"]
+    assert list(paper.methods) == [
+        "vae[latent_dim=2,training.learning_rate=0.01]",
+        "vae[latent_dim=4,training.learning_rate=0.01]",
+    ]
+    method = paper.methods["vae[latent_dim=4,training.learning_rate=0.01]"]
+    assert method.model == "vae" and method.citation == baseline.citation
+    assert method.hyper == {**baseline.hyper, "activation": "relu", "latent_dim": 4}
+    # the including paper's training applies (batch 64, not the baselines' 20), and the grid's learning rate
+    assert method.training["batch_size"] == 64 and method.training["learning_rate"] == 0.01
+    (entry,) = paper.reported
+    assert (entry.method, entry.value, entry.tolerance, entry.source) == (
+        "vae[latent_dim=2,training.learning_rate=0.01]",
+        40.0,
+        0.5,
+        "Nobody, Table 9",
+    )
+
+
+@pytest.mark.parametrize(
+    "breakage, needles",
+    [
+        (('include = "baselines.vae"', 'include = "baselines.nope"'), ["include", "nope", "iwae"]),
+        (('include = "baselines.vae"', 'include = "includes.vae"'), ["include cycle"]),
+        (('include = "baselines.vae"', 'include = "vae"'), ["<paper>.<method>"]),
+        (("latent_dim = [2, 4]", "latent_dim = []"), ["latent_dim", "non-empty list"]),
+        (("latent_dim = [2, 4]", "bogus = [1]"), ["grid", "bogus", "latent_dim"]),
+        (('"digits", 40.0]', '"digits"]'), ["reported_tables[0] rows[0]", "3 values"]),
+        (('"digits", 40.0]', '"digits", "forty"]'), ["value", "forty"]),
+    ],
+    ids=["unknown-method", "cycle", "no-paper", "empty-grid", "unknown-grid-key", "short-row", "value-not-a-number"],
+)
+def test_malformed_includes_grids_and_tables_are_refused(tmp_path, monkeypatch, breakage, needles):
+    assert breakage[0] in GRID_AND_INCLUDE
+    spec_folder(tmp_path, monkeypatch, includes=GRID_AND_INCLUDE.replace(*breakage))
+    with pytest.raises(UserError) as error:
+        specs.load_paper("includes")
+    for needle in needles:
+        assert needle in str(error.value)
+
+
+# --- claims ---------------------------------------------------------------------------------------------------
+
+
+def claim(direction="lower", than="b", margin=0.0, ratio=None, level=0.05):
+    return specs.Claim("a beats b", "tests", "digits", "nll", "a", than, direction, margin, ratio, level)
+
+
+@pytest.mark.parametrize(
+    "values, than, kind, expected",
+    [
+        ([80.0, 80.5, 79.8], [90.0, 90.4, 89.7], {}, "holds"),  # a clear win
+        ([90.0, 90.4, 89.7], [80.0, 80.5, 79.8], {}, "fails"),  # a clear loss
+        ([80.0, 80.5], [90.0, 90.4, 89.7], {}, "inconclusive"),  # two seeds on a side
+        ([85.0, 87.0, 86.1], [86.0, 85.2, 87.1], {}, "fails"),  # overlapping seeds: not shown at the level
+        ([], [90.0, 90.4, 89.7], {}, "no runs"),
+        ([80.0, 80.5, 79.8], [90.0, 90.4, 89.7], {"margin": 20.0}, "fails"),  # a win, but not by the claimed margin
+        ([80.0, 80.5, 79.8], [90.0, 90.4, 89.7], {"margin": 5.0}, "holds"),
+        ([1.0, 1.1, 0.9], [20.0, 21.0, 19.0], {"ratio": 10.0}, "holds"),  # ten times lower
+        ([1.0, 1.1, 0.9], [5.0, 5.5, 4.5], {"ratio": 10.0}, "fails"),  # only five times
+        ([80.0, 80.5, 79.8], 100.0, {}, "holds"),  # against a number
+        ([80.0, 80.5, 79.8], 75.0, {}, "fails"),
+        ([12, 12, 12], [10, 10, 10], {"direction": "higher"}, "holds"),  # no variance: by the values
+        ([10, 10, 10], [10, 10, 10], {"direction": "higher"}, "fails"),
+    ],
+)
+def test_claim_verdicts(values, than, kind, expected):
+    assert claims.verdict(claim(**kind), values, than)["verdict"] == expected
+
+
+def test_a_borderline_win_holds_at_a_loose_level_and_fails_at_a_strict_one():
+    values, than = [85.0, 85.6, 84.9, 85.3], [85.9, 86.4, 85.4, 86.1]
+    p = claims.verdict(claim(), values, than)["p"]
+    assert 0.001 < p < 0.1
+    assert claims.verdict(claim(level=0.1), values, than)["verdict"] == "holds"
+    assert claims.verdict(claim(level=0.001), values, than)["verdict"] == "fails"
+
+
+def test_the_tables_show_each_claims_verdict_at_each_budget(toy, tmp_path):
+    results = tmp_path / "results"
+    for seed in (0, 1, 2):
+        config = {**toy, "seed": seed, "identity": {**toy["identity"], "seed": seed}}
+        record = {
+            "schema_version": records.SCHEMA_VERSION,
+            "run_id": specs.run_id(config),
+            "paper": "toy",
+            "method": "toy",
+            "dataset": "digits",
+            "budget": "smoke",
+            "seed": seed,
+            "config": config,
+            "status": "ok",
+            "stop_reason": "max_epochs",
+            "error": None,
+            "curves": {},
+            "provenance": {},
+            "metrics": {"nll": {"value": 50.0 + seed, "unit": "nats", "estimator": {}}},
+            "timing": {},
+        }
+        records.write(record, records.path_for(results, config, record["run_id"]))
+    written = generate.write_tables(results, tmp_path / "out")
+    markdown = (tmp_path / "out" / "toy__claims.md").read_text()
+    assert tmp_path / "out" / "toy__claims.tex" in written
+    (row,) = [line for line in markdown.splitlines() if line.startswith("| (1)")]
+    assert "smoke" in row and "toy: 51 ± 1 (n=3)" in row and row.rstrip(" |").endswith("holds")
+    assert "tests; level 0.05" in markdown
+
+
+def test_a_claim_naming_an_unknown_method_is_refused(tmp_path, monkeypatch, toy):
+    spec_folder(tmp_path, monkeypatch, toy=TOY_SPEC.replace('method = "toy"', 'method = "nobody"'))
+    with pytest.raises(UserError, match=r"claims\[0\] method: 'nobody' is not a method of the spec; valid: toy"):
+        specs.load_paper("toy")
+
+
+def test_the_baselines_claims_name_their_sources():
+    paper = specs.load_paper("baselines")
+    assert len(paper.claims) >= 3
+    assert all("Burda et al. 2016" in c.source for c in paper.claims)
+    assert {c.method for c in paper.claims} <= set(paper.methods)
+
+
+# --- records as a table ---------------------------------------------------------------------------------------
+
+
+def test_records_frame_has_a_row_per_run_and_a_column_per_metric():
+    committed = records.load_all(HERE.parent / "results")
+    frame = records.frame(committed)
+    assert len(frame) == len(committed)
+    identity = {"run_id", "paper", "method", "dataset", "budget", "seed", "status"}
+    assert identity | {"nll", "kl", "s_per_epoch"} <= set(frame)
+    row = frame.set_index("run_id").loc[committed[0]["run_id"]]
+    assert row["nll"] == committed[0]["metrics"]["nll"]["value"]
+    assert row["s_per_epoch"] == committed[0]["timing"]["s_per_epoch"]
