@@ -13,6 +13,7 @@ from benchmarks import ROOT, UserError, data, records, specs, train
 
 DEFAULT_RESULTS = ROOT / "results"
 DEFAULT_REPORT = ROOT / "report" / "tables"
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's random_state take no larger seed
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -22,6 +23,11 @@ def _parse_seeds(text: str) -> list[int]:
         raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
     if not seeds or any(s < 0 for s in seeds):
         raise UserError(f"--seeds {text!r}: expected comma-separated non-negative integers, e.g. 0,1,2")
+    if max(seeds) > MAX_SEED:
+        raise UserError(f"--seeds {text!r}: a seed is at most {MAX_SEED} (2^32 - 1, what every seeded library accepts)")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise UserError(f"--seeds {text!r}: seed {', '.join(map(str, repeated))} given twice; each seed is one run")
     return seeds
 
 
@@ -112,7 +118,7 @@ def cmd_run(args) -> int:
         variant = _variant(config)
         if variant not in loaded:
             try:
-                loaded[variant] = data.load(config["dataset"], args.data_dir, config["dataset_options"]).to(device)
+                loaded[variant] = data.load(config["dataset"], args.data_dir, config["dataset_options"])
             except UserError as e:
                 if args.dataset:  # asked for by name: an error
                     raise
@@ -121,7 +127,10 @@ def cmd_run(args) -> int:
                 loaded[variant] = None
     failures = 0
     for config, run_id, path, existing in [t for t in todo if loaded[_variant(t[0])] is not None]:
-        record = train.run(config, run_id, loaded[_variant(config)], device, progress=not args.quiet)
+        # Only this run's data is on the device while it runs (it is copied there, and freed after).
+        record = train.run(config, run_id, loaded[_variant(config)].to(device), device, progress=not args.quiet)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
         failures += record["status"] != "ok"
         if existing and existing["status"] == "ok" and record["status"] != "ok":
             # --force must not trade a good record for a failed rerun: keep it, and say why.

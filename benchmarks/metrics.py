@@ -12,6 +12,7 @@ Each value is returned with the settings of its estimator, as it goes into the r
 import math
 import statistics
 import time
+import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,33 +26,60 @@ from models.base import has_analytic_kl
 class Metric:
     label: str  # the table's column
     description: str
-    lower_is_better: bool
+    # "lower" or "higher" is better, or None where neither is (the notes under a table then say nothing).
+    better: str | None
     timing: bool = False  # read from the record's timing block rather than its metrics
+    # Bump when the estimator changes what it computes: records carry the version of each value
+    # (absent: 1), and the tables leave out values of an older version as stale, metric by metric.
+    version: int = 1
+    # Decimals printed in the tables (reported, reproduced, std, delta) and the claims table: what
+    # the seeds and the reported numbers can tell apart, no more.
+    digits: int = 2
 
 
 METRICS = {
-    "nll": Metric("NLL", "test negative log-likelihood, importance-sampled (nats)", True),
-    "elbo": Metric("ELBO", "test evidence lower bound (nats)", False),
-    "kl": Metric("KL", "test KL(q(z|x) ‖ p(z)) (nats)", True),
-    "recon": Metric("Recon.", "test reconstruction term E_q log p(x|z) (nats)", False),
-    "bits_per_dim": Metric("bits/dim", "test NLL in bits per pixel and channel (discrete likelihoods only)", True),
+    # Density, in nats: 2 decimals (papers report 2; seed-to-seed std is ~0.1 nat or more).
+    "nll": Metric("NLL", "test negative log-likelihood, importance-sampled (nats)", "lower"),
+    "elbo": Metric("ELBO", "test evidence lower bound (nats)", "higher"),
+    # No direction: a low KL often means posterior collapse (unused latents), a high one a loose
+    # fit of q to the prior; it says how much the code carries, not how good the model is.
+    "kl": Metric("KL", "test KL(q(z|x) ‖ p(z)) (nats)", None),
+    # Higher: the reconstructions are better (it is not by itself a better model: it trades against KL).
+    "recon": Metric("Recon.", "test reconstruction term E_q log p(x|z) (nats)", "higher"),
+    # 4 decimals: 1 nat on binarized MNIST is 0.0018 bits/dim (85.00 and 86.76 nats: 0.1564, 0.1597).
+    "bits_per_dim": Metric(
+        "bits/dim", "test NLL in bits per pixel and channel (discrete likelihoods only)", "lower", digits=4
+    ),
+    # No direction: how many dimensions a model needs depends on the data; more active units is
+    # better only against collapse, not beyond. 1 decimal: a mean of counts over seeds.
     "active_units": Metric(
         "AU",
         "active units: latent dimensions whose posterior mean varies across the test points (variance > 0.01)",
-        False,
+        None,
+        digits=1,
+        version=2,  # 2: the Monte-Carlo noise of sampled means is subtracted (issue 9)
     ),
+    # Scores in [0, 1]: 3 decimals (0.5734 is 0.573, not 0.57).
     "cluster_acc": Metric(
-        "Cluster acc.", "clustering accuracy on the test labels, one-to-one (Hungarian) matching", False
+        "Cluster acc.",
+        "clustering accuracy on the test labels, one-to-one (Hungarian) matching",
+        "higher",
+        digits=3,
     ),
-    "nmi": Metric("NMI", "normalized mutual information of clusters and test labels", False),
-    "ari": Metric("ARI", "adjusted Rand index of clusters and test labels", False),
-    "amortization_gap": Metric("Amort. gap", "amortization gap L[q*] − L[q] (nats; Cremer et al. 2018)", True),
-    "approximation_gap": Metric("Approx. gap", "approximation gap log p̂(x) − L[q*] (nats; Cremer et al. 2018)", True),
-    "inference_gap": Metric("Inference gap", "inference gap log p̂(x) − L[q] (nats)", True),
-    "s_per_epoch": Metric("s/epoch", "training wall-clock per epoch (s)", True, timing=True),
-    "examples_per_s": Metric("ex/s", "training examples per second", False, timing=True),
+    "nmi": Metric("NMI", "normalized mutual information of clusters and test labels", "higher", digits=3),
+    "ari": Metric("ARI", "adjusted Rand index of clusters and test labels", "higher", digits=3),
+    # Gaps in nats, 2 decimals; lower: a tighter amortized q (amortization), a richer family (approximation).
+    "amortization_gap": Metric("Amort. gap", "amortization gap L[q*] − L[q] (nats; Cremer et al. 2018)", "lower"),
+    "approximation_gap": Metric(
+        "Approx. gap", "approximation gap log p̂(x) − L[q*] (nats; Cremer et al. 2018)", "lower"
+    ),
+    "inference_gap": Metric("Inference gap", "inference gap log p̂(x) − L[q] (nats)", "lower"),
+    # Cost: seconds to 2 decimals, throughput to whole examples; latency to 3 decimals of a ms (a GPU
+    # batch can take well under a millisecond).
+    "s_per_epoch": Metric("s/epoch", "training wall-clock per epoch (s)", "lower", timing=True),
+    "examples_per_s": Metric("ex/s", "training examples per second", "higher", timing=True, digits=0),
     "inference_latency_ms": Metric(
-        "q(z|x) ms/batch", "test-time inference latency per batch (median, ms)", True, timing=True
+        "q(z|x) ms/batch", "test-time inference latency per batch (median, ms)", "lower", timing=True, digits=3
     ),
 }
 
@@ -66,6 +94,10 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E_q[z_j]) > 0.01
 # Cremer et al.'s local optimisation (their optimize_local_q: Adam lr 1e-3, 50 samples a step, the
 # average loss compared every 100 steps, stop after more than 10 checks without improvement).
 GAP_OPTIMIZER = {"name": "adam", "learning_rate": 1e-3, "samples_per_step": 50, "check_every": 100, "patience": 10}
+GAP_STARTS = ("encoder", "zero")  # where q*'s optimisation starts: the suite's default, or Cremer et al.'s N(0, I)
+# Below half of the gap points converged (met the stopping rule before the step cap), a gap is
+# marked as not converged: the amortization gap is then under-, the approximation gap over-estimated.
+CONVERGED_FRACTION = 0.5
 # On the CPU the importance-sampled estimates send at most this many (sample, point, pixel) values
 # through the decoder at once (6 MB of float32 logits, about 1,900 MNIST rows), so that the
 # likelihood's passes over them hit the cache. Measured on the 2-core EPYC of report/performance.md
@@ -128,7 +160,9 @@ def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chun
         log_sum_w2 = torch.logsumexp(torch.stack([t[1] for t in terms]), 0)
         out["log_px"].append(log_sum_w - math.log(samples))
         # Var(log p̂) ≈ Var(p̂) / p̂² = (K Σw² / (Σw)² − 1) / K (the delta method)
-        out["log_px_var"].append((torch.exp(log_sum_w2 - 2 * log_sum_w + math.log(samples)) - 1) / samples)
+        # (clamped: with equal weights the difference is 0 up to rounding, and a negative one is no variance)
+        relative = torch.exp(log_sum_w2 - 2 * log_sum_w + math.log(samples)) - 1
+        out["log_px_var"].append(relative.clamp_min(0) / samples)
         out["recon"].append(sum(t[2] for t in terms) / samples)
         out["kl"].append(kl_divergence(q, prior) if analytic else sum(t[3] for t in terms) / samples)
         out["kl_per_dim"].append(_kl_per_dim(q, prior))
@@ -204,18 +238,29 @@ def density_metrics(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 
     return metrics
 
 
+# Draws per point where q has no closed-form mean (a flow): the mean's Monte-Carlo variance is then
+# Var_q(z_j) / 1000, a tenth of the active-unit threshold for a unit-variance posterior, and it is
+# subtracted besides (``active_units``).
+POSTERIOR_MEAN_SAMPLES = 1000
+
+
 @torch.no_grad()
-def posterior_means(model, x: torch.Tensor, batch_size: int = 1000, samples: int = 100) -> torch.Tensor:
+def posterior_means(
+    model, x: torch.Tensor, samples: int = POSTERIOR_MEAN_SAMPLES, rows_per_chunk: int = 100_000
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """E_q[z] for each point, flattened to [N, D]: the distribution's ``mean`` where it has one, else
-    the average of ``samples`` draws."""
-    means = []
-    for xb in x.split(batch_size):
+    the average of ``samples`` draws; and then (else None) the Monte-Carlo variance of each such
+    average, Var_q(z_j) / samples estimated from the same draws, [N, D]."""
+    means, noise = [], []
+    for xb in x.split(max(1, rows_per_chunk // samples)):
         q = model.posterior(xb)
         try:
             means.append(_flat(q.mean))
         except NotImplementedError:
-            means.append(_flat(q.sample((samples,))).mean(0))
-    return torch.cat(means).double()
+            draws = _flat(q.sample((samples,)))
+            means.append(draws.mean(0))
+            noise.append(draws.var(0) / samples)
+    return torch.cat(means).double(), torch.cat(noise).double() if noise else None
 
 
 def part_slices(parts: dict[str, int] | None) -> dict[str, slice]:
@@ -227,22 +272,32 @@ def part_slices(parts: dict[str, int] | None) -> dict[str, slice]:
     return slices
 
 
-def active_units(means: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD, parts: dict | None = None) -> dict:
+def active_units(
+    means: torch.Tensor,
+    threshold: float = ACTIVE_UNIT_THRESHOLD,
+    parts: dict | None = None,
+    noise: torch.Tensor | None = None,
+    samples: int | None = None,
+) -> dict:
     """The number of latent dimensions j with Var_x(E_q[z_j|x]) > ``threshold`` (Burda et al. 2016),
-    and per part of a structured latent."""
+    and per part of a structured latent. Where the means are Monte-Carlo averages, the variance
+    of their noise (``noise``: each mean's Monte-Carlo variance, from ``posterior_means``) is
+    subtracted: the variance across points of a noisy mean is the true one plus the noise's average,
+    so an inactive unit is not counted for its noise."""
     variance = means.var(0, unbiased=True)
+    estimator = {"name": "variance_of_posterior_means", "threshold": threshold, "points": len(means), "split": "test"}
+    if noise is not None:
+        variance = variance - noise.mean(0)
+        estimator.update(means="monte_carlo", samples=samples, noise="subtracted")
+    else:
+        estimator["means"] = "closed_form"
     active = variance > threshold
     entry = {
         "value": int(active.sum()),
         "of": means.shape[1],
         "unit": "dimensions",
         "per_dim_variance": variance.tolist(),
-        "estimator": {
-            "name": "variance_of_posterior_means",
-            "threshold": threshold,
-            "points": len(means),
-            "split": "test",
-        },
+        "estimator": estimator,
     }
     if parts:
         entry["parts"] = {name: int(active[where].sum()) for name, where in part_slices(parts).items()}
@@ -324,17 +379,24 @@ def _reparameterized_elbo(model, x: torch.Tensor, q: Distribution, samples: int)
     return (model.log_joint(x, z) - q.log_prob(z)).mean(0)
 
 
-def fit_local_posteriors(model, x: torch.Tensor, max_steps: int, optimizer: dict = GAP_OPTIMIZER) -> tuple[dict, dict]:
+def fit_local_posteriors(
+    model, x: torch.Tensor, max_steps: int, optimizer: dict = GAP_OPTIMIZER, start: str = "encoder"
+) -> tuple[dict, dict]:
     """q* for each point of ``x``: the member of the method's own variational family (its
     ``variational_family``) with the highest ELBO, found by Adam on the family's parameters, started
-    from the encoder's output. Every point is optimised on its own (Adam's update is per element, and
-    the loss a sum over points); a point stops when its ``check_every``-step average loss has not
-    improved for more than ``patience`` checks, or at ``max_steps``; a point whose ELBO estimate
-    turns non-finite stops at its last parameters with a finite one (counted, never dropped).
-    Returns q*'s parameters and how the optimisation went."""
+    from the encoder's output (``start = "encoder"``), or with every parameter zero (``"zero"``:
+    N(0, I) in the Gaussian families' mean / log-scale or log-diagonal parameterisations, Cremer et
+    al.'s own start; a mixture's components then coincide). Every point is optimised on its own
+    (Adam's update is per element, and the loss a sum over points); a point stops when its
+    ``check_every``-step average loss has not improved for more than ``patience`` checks, or at
+    ``max_steps``; a point whose ELBO estimate turns non-finite stops at its last parameters with a
+    finite one (counted, never dropped). Returns q*'s parameters and how the optimisation went."""
+    if start not in GAP_STARTS:
+        raise ValueError(f"unknown gap start {start!r}; valid: {', '.join(GAP_STARTS)}")
     with torch.no_grad():
-        start = model.variational_parameters(x)
-    params = {name: value.detach().clone().requires_grad_() for name, value in start.items()}
+        encoded = model.variational_parameters(x)
+    initial = encoded if start == "encoder" else {name: torch.zeros_like(value) for name, value in encoded.items()}
+    params = {name: value.detach().clone().requires_grad_() for name, value in initial.items()}
     adam = torch.optim.Adam(params.values(), lr=optimizer["learning_rate"])
     n, check_every = len(x), optimizer["check_every"]
     window, best = torch.zeros(n, device=x.device), torch.full((n,), math.inf, device=x.device)
@@ -381,11 +443,21 @@ def fit_local_posteriors(model, x: torch.Tensor, max_steps: int, optimizer: dict
     )
 
 
-def inference_gaps(model, x: torch.Tensor, max_steps: int, samples: int, optimizer: dict = GAP_OPTIMIZER) -> dict:
+def inference_gaps(
+    model,
+    x: torch.Tensor,
+    max_steps: int,
+    samples: int,
+    optimizer: dict = GAP_OPTIMIZER,
+    start: str = "encoder",
+    points_per_chunk: int = 100,
+) -> dict:
     """Cremer, Li & Duvenaud (2018) on the points ``x``: L[q] (the amortized q(z|x)), L[q*] (q fitted
     per point, ``fit_local_posteriors``) and log p̂(x) (importance sampling with q* as the proposal),
     each with ``samples`` samples; amortization gap = L[q*] − L[q], approximation gap = log p̂(x) −
-    L[q*], inference gap = their sum. None where the method exposes no variational family."""
+    L[q*], inference gap = their sum. None where the method exposes no variational family. The
+    points are fitted ``points_per_chunk`` at a time (they are independent; the chunk bounds the
+    memory of the fit's forward and backward passes through the decoder)."""
     model.eval()
     try:
         with torch.no_grad():
@@ -393,7 +465,14 @@ def inference_gaps(model, x: torch.Tensor, max_steps: int, samples: int, optimiz
     except NotImplementedError:
         return {}
     amortized = importance_sampled_terms(model, x, samples)
-    q_star, optimisation = fit_local_posteriors(model, x, max_steps, optimizer)
+    fitted = [fit_local_posteriors(model, chunk, max_steps, optimizer, start) for chunk in x.split(points_per_chunk)]
+    q_star = {name: torch.cat([params[name] for params, _ in fitted]) for name in fitted[0][0]}
+    chunks = [(len(chunk), report) for chunk, (_, report) in zip(x.split(points_per_chunk), fitted)]
+    optimisation = {
+        "steps": max(report["steps"] for _, report in chunks),
+        "stopped_fraction": sum(n * report["stopped_fraction"] for n, report in chunks) / len(x),
+        "non_finite_points": sum(report["non_finite_points"] for _, report in chunks),
+    }
     local = importance_sampled_terms(
         model, x, samples, proposal=lambda rows: model.variational_family({k: v[rows] for k, v in q_star.items()})
     )
@@ -405,7 +484,10 @@ def inference_gaps(model, x: torch.Tensor, max_steps: int, samples: int, optimiz
         "samples": samples,
         "log_px": "importance_sampling, proposal q*",
         "max_steps": max_steps,
+        "start": start,
+        "points_per_chunk": points_per_chunk,
         **optimisation,
+        "converged": optimisation["stopped_fraction"] >= CONVERGED_FRACTION,
         "optimizer": optimizer,
     }
     return {
@@ -429,15 +511,17 @@ def synchronize(device: torch.device):
 
 @torch.no_grad()
 def inference_latency(model, x: torch.Tensor, batch_size: int = 100, repeats: int = 20, warmup: int = 3) -> dict:
-    """Wall-clock of q(z|x) for one batch of test points (the cost that separates iterative from
-    amortized inference): the median over ``repeats`` after ``warmup``, synchronised on CUDA."""
+    """Wall-clock of test-time inference for one batch of test points (the cost that separates
+    iterative from amortized inference): building q(z|x) and drawing one sample from it (a lazily
+    applied flow does its work when sampled); the median over ``repeats`` after ``warmup``,
+    synchronised on CUDA."""
     model.eval()
     batch = x[:batch_size]
     times = []
     for i in range(warmup + repeats):
         synchronize(x.device)
         started = time.perf_counter()
-        model.posterior(batch)
+        model.posterior(batch).sample()
         synchronize(x.device)
         if i >= warmup:
             times.append(time.perf_counter() - started)
@@ -445,45 +529,64 @@ def inference_latency(model, x: torch.Tensor, batch_size: int = 100, repeats: in
         "inference_latency_ms": 1000 * statistics.median(times),
         "inference_latency_batch": len(batch),
         "inference_latency_repeats": repeats,
+        "inference_latency_of": "posterior(x) and one sample",
     }
 
 
 def evaluate(
     model, x: torch.Tensor, labels: torch.Tensor | None, evaluation: dict, seed: int, discrete: bool
-) -> tuple[dict, dict]:
-    """Every test metric of a trained model on the (binarized) test points ``x``, and the wall-clock
-    each group of them took. ``evaluation`` is the run config's: importance_samples, gap_points,
-    gap_max_steps, gap_samples (gap_points None: no gaps)."""
-    seconds = {}
+) -> tuple[dict, dict, dict]:
+    """Every test metric of a trained model on the (binarized) test points ``x``; the wall-clock each
+    group of them took and the inference latency; and the groups that failed, with their traceback.
+    Each group (density, posterior means and active units, clustering, gaps, latency) is evaluated on
+    its own: one that fails leaves the others' values in the record. ``evaluation`` is the run
+    config's: importance_samples, gap_points (None: no gaps), gap_max_steps, gap_samples, gap_start,
+    and the chunk sizes importance_rows_per_chunk and gap_points_per_chunk."""
+    metrics, seconds, errors = {}, {}, {}
+    parts = model.latent_parts()
 
-    def timed(name, compute):
+    def group(name, compute):
         synchronize(x.device)
         started = time.perf_counter()
-        result = compute()
-        synchronize(x.device)
-        seconds[name] = time.perf_counter() - started
-        return result
+        try:
+            return compute()
+        except Exception:  # recorded; the other groups go on
+            errors[name] = traceback.format_exc()[-2000:]
+            return None
+        finally:
+            synchronize(x.device)
+            seconds[f"{name}_s"] = time.perf_counter() - started
 
-    metrics = timed("density_s", lambda: density_metrics(model, x, evaluation["importance_samples"], discrete=discrete))
-    parts = model.latent_parts()
-    if parts and "per_dim" in metrics["kl"]:
-        per_dim = torch.tensor(metrics["kl"]["per_dim"])
-        metrics["kl"]["parts"] = {name: per_dim[where].sum().item() for name, where in part_slices(parts).items()}
-    means = timed("posterior_means_s", lambda: posterior_means(model, x))
-    metrics["active_units"] = active_units(means, parts=parts)
-    if labels is not None:
-        metrics.update(timed("clustering_s", lambda: clustering(model, x, labels, means, seed, parts)))
+    density = group(
+        "density",
+        lambda: density_metrics(
+            model, x, evaluation["importance_samples"], evaluation["importance_rows_per_chunk"], discrete
+        ),
+    )
+    metrics.update(density or {})
+    if density and parts and "per_dim" in density["kl"]:
+        per_dim = torch.tensor(density["kl"]["per_dim"])
+        density["kl"]["parts"] = {name: per_dim[where].sum().item() for name, where in part_slices(parts).items()}
+    means, noise = group("posterior_means", lambda: posterior_means(model, x)) or (None, None)
+    if means is not None:
+        metrics["active_units"] = active_units(means, parts=parts, noise=noise, samples=POSTERIOR_MEAN_SAMPLES)
+        if labels is not None:
+            metrics.update(group("clustering", lambda: clustering(model, x, labels, means, seed, parts)) or {})
     if evaluation.get("gap_points"):
         torch.manual_seed(seed)
-        metrics.update(
-            timed(
-                "gaps_s",
-                lambda: inference_gaps(
-                    model, x[: evaluation["gap_points"]], evaluation["gap_max_steps"], evaluation["gap_samples"]
-                ),
-            )
+        gaps = lambda: inference_gaps(
+            model,
+            x[: evaluation["gap_points"]],
+            evaluation["gap_max_steps"],
+            evaluation["gap_samples"],
+            start=evaluation.get("gap_start") or "encoder",
+            points_per_chunk=evaluation["gap_points_per_chunk"],
         )
-    return metrics, {"eval_s": seconds, **inference_latency(model, x)}
+        metrics.update(group("gaps", gaps) or {})
+    timing = {"eval_s": seconds, **(group("latency", lambda: inference_latency(model, x)) or {})}
+    for name, entry in metrics.items():
+        entry["version"] = METRICS[name].version
+    return metrics, timing, errors
 
 
 @torch.no_grad()

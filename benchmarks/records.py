@@ -18,7 +18,7 @@ import pandas as pd
 from benchmarks import UserError
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "diverged", "failed", "timeout")
+STATUSES = ("ok", "partial", "diverged", "failed", "timeout")  # partial: some metric groups failed
 IDENTITY = ("run_id", "paper", "method", "dataset", "budget")
 REQUIRED = (
     "schema_version",
@@ -118,7 +118,8 @@ def load_all(results: Path) -> list[dict]:
 
 def frame(all_records: list[dict]) -> pd.DataFrame:
     """The records as one table, a row per run: identity, status, device, each metric's value (a
-    metric's parts as ``metric[part]`` columns) and every numeric field of the timing block."""
+    metric's parts as ``metric[part]`` columns, its other numbers and its estimator's as
+    ``metric.<field>``) and every numeric field of the timing block."""
     rows = []
     for record in all_records:
         row = {key: record[key] for key in (*IDENTITY, "seed", "status")}
@@ -130,5 +131,9 @@ def frame(all_records: list[dict]) -> pd.DataFrame:
             row[name] = metric.get("value")
             for part, value in (metric.get("parts") or {}).items():
                 row[f"{name}[{part}]"] = value
+            # the entry's other numbers and its estimator's (sem, mc_sem, samples, stopped_fraction, ...)
+            for key, value in {**(metric.get("estimator") or {}), **metric}.items():
+                if key != "value" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    row[f"{name}.{key}"] = value
         rows.append(row)
     return pd.DataFrame(rows, columns=[*IDENTITY, "seed", "status", "device_name"] if not rows else None)

@@ -34,7 +34,7 @@ import torch
 import models
 from benchmarks import UserError
 from benchmarks.data import DATASETS, resolve_options
-from benchmarks.metrics import METRICS, metric_reference
+from benchmarks.metrics import GAP_STARTS, METRICS, metric_reference
 from models.optim import LR_SCHEDULES, OPTIMIZERS
 
 HERE = Path(__file__).resolve().parent
@@ -56,8 +56,11 @@ TRAINING_DEFAULTS = {
     "epochs": 100,
 }
 EVALUATION_SIZES = ("importance_samples", "test_points", "valid_points", "gap_points", "gap_max_steps", "gap_samples")
-BUDGET_KEYS = {"description", "max_epochs", "max_steps", "max_wall_s", *EVALUATION_SIZES}
-EVALUATION_KEYS = {*EVALUATION_SIZES, "compare", "show"}
+# How an evaluation is computed, not what: chunk sizes that bound memory (a PixelCNN decoder needs
+# smaller ones). Budgets and specs may set them; they are not part of a run's identity.
+EXECUTION_DEFAULTS = {"importance_rows_per_chunk": 10_000, "gap_points_per_chunk": 100}
+BUDGET_KEYS = {"description", "max_epochs", "max_steps", "max_wall_s", *EVALUATION_SIZES, *EXECUTION_DEFAULTS}
+EVALUATION_KEYS = {*EVALUATION_SIZES, *EXECUTION_DEFAULTS, "gap_start", "compare", "show"}
 REPORTED_KEYS = {"method", "dataset", "metric", "value", "std", "tolerance", "source", "missing", "note"}
 CLAIM_KEYS = {"claim", "source", "dataset", "metric", "method", "than", "direction", "margin", "ratio", "level"}
 DIRECTIONS = ("lower", "higher")
@@ -278,9 +281,11 @@ def load_paper(key: str) -> PaperSpec:
 
 def _evaluation(path: Path, evaluation: dict) -> dict:
     _check_keys(f"{path}: [evaluation]", evaluation, EVALUATION_KEYS, {"importance_samples", "compare"})
-    for key in EVALUATION_SIZES:
+    for key in (*EVALUATION_SIZES, *EXECUTION_DEFAULTS):
         if key in evaluation:
             _positive_int(f"{path}: evaluation.{key}", evaluation[key])
+    if evaluation.get("gap_start", GAP_STARTS[0]) not in GAP_STARTS:
+        raise UserError(f"{path}: evaluation.gap_start: {evaluation['gap_start']!r}; valid: {', '.join(GAP_STARTS)}")
     for key in ("compare", "show"):
         for reference in _list(f"{path}: evaluation.{key}", evaluation.get(key, [])):
             _metric(f"{path}: evaluation.{key}", reference)
@@ -561,6 +566,8 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
     training["max_steps"] = caps.get("max_steps")
     training["max_wall_s"] = caps.get("max_wall_s")
     evaluation = {key: caps.get(key, paper.evaluation.get(key)) for key in EVALUATION_SIZES}
+    evaluation["gap_start"] = paper.evaluation.get("gap_start")  # None: the encoder's output
+    execution = {key: caps.get(key, paper.evaluation.get(key, default)) for key, default in EXECUTION_DEFAULTS.items()}
     if evaluation["gap_points"] and not (evaluation["gap_max_steps"] and evaluation["gap_samples"]):
         raise UserError(f"paper {paper.key!r}, budget {budget_.name!r}: gap_points needs gap_max_steps and gap_samples")
     chosen_options = dataset_options(paper.datasets[dataset])
@@ -575,7 +582,7 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
         "dataset": dataset,
         "dataset_options": chosen_options,
         "budget": budget_.name,
-        "caps": caps,
+        "caps": {key: value for key, value in caps.items() if key not in EXECUTION_DEFAULTS},
         "evaluation": {key: value for key, value in evaluation.items() if value is not None},
         "seed": seed,
     }
@@ -589,7 +596,7 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
         "budget": budget_.name,
         "seed": seed,
         "training": training,
-        "evaluation": evaluation,
+        "evaluation": {**evaluation, **execution},
         "identity": identity,
     }
 

@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -155,8 +156,6 @@ def device_info(device: torch.device) -> dict:
             "device_capability": list(torch.cuda.get_device_capability(device)),
             "driver": _nvidia_driver(),
             "cuda": torch.version.cuda,
-            "peak_memory_bytes": torch.cuda.max_memory_allocated(device),
-            "peak_memory_kind": "cuda_max_allocated",
         }
     cpu = platform.processor()
     try:
@@ -168,9 +167,38 @@ def device_info(device: torch.device) -> dict:
         "device_name": cpu,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "peak_memory_kind": "process_max_rss",
     }
+
+
+PROC_SELF = Path("/proc/self")
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start measuring the run's own peak: CUDA's peak allocation, or on the CPU the process's peak
+    resident set (Linux resets VmHWM to the current size on a write of 5 to clear_refs). False
+    where it cannot be reset: the peak is then the process's so far."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        (PROC_SELF / "clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_memory(device: torch.device, reset: bool) -> dict:
+    if device.type == "cuda":
+        return {"peak_memory_bytes": torch.cuda.max_memory_allocated(device), "peak_memory_kind": "cuda_max_allocated"}
+    if reset:
+        try:
+            status = (PROC_SELF / "status").read_text()
+            kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+            return {"peak_memory_bytes": kib * 1024, "peak_memory_kind": "run_peak_rss"}
+        except (OSError, StopIteration, ValueError):
+            pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"peak_memory_bytes": maxrss, "peak_memory_kind": "process_max_rss"}
 
 
 def _now() -> str:
@@ -190,8 +218,7 @@ def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress
         "timing": {},
         "provenance": {**provenance(), "started": _now()},
     }
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset = reset_peak_memory(device)
     try:
         torch.manual_seed(config["seed"])
         model = models.build(config["model"], data.shape, config["hyper"], data.likelihood).to(device)
@@ -205,11 +232,20 @@ def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress
             torch.manual_seed(config["seed"])
             metrics.synchronize(device)
             started = time.perf_counter()
-            record["metrics"], eval_timing = metrics.evaluate(
+            record["metrics"], eval_timing, failed = metrics.evaluate(
                 trained["evaluated"], data.test[:points], labels, evaluation, config["seed"], data.discrete
             )
             metrics.synchronize(device)
             record["timing"].update(eval_timing, eval_wall_s=time.perf_counter() - started)
+            if failed:  # the other groups' metrics are kept
+                if record["status"] == "ok":
+                    record.update(status="partial", stop_reason="metric_error")
+                record["error"] = "\n".join(
+                    [
+                        f"metric group(s) failed: {', '.join(failed)}",
+                        *(f"{name}: {tail}" for name, tail in failed.items()),
+                    ]
+                )
             bad = [name for name, m in record["metrics"].items() if not math.isfinite(m["value"])]
             if bad:
                 record.update(
@@ -219,6 +255,6 @@ def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress
                 )
     except Exception:  # recorded, and the other runs go on
         record.update(status="failed", stop_reason="exception", error=traceback.format_exc()[-4000:])
-    record["timing"].update(device_info(device))
+    record["timing"].update(device_info(device), **peak_memory(device, reset))
     record["provenance"]["finished"] = _now()
     return record

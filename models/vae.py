@@ -37,6 +37,8 @@ class VAE(LatentVariableModel):
         samples=1,
     ):
         super().__init__()
+        if not (isinstance(samples, int) and samples >= 1) or not (isinstance(latent_dim, int) and latent_dim >= 1):
+            raise ValueError(f"samples and latent_dim must be positive integers, got {samples!r} and {latent_dim!r}")
         self.likelihood = PixelLikelihood(likelihood)
         x_dim = math.prod(data_shape)
         self.encoder = mlp([x_dim, *hidden, 2 * latent_dim], activation, init)

@@ -60,10 +60,10 @@ def verdict(claim, values: list[float], than: list[float] | float) -> dict:
     return {"verdict": "holds" if p < claim.level else "fails", "p": p, "test": test}
 
 
-def summary(values: list[float]) -> str:
-    """mean ± std (n) of a side."""
+def summary(values: list[float], digits: int = 2) -> str:
+    """mean ± std (n) of a side, to ``digits`` decimals (the metric's ``Metric.digits``)."""
     if not values:
         return "–"
     if len(values) == 1:
-        return f"{values[0]:.4g} (n=1)"
-    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g} (n={len(values)})"
+        return f"{values[0]:.{digits}f} (n=1)"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f} (n={len(values)})"

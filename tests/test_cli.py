@@ -138,6 +138,8 @@ def run_args(**overrides):
         ({"--seeds": "-1"}, ["-1", "non-negative"]),
         ({"--seeds": ","}, ["','", "comma-separated"]),
         ({"--device": "nonsense"}, ["nonsense", "cpu", "cuda"]),
+        ({"--seeds": "0,1,0"}, ["0,1,0", "seed 0 given twice"]),
+        ({"--seeds": "99999999999999999999"}, ["99999999999999999999", "at most 4294967295"]),
     ],
     ids=[
         "paper",
@@ -149,6 +151,8 @@ def run_args(**overrides):
         "seeds-negative",
         "seeds-empty",
         "device-name",
+        "seeds-duplicate",
+        "seeds-out-of-range",
     ],
 )
 def test_bad_input(run_cli, populated, overrides, needles):
@@ -227,6 +231,7 @@ def test_spec_copy_is_used_and_valid(run_cli, spec_file, tmp_path):
             ["reported_tables[0] rows[0]", "4 values"],
         ),
         (("samples = 1 }", "samples = 1, bogus_knob = 3 }"), ["bogus_knob", "latent_dim"]),
+        (("samples = 1 }", "samples = 0 }"), ["methods.vae", "samples", "positive integers"]),
         (
             (
                 'activation = "tanh", init = "glorot", samples = 1 }',
@@ -245,6 +250,7 @@ def test_spec_copy_is_used_and_valid(run_cli, spec_file, tmp_path):
         "unregistered-model",
         "reported-row-too-short",
         "unknown-hyper",
+        "hyper-the-method-cannot-use",
         "unbuildable-hyper-value",
         "learning-rate-not-a-number",
         "negative-tolerance",

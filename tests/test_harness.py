@@ -60,7 +60,7 @@ def test_a_new_keyword_with_a_default_leaves_records_current(committed_record, m
 
 def test_a_new_training_key_or_metric_leaves_records_current(committed_record, monkeypatch):
     monkeypatch.setitem(specs.TRAINING_DEFAULTS, "label_smoothing", 0.0)
-    monkeypatch.setitem(metrics.METRICS, "new_metric", metrics.Metric("New", "a metric added later", True))
+    monkeypatch.setitem(metrics.METRICS, "new_metric", metrics.Metric("New", "a metric added later", "lower"))
     assert specs.current_run_id(committed_record) == committed_record["run_id"]
 
 
@@ -378,7 +378,7 @@ def test_the_tables_show_each_claims_verdict_at_each_budget(toy, tmp_path):
     markdown = (tmp_path / "out" / "toy__claims.md").read_text()
     assert tmp_path / "out" / "toy__claims.tex" in written
     (row,) = [line for line in markdown.splitlines() if line.startswith("| (1)")]
-    assert "smoke" in row and "toy: 51 ± 1 (n=3)" in row and row.rstrip(" |").endswith("holds")
+    assert "smoke" in row and "toy: 51.00 ± 1.00 (n=3)" in row and row.rstrip(" |").endswith("holds")
     assert "tests; level 0.05" in markdown
 
 

@@ -170,3 +170,37 @@ def test_centred_data_start_the_likelihood_scale_at_the_data_variance(monkeypatc
     record = train.run(_config(), "centred-run", centred, torch.device("cpu"), progress=False)
     assert record["status"] == "ok", record["error"]
     assert started_at == [centred.pixel_variance]
+
+
+def test_a_failing_metric_group_keeps_the_others_and_marks_the_run_partial(monkeypatch):
+    from benchmarks import metrics
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the gap fit ran out of memory")
+
+    monkeypatch.setattr(metrics, "inference_gaps", broken)
+    record = _run(_config())
+    assert (record["status"], record["stop_reason"]) == ("partial", "metric_error")
+    assert "metric group(s) failed: gaps" in record["error"] and "ran out of memory" in record["error"]
+    # the NLL computed before the failure, and everything after it, are kept
+    assert {"nll", "elbo", "kl", "active_units", "cluster_acc"} <= set(record["metrics"])
+    assert "amortization_gap" not in record["metrics"]
+    assert record["timing"]["inference_latency_ms"] > 0 and "gaps_s" in record["timing"]["eval_s"]
+    assert all(m["version"] == metrics.METRICS[name].version for name, m in record["metrics"].items())
+
+
+def test_peak_memory_is_each_runs_own(monkeypatch):
+    # A run that holds 400 MB, then an ordinary one in the same process: the second's peak is its
+    # own, not the process's (the review saw 1.5 GB or 4 GB for identical runs, by their order).
+    original = VAE.loss
+
+    def hungry(self, x):
+        ballast = torch.ones(100_000_000)  # 400 MB, touched
+        return original(self, x) if ballast[-1] else None
+
+    monkeypatch.setattr(VAE, "loss", hungry)
+    big = _run(_config())
+    monkeypatch.setattr(VAE, "loss", original)
+    small = _run(_config())
+    assert big["timing"]["peak_memory_kind"] == small["timing"]["peak_memory_kind"] == "run_peak_rss"
+    assert big["timing"]["peak_memory_bytes"] - small["timing"]["peak_memory_bytes"] > 300e6

@@ -14,6 +14,7 @@ stay as they are, optionally centred as in the VLAE code (per-pixel training mea
 likelihood's scale initialised at the data variance). ``status`` says what is on this machine.
 """
 
+import dataclasses
 import functools
 import importlib
 import pkgutil
@@ -59,11 +60,10 @@ class Dataset:
         x = self.train[idx]
         return binarize(x) if self.binarize_batches else x
 
-    def to(self, device):
-        for name in ("train", "valid", "test", "test_labels"):
-            if getattr(self, name) is not None:
-                setattr(self, name, getattr(self, name).to(device))
-        return self
+    def to(self, device) -> "Dataset":
+        """A copy with the tensors on ``device`` (the same tensors where they are already there)."""
+        moved = {name: getattr(self, name) for name in ("train", "valid", "test", "test_labels")}
+        return dataclasses.replace(self, **{k: None if v is None else v.to(device) for k, v in moved.items()})
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
