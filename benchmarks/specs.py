@@ -38,7 +38,7 @@ from benchmarks.metrics import GAP_STARTS, METRICS, metric_reference
 from models.optim import LR_SCHEDULES, OPTIMIZERS
 
 HERE = Path(__file__).resolve().parent
-BUDGETS_FILE = HERE / "budgets.toml"
+BUDGETS_FILE = HERE / "budgets.toml"  # VLAEBENCH_BUDGETS names another (the tests' own budgets)
 # Bump when the harness changes what a run computes for the same choices: a training default's
 # value, the training loop, the evaluation protocol. Every earlier record then reads as stale.
 PROTOCOL_VERSION = 2
@@ -54,12 +54,27 @@ TRAINING_DEFAULTS = {
     "clip_grad_norm": 0.0,  # > 0: clip the gradients' total norm to it before each step
     "ema_decay": 0.0,  # > 0: validate and test an exponential moving average of the weights
     "epochs": 100,
+    "valid_every": 1,  # epochs between validations (the last epoch is always validated)
+    "selection": "last",  # the weights evaluated: the last epoch's, or best_valid: the best validation ELBO's
+    # How, not what (not part of a run's identity; a budget sets them too): checkpoint intervals.
+    "checkpoint_every_epochs": 1,
+    "checkpoint_every_minutes": 0.0,  # > 0: also whenever this much time passed since the last one
 }
+TRAINING_EXECUTION = ("checkpoint_every_epochs", "checkpoint_every_minutes")
+SELECTIONS = ("last", "best_valid")
 EVALUATION_SIZES = ("importance_samples", "test_points", "valid_points", "gap_points", "gap_max_steps", "gap_samples")
 # How an evaluation is computed, not what: chunk sizes that bound memory (a PixelCNN decoder needs
 # smaller ones). Budgets and specs may set them; they are not part of a run's identity.
 EXECUTION_DEFAULTS = {"importance_rows_per_chunk": 10_000, "gap_points_per_chunk": 100}
-BUDGET_KEYS = {"description", "max_epochs", "max_steps", "max_wall_s", *EVALUATION_SIZES, *EXECUTION_DEFAULTS}
+BUDGET_KEYS = {
+    "description",
+    "max_epochs",
+    "max_steps",
+    "max_wall_s",
+    *EVALUATION_SIZES,
+    *EXECUTION_DEFAULTS,
+    *TRAINING_EXECUTION,
+}
 EVALUATION_KEYS = {*EVALUATION_SIZES, *EXECUTION_DEFAULTS, "gap_start", "compare", "show"}
 REPORTED_KEYS = {"method", "dataset", "metric", "value", "std", "tolerance", "source", "missing", "note"}
 CLAIM_KEYS = {"claim", "source", "dataset", "metric", "method", "than", "direction", "margin", "ratio", "level"}
@@ -205,10 +220,11 @@ def _text(where: str, value) -> str:
 
 
 def load_budgets() -> dict[str, Budget]:
-    raw = _read_toml(BUDGETS_FILE)
+    path = Path(os.environ.get("VLAEBENCH_BUDGETS", BUDGETS_FILE))
+    raw = _read_toml(path)
     budgets = {}
     for name, table in raw.items():
-        where = f"{BUDGETS_FILE}: [{name}]"
+        where = f"{path}: [{name}]"
         _check_keys(where, table, BUDGET_KEYS, {"description"})
         caps = {k: v for k, v in table.items() if k != "description"}
         for key, value in caps.items():
@@ -231,9 +247,9 @@ def paper_keys() -> list[str]:
 def _raw_paper(key: str, including: tuple[str, ...] = ()) -> tuple[Path, dict]:
     if key in including:
         raise UserError(f"{papers_dir() / (key + '.toml')}: include cycle {' -> '.join((*including, key))}")
-    path = papers_dir() / f"{key}.toml"
-    if not path.is_file():
+    if key not in paper_keys():  # a name, not a path: "../x" must not reach outside the specs folder
         raise UserError(f"unknown paper {key!r}; valid: {', '.join(paper_keys()) or '(none)'}")
+    path = papers_dir() / f"{key}.toml"
     return path, _read_toml(path)
 
 
@@ -452,6 +468,8 @@ def _reported(path: Path, raw: dict, methods: dict, datasets: dict) -> list[Repo
         if "value" in entry:
             _number(f"{where} value", entry["value"], minimum=-math.inf)
             _number(f"{where} tolerance", entry.get("tolerance"))
+        elif "tolerance" in entry or "std" in entry:
+            raise UserError(f"{where}: a tolerance or std needs a value; a missing number has only missing = ...")
         if "std" in entry:
             _number(f"{where} std", entry["std"])
         reported.append(
@@ -535,6 +553,11 @@ def _training(where: str, table: dict, defaults: dict) -> dict:
     merged = {**defaults, **table}
     _positive_int(f"{where} batch_size", merged["batch_size"])
     _positive_int(f"{where} epochs", merged["epochs"])
+    _positive_int(f"{where} valid_every", merged["valid_every"])
+    _positive_int(f"{where} checkpoint_every_epochs", merged["checkpoint_every_epochs"])
+    _number(f"{where} checkpoint_every_minutes", merged["checkpoint_every_minutes"])
+    if merged["selection"] not in SELECTIONS:
+        raise UserError(f"{where} selection: {merged['selection']!r}; valid: {', '.join(SELECTIONS)}")
     for key in ("learning_rate", "adam_eps", "lr_decay"):
         _number(f"{where} {key}", merged[key], strict=True)
     for key in ("weight_decay", "clip_grad_norm"):
@@ -565,6 +588,9 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
     training["epochs"] = min(training["epochs"], caps.get("max_epochs", training["epochs"]))
     training["max_steps"] = caps.get("max_steps")
     training["max_wall_s"] = caps.get("max_wall_s")
+    for key in TRAINING_EXECUTION:  # the spec's, else the budget's, else the default
+        if key not in spec.chosen_training and key in caps:
+            training[key] = caps[key]
     evaluation = {key: caps.get(key, paper.evaluation.get(key)) for key in EVALUATION_SIZES}
     evaluation["gap_start"] = paper.evaluation.get("gap_start")  # None: the encoder's output
     execution = {key: caps.get(key, paper.evaluation.get(key, default)) for key, default in EXECUTION_DEFAULTS.items()}
@@ -578,11 +604,14 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
         "model": spec.model,
         "model_version": models.registry()[spec.model].version,
         "hyper": spec.chosen_hyper,
-        "training": {**spec.chosen_training, "epochs": training["epochs"]},
+        "training": {
+            **{k: v for k, v in spec.chosen_training.items() if k not in TRAINING_EXECUTION},
+            "epochs": training["epochs"],
+        },
         "dataset": dataset,
         "dataset_options": chosen_options,
         "budget": budget_.name,
-        "caps": {key: value for key, value in caps.items() if key not in EXECUTION_DEFAULTS},
+        "caps": {k: v for k, v in caps.items() if k not in EXECUTION_DEFAULTS and k not in TRAINING_EXECUTION},
         "evaluation": {key: value for key, value in evaluation.items() if value is not None},
         "seed": seed,
     }

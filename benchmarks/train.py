@@ -21,15 +21,26 @@ import torch
 from tqdm import tqdm
 
 import models
-from benchmarks import ROOT, metrics, records
+from benchmarks import ROOT, UserError, metrics, records, specs
 from benchmarks.data import Dataset
 from models import optim
 
+CHECKPOINT_FORMAT = 1
 
-def train(model, data: Dataset, config: dict, device: torch.device, progress: bool = True) -> dict:
+
+def train(
+    model, data: Dataset, config: dict, device: torch.device, progress: bool = True, checkpoint: Path | None = None
+) -> dict:
     """Train ``model`` in place through its hooks (``models/base.py``); returns status, stop_reason,
-    error, curves, training timing and the model to evaluate (``evaluated``: the model itself, or
-    the moving average of its weights)."""
+    error, curves, training timing, the selection made and the model to evaluate (``evaluated``: the
+    model itself or the moving average of its weights, with the selected epoch's weights loaded).
+
+    With a ``checkpoint`` path the full training state (weights, optimizer, every random state,
+    curves, timing, the best validation so far) is written there atomically at the end of an epoch,
+    every ``checkpoint_every_epochs`` epochs or ``checkpoint_every_minutes`` minutes, and a run that
+    finds one continues from it: on the CPU it ends bit-identical to an uninterrupted run.
+    ``selection`` = ``last`` evaluates the last weights; ``best_valid`` the weights of the epoch
+    with the best validation ELBO (validated every ``valid_every`` epochs; never the test split)."""
     training, seed = config["training"], config["seed"]
     order = torch.Generator().manual_seed(seed)
     n, batch_size = len(data.train), training["batch_size"]
@@ -41,18 +52,32 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
     total_steps = min(training["epochs"] * steps_per_epoch, training["max_steps"] or math.inf)
     max_wall_s = training["max_wall_s"] or math.inf
     valid = data.valid[: config["evaluation"]["valid_points"] or len(data.valid)]
-    curves = {"epoch": [], "lr": [], "train_elbo": [], "valid_elbo": []}
-    outcome = {"status": "ok", "stop_reason": "max_epochs", "error": None}
-    step, examples, train_wall, valid_wall = 0, 0, 0.0, 0.0
+    state = {
+        "epoch": 0,  # epochs done
+        "step": 0,
+        "examples": 0,
+        "train_wall": 0.0,
+        "valid_wall": 0.0,
+        "curves": {"epoch": [], "lr": [], "train_elbo": [], "valid_elbo": []},
+        "outcome": {"status": "ok", "stop_reason": "max_epochs", "error": None},
+        "best": None,  # {"epoch", "valid_elbo", "weights"} under best_valid selection
+        "resumed_from_epoch": None,
+    }
+    if checkpoint is not None and checkpoint.exists():
+        _restore(checkpoint, state, model, evaluated, optimizer, order, device)
+    saved_at = (state["epoch"], time.monotonic())
+    curves, outcome = state["curves"], state["outcome"]
     bar = tqdm(
         total=total_steps,
+        initial=state["step"],
         desc=f"{config['method']} {config['dataset']} seed {seed}",
         unit="step",
         disable=not progress,
         leave=False,
         file=sys.stderr,
     )
-    for epoch in range(training["epochs"]):
+    finished = state["step"] >= total_steps or outcome["status"] != "ok"
+    for epoch in range(state["epoch"], training["epochs"] if not finished else 0):
         lr = optim.learning_rate(training, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -64,51 +89,143 @@ def train(model, data: Dataset, config: dict, device: torch.device, progress: bo
         for idx in torch.randperm(n, generator=order).to(device).split(batch_size):
             loss, diagnostics = model.loss(data.training_batch(idx))
             if not math.isfinite(loss.item()):
-                outcome = {
-                    "status": "diverged",
-                    "stop_reason": "non_finite_loss",
-                    "error": f"loss was {loss.item()} at step {step + 1} (epoch {epoch + 1})",
-                }
+                outcome.update(
+                    status="diverged",
+                    stop_reason="non_finite_loss",
+                    error=f"loss was {loss.item()} at step {state['step'] + 1} (epoch {epoch + 1})",
+                )
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             elbo_sum += diagnostics["elbo"].detach() * len(idx)
             seen += len(idx)
-            step += 1
+            state["step"] += 1
             bar.update()
-            if step >= total_steps:
-                outcome["stop_reason"] = "max_steps" if step < training["epochs"] * steps_per_epoch else "max_epochs"
+            if state["step"] >= total_steps:
+                capped = state["step"] < training["epochs"] * steps_per_epoch
+                outcome["stop_reason"] = "max_steps" if capped else "max_epochs"
                 break
-            if train_wall + valid_wall + time.perf_counter() - started > max_wall_s:
-                outcome = {"status": "timeout", "stop_reason": "max_wall_s", "error": None}
+            if state["train_wall"] + state["valid_wall"] + time.perf_counter() - started > max_wall_s:
+                outcome.update(status="timeout", stop_reason="max_wall_s")
                 break
         metrics.synchronize(device)
-        train_wall += time.perf_counter() - started
-        examples += seen
+        state["train_wall"] += time.perf_counter() - started
+        state["examples"] += seen
         if outcome["status"] == "diverged":
             break
+        state["epoch"] = epoch + 1
+        last = state["step"] >= total_steps or outcome["status"] != "ok" or epoch + 1 == training["epochs"]
         started = time.perf_counter()
         curves["epoch"].append(epoch + 1)
         curves["lr"].append(lr)
         curves["train_elbo"].append(elbo_sum.item() / max(seen, 1))
-        curves["valid_elbo"].append(metrics.elbo_single_sample(evaluated, valid))
+        validated = (epoch + 1) % training["valid_every"] == 0 or last
+        curves["valid_elbo"].append(validation_elbo(evaluated, valid, seed, epoch, device) if validated else None)
         for key, value in logged.items():
             curves.setdefault(key, []).append(value)
-        valid_wall += time.perf_counter() - started
-        bar.set_postfix(valid_elbo=f"{curves['valid_elbo'][-1]:.2f}")
-        if step >= total_steps or outcome["status"] != "ok":
+        if validated and training["selection"] == "best_valid":
+            if state["best"] is None or curves["valid_elbo"][-1] > state["best"]["valid_elbo"]:
+                weights = {key: value.detach().clone() for key, value in evaluated.state_dict().items()}
+                state["best"] = {"epoch": epoch + 1, "valid_elbo": curves["valid_elbo"][-1], "weights": weights}
+        state["valid_wall"] += time.perf_counter() - started
+        if validated:
+            bar.set_postfix(valid_elbo=f"{curves['valid_elbo'][-1]:.2f}")
+        every_minutes = training["checkpoint_every_minutes"] * 60
+        due = epoch + 1 - saved_at[0] >= training["checkpoint_every_epochs"] or (
+            every_minutes and time.monotonic() - saved_at[1] >= every_minutes
+        )
+        if checkpoint is not None and (due or last):
+            _save(checkpoint, state, model, evaluated, optimizer, order, device)
+            saved_at = (epoch + 1, time.monotonic())
+        if last:
             break
     bar.close()
+    selection = {"rule": training["selection"], "epoch": state["epoch"]}
+    if state["best"] is not None:
+        evaluated.load_state_dict(state["best"]["weights"])
+        selection.update(epoch=state["best"]["epoch"], valid_elbo=state["best"]["valid_elbo"])
+        selection["why"] = "the best validation ELBO over the validated epochs (valid_every epochs)"
+    else:
+        selection["why"] = "the last epoch's weights"
+    epochs = len(curves["epoch"])
     timing = {
-        "train_wall_s": train_wall,
-        "valid_wall_s": valid_wall,
-        "epochs": len(curves["epoch"]),
-        "steps": step,
-        "s_per_epoch": train_wall / max(len(curves["epoch"]), 1),
-        "examples_per_s": examples / train_wall if train_wall else None,
+        "train_wall_s": state["train_wall"],
+        "valid_wall_s": state["valid_wall"],
+        "epochs": epochs,
+        "steps": state["step"],
+        "s_per_epoch": state["train_wall"] / max(epochs, 1),
+        "examples_per_s": state["examples"] / state["train_wall"] if state["train_wall"] else None,
     }
-    return {**outcome, "curves": curves, "timing": timing, "evaluated": evaluated, "optimizer": optimizer}
+    return {
+        **outcome,
+        "curves": curves,
+        "timing": timing,
+        "selection": selection,
+        "resumed_from_epoch": state["resumed_from_epoch"],
+        "evaluated": evaluated,
+        "optimizer": optimizer,
+    }
+
+
+def validation_elbo(model, valid: torch.Tensor, seed: int, epoch: int, device: torch.device) -> float:
+    """The validation ELBO after (0-based) ``epoch``, with draws of its own: how often a run validates
+    (``valid_every``, ``selection``) never changes its training draws, and the value can be
+    recomputed from the weights."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed * 100_003 + epoch)
+        return metrics.elbo_single_sample(model, valid)
+
+
+def _random_states(order: torch.Generator, device: torch.device) -> dict:
+    states = {"torch": torch.get_rng_state(), "order": order.get_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _save(path: Path, state: dict, model, evaluated, optimizer, order, device) -> None:
+    """The training state at the end of an epoch, written atomically (a killed write leaves the
+    previous checkpoint)."""
+    saved = {
+        "format": CHECKPOINT_FORMAT,
+        **{key: state[key] for key in ("epoch", "step", "examples", "train_wall", "valid_wall", "curves", "outcome")},
+        "best": state["best"],
+        "model": model.state_dict(),
+        "evaluated": None if evaluated is model else evaluated.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "random": _random_states(order, device),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(saved, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _restore(path: Path, state: dict, model, evaluated, optimizer, order, device) -> None:
+    try:
+        saved = torch.load(path, weights_only=True, map_location=device)
+    except Exception as e:  # a file we cannot read is no state to continue from
+        raise UserError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it to start over"
+        ) from None
+    if saved.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(
+            f"checkpoint {path} has format {saved.get('format')!r}; this vlaebench reads {CHECKPOINT_FORMAT}"
+        )
+    model.load_state_dict(saved["model"])
+    if saved["evaluated"] is not None:
+        evaluated.load_state_dict(saved["evaluated"])
+    optimizer.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["random"]["torch"].cpu())
+    order.set_state(saved["random"]["order"].cpu())
+    if "cuda" in saved["random"]:
+        torch.cuda.set_rng_state(saved["random"]["cuda"].cpu(), device)
+    state.update({key: saved[key] for key in ("epoch", "step", "examples", "train_wall", "valid_wall", "curves")})
+    state.update(outcome=saved["outcome"], best=saved["best"], resumed_from_epoch=saved["epoch"])
 
 
 def _git(*args) -> str | None:
@@ -205,56 +322,133 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def run(config: dict, run_id: str, data: Dataset, device: torch.device, progress: bool = True) -> dict:
-    """Train and evaluate one resolved ``config`` on ``data`` (already on ``device``); returns its record."""
-    record = {
+def determinism(device: torch.device) -> dict:
+    """Ask for what torch offers and say what holds. On the CPU a seed reproduces a run bit for bit
+    (same CPU type, thread count and library versions); on CUDA deterministic algorithms are
+    requested (a kernel without one warns rather than fails) and cuDNN's autotuner is off."""
+    if device.type != "cuda":
+        return {"device": "cpu", "bitwise": True, "note": "same seed, same CPU type, threads and versions"}
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS first starts
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    return {
+        "device": "cuda",
+        "bitwise": False,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "note": "deterministic kernels where torch has them; atomics-based ones may still vary run to run",
+    }
+
+
+def _new_record(config: dict, run_id: str, data: Dataset, device: torch.device) -> dict:
+    return {
         "schema_version": records.SCHEMA_VERSION,
         "run_id": run_id,
         **{key: config[key] for key in ("paper", "method", "dataset", "budget", "seed")},
         "config": config,
         "dataset_info": data.info,
+        "status": "ok",
+        "stop_reason": None,
+        "error": None,
         "metrics": {},
         "curves": {},
         "timing": {},
-        "provenance": {**provenance(), "started": _now()},
+        "provenance": {**provenance(), "determinism": determinism(device), "started": _now()},
     }
+
+
+def _failure(record: dict, error: BaseException) -> None:
+    """A run's own exception: recorded, and the other runs go on."""
+    reason = "out_of_memory" if isinstance(error, torch.cuda.OutOfMemoryError) else "exception"
+    record.update(status="failed", stop_reason=reason, error=traceback.format_exc()[-4000:])
+
+
+def run(
+    config: dict, run_id: str, data: Dataset, device: torch.device, progress: bool = True, results: Path | None = None
+) -> dict:
+    """Train and evaluate one resolved ``config`` on ``data`` (already on ``device``); returns its
+    record. With a ``results`` folder the run checkpoints into it while it trains (and continues
+    from a checkpoint it finds there), and keeps its evaluated weights there for ``evaluate``."""
+    record = _new_record(config, run_id, data, device)
     reset = reset_peak_memory(device)
     try:
         torch.manual_seed(config["seed"])
         model = models.build(config["model"], data.shape, config["hyper"], data.likelihood).to(device)
-        trained = train(model, data, config, device, progress)
-        record.update({key: trained[key] for key in ("status", "stop_reason", "error", "curves")})
+        checkpoint = None if results is None else records.checkpoint_path(results, run_id)
+        trained = train(model, data, config, device, progress, checkpoint)
+        record.update({key: trained[key] for key in ("status", "stop_reason", "error", "curves", "selection")})
         record["timing"] = trained["timing"]
+        record["provenance"]["resumed_from_epoch"] = trained["resumed_from_epoch"]
         if trained["status"] != "diverged":
-            evaluation = config["evaluation"]
-            points = evaluation["test_points"] or len(data.test)
-            labels = None if data.test_labels is None else data.test_labels[:points]
-            torch.manual_seed(config["seed"])
-            metrics.synchronize(device)
-            started = time.perf_counter()
-            record["metrics"], eval_timing, failed = metrics.evaluate(
-                trained["evaluated"], data.test[:points], labels, evaluation, config["seed"], data.discrete
-            )
-            metrics.synchronize(device)
-            record["timing"].update(eval_timing, eval_wall_s=time.perf_counter() - started)
-            if failed:  # the other groups' metrics are kept
-                if record["status"] == "ok":
-                    record.update(status="partial", stop_reason="metric_error")
-                record["error"] = "\n".join(
-                    [
-                        f"metric group(s) failed: {', '.join(failed)}",
-                        *(f"{name}: {tail}" for name, tail in failed.items()),
-                    ]
-                )
-            bad = [name for name, m in record["metrics"].items() if not math.isfinite(m["value"])]
-            if bad:
-                record.update(
-                    status="diverged",
-                    stop_reason="non_finite_metric",
-                    error=f"non-finite test metric(s): {', '.join(bad)}",
-                )
-    except Exception:  # recorded, and the other runs go on
-        record.update(status="failed", stop_reason="exception", error=traceback.format_exc()[-4000:])
+            if results is not None:
+                records.keep_weights(results, run_id, trained["evaluated"].state_dict())
+            evaluate_into(record, trained["evaluated"], data, config["evaluation"], device)
+    except Exception as error:
+        _failure(record, error)
     record["timing"].update(device_info(device), **peak_memory(device, reset))
     record["provenance"]["finished"] = _now()
     return record
+
+
+def evaluate_into(record: dict, model, data: Dataset, evaluation: dict, device: torch.device) -> None:
+    """Every test metric of ``model`` into ``record``: a group that fails makes the run ``partial``,
+    a non-finite value ``diverged``."""
+    seed = record["seed"]
+    points = evaluation["test_points"] or len(data.test)
+    labels = None if data.test_labels is None else data.test_labels[:points]
+    torch.manual_seed(seed)
+    metrics.synchronize(device)
+    started = time.perf_counter()
+    record["metrics"], eval_timing, failed = metrics.evaluate(
+        model, data.test[:points], labels, evaluation, seed, data.discrete
+    )
+    metrics.synchronize(device)
+    record["timing"].update(eval_timing, eval_wall_s=time.perf_counter() - started)
+    if failed:  # the other groups' metrics are kept
+        if record["status"] == "ok":
+            record.update(status="partial", stop_reason="metric_error")
+        record["error"] = "\n".join(
+            [f"metric group(s) failed: {', '.join(failed)}", *(f"{name}: {tail}" for name, tail in failed.items())]
+        )
+    bad = [name for name, m in record["metrics"].items() if not math.isfinite(m["value"])]
+    if bad:
+        record.update(
+            status="diverged", stop_reason="non_finite_metric", error=f"non-finite test metric(s): {', '.join(bad)}"
+        )
+
+
+def reevaluate(trained: dict, data: Dataset, device: torch.device, results: Path, overrides: dict) -> dict:
+    """A new record for the kept weights of the ``trained`` record, evaluated with the evaluation
+    settings ``overrides`` changes (more importance samples, more gap points, a new metric): no
+    training. Its config names the run it evaluates (``evaluation_of``); its curves and training
+    timing are that run's."""
+    config = {**trained["config"], "evaluation": {**trained["config"]["evaluation"], **overrides}}
+    config["evaluation_of"] = trained["run_id"]
+    config["evaluation_overrides"] = overrides
+    config["identity"] = {
+        **trained["config"]["identity"],
+        "evaluation": {
+            k: v for k, v in config["evaluation"].items() if v is not None and k not in specs.EXECUTION_DEFAULTS
+        },
+        "evaluation_of": trained["run_id"],
+    }
+    record = _new_record(config, specs.run_id(config), data, device)
+    record.update(curves=trained["curves"], selection=trained.get("selection"), stop_reason=trained["stop_reason"])
+    record["timing"] = {key: trained["timing"].get(key) for key in TRAINING_TIMING}
+    reset = reset_peak_memory(device)
+    try:
+        model = models.build(config["model"], data.shape, config["hyper"], data.likelihood).to(device)
+        model.load_state_dict(records.load_weights(results, trained["run_id"], device))
+        evaluate_into(record, model, data, config["evaluation"], device)
+    except UserError:
+        raise
+    except Exception as error:
+        _failure(record, error)
+    record["timing"].update(device_info(device), **peak_memory(device, reset))
+    record["provenance"]["finished"] = _now()
+    return record
+
+
+TRAINING_TIMING = ("train_wall_s", "valid_wall_s", "epochs", "steps", "s_per_epoch", "examples_per_s")

@@ -79,7 +79,9 @@ def annotated_frame(results: Path) -> pd.DataFrame:
     papers, budgets = {}, specs.load_budgets()
     current_ids = [specs.current_run_id(record, papers, budgets) for record in all_records]
     frame["orphan"] = [run_id is None for run_id in current_ids]
-    frame["current"] = [run_id == record["run_id"] for run_id, record in zip(current_ids, all_records)]
+    # A re-evaluation is current when the run it evaluates is.
+    own = [record["config"].get("evaluation_of", record["run_id"]) for record in all_records]
+    frame["current"] = [run_id == made_by for run_id, made_by in zip(current_ids, own)]
     return frame
 
 
@@ -365,7 +367,9 @@ def _documents(title: str, caption: str, header, rows, notes, align: str = "") -
     return markdown, latex
 
 
-def render(paper, dataset, budget_name, frame: pd.DataFrame) -> tuple[str, str]:
+def render(paper, dataset, budget_name, frame: pd.DataFrame, evaluation: str = "") -> tuple[str, str]:
+    """The table of one paper, dataset and budget; ``evaluation`` names a re-evaluation's changed
+    settings (``vlaebench evaluate``): its records get their own table, never mixed with the runs'."""
     compare = paper.evaluation.get("compare", [])
     show = paper.evaluation.get("show", [])
     header = ["Method"]
@@ -374,19 +378,29 @@ def render(paper, dataset, budget_name, frame: pd.DataFrame) -> tuple[str, str]:
         header += [f"{label} reported", f"{label} reproduced", f"Δ {label}", "Verdict"]
     header += [f"{_label(m)} reproduced" for m in show] + ["s/epoch", "Runs"]
     rows, notes, marks = [], [], set()
-    here = frame[(frame["paper"] == paper.key) & (frame["dataset"] == dataset) & (frame["budget"] == budget_name)]
+    here = frame[
+        (frame["paper"] == paper.key)
+        & (frame["dataset"] == dataset)
+        & (frame["budget"] == budget_name)
+        & (frame["evaluation"] == evaluation)
+    ]
     for method in paper.methods:
         cells, row_notes, row_marks = _row(paper, dataset, method, here[here["method"] == method], compare, show)
         rows.append(cells)
         notes += row_notes
         marks |= row_marks
     caption = _caption(paper, dataset, budget_name, here)
+    if evaluation:
+        caption += f" Re-evaluated without retraining (vlaebench evaluate): {evaluation}."
     notes = (
         ["; ".join(_describe(m) for m in compare + show)] + [MARK_NOTES[m] for m in MARK_NOTES if m in marks] + notes
     )
     if "note" in paper.datasets[dataset]:
         notes.append(f"Dataset: {paper.datasets[dataset]['note']}")
-    return _documents(f"{paper.key} / {dataset} / {budget_name or 'no runs'}", caption, header, rows, notes)
+    title = f"{paper.key} / {dataset} / {budget_name or 'no runs'}" + (
+        f" / re-evaluated: {evaluation}" if evaluation else ""
+    )
+    return _documents(title, caption, header, rows, notes)
 
 
 def _side(claim, method: str, runs: pd.DataFrame) -> tuple[list[float], str, int]:
@@ -403,7 +417,10 @@ def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
     header = ["Claim", "Dataset", "Metric", "Budget", "Method", "Than", "p", "Verdict"]
     rows, notes, any_stale = [], [], False
     for i, claim in enumerate(paper.claims, 1):
-        runs = _kept(frame[(frame["paper"] == paper.key) & (frame["dataset"] == claim.dataset)])
+        # the runs' own evaluation (a re-evaluation's records are not mixed in)
+        runs = _kept(
+            frame[(frame["paper"] == paper.key) & (frame["dataset"] == claim.dataset) & (frame["evaluation"] == "")]
+        )
         budgets = sorted(runs["budget"].unique()) or [None]
         for budget_name in budgets:
             at_budget = runs[runs["budget"] == budget_name]
@@ -544,6 +561,10 @@ def write_tables(results: Path, out: Path) -> list[Path]:
                 budgets = [None]
             for budget_name in budgets:
                 emit(f"{key}__{dataset}__{budget_name or 'no-runs'}", *render(paper, dataset, budget_name, frame))
+                at_budget = mine[(mine["dataset"] == dataset) & (mine["budget"] == budget_name)]
+                for evaluation in sorted(set(at_budget["evaluation"]) - {""}):
+                    stem = f"{key}__{dataset}__{budget_name}__{re.sub(r'[^A-Za-z0-9]+', '-', evaluation)}"
+                    emit(stem, *render(paper, dataset, budget_name, frame, evaluation))
         if paper.claims:
             emit(f"{key}__claims", *render_claims(paper, frame))
     index = INDEX_START + " from the run records; do not edit.\n\n"

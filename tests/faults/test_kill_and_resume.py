@@ -1,0 +1,144 @@
+"""A run killed with SIGKILL at any moment leaves no torn record, and rerunning the same command
+continues it from its last checkpoint to the numbers of an uninterrupted run (on the CPU, bit for bit)."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import models
+from benchmarks import ROOT, cli, data, records, train
+
+HERE = Path(__file__).parent
+RUN = ["run", "--paper", "faults", "--method", "vae", "--dataset", "digits", "--budget", "faults", "--quiet"]
+KILL_TRIALS_SEED = 20261125  # the random kill moments, recorded
+
+
+@pytest.fixture(autouse=True)
+def fault_specs(monkeypatch):
+    monkeypatch.setenv("VLAEBENCH_SPECS", str(HERE / "specs"))
+    monkeypatch.setenv("VLAEBENCH_BUDGETS", str(HERE / "budgets.toml"))
+
+
+def environment() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
+def start(results: Path, *extra) -> subprocess.Popen:
+    command = [sys.executable, "-m", "benchmarks.cli", *RUN, "--results", str(results), *extra]
+    return subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def only_record(results: Path) -> dict:
+    (path,) = records.runs_dir(results).glob("*.json")
+    return records.read(path)
+
+
+def assert_nothing_torn(results: Path) -> None:
+    """Every file a reader would take for a record is a whole record."""
+    for path in records.runs_dir(results).glob("*.json"):
+        records.read(path)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run, in a subprocess as the killed ones are, and how long it took."""
+    results = tmp_path_factory.mktemp("reference")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VLAEBENCH_SPECS", str(HERE / "specs"))
+        patch.setenv("VLAEBENCH_BUDGETS", str(HERE / "budgets.toml"))
+        started = time.monotonic()
+        process = start(results)
+        assert process.wait(timeout=300) == 0, process.stderr.read().decode()
+        duration = time.monotonic() - started
+    record = only_record(results)
+    assert record["provenance"]["resumed_from_epoch"] is None and record["timing"]["epochs"] == 10
+    assert not any(records.checkpoint_path(results, record["run_id"]).parent.iterdir())  # removed once recorded
+    return record, duration
+
+
+def checkpoint_epoch(path: Path) -> int:
+    try:
+        return torch.load(path, weights_only=True)["epoch"]
+    except (OSError, EOFError, RuntimeError):
+        return 0
+
+
+def resume_in_process(results: Path, capsys) -> dict:
+    assert cli.main([*RUN, "--results", str(results)]) == 0
+    capsys.readouterr()
+    return only_record(results)
+
+
+def assert_same_run(record: dict, reference: dict) -> None:
+    assert record["status"] == "ok"
+    assert record["metrics"] == reference["metrics"]
+    assert record["curves"] == reference["curves"]
+
+
+def test_a_run_killed_at_epoch_k_resumes_from_epoch_k_to_the_uninterrupted_numbers(reference, tmp_path, capsys):
+    reference, _ = reference
+    k = 4
+    process = start(tmp_path)
+    checkpoint = records.checkpoint_path(tmp_path, reference["run_id"])
+    deadline = time.monotonic() + 120
+    while checkpoint_epoch(checkpoint) < k and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = checkpoint_epoch(checkpoint)
+    assert k <= killed_at < 10, "the run was not killed mid-training"
+    assert not list(records.runs_dir(tmp_path).glob("*.json"))  # no record yet, certainly no torn one
+    record = resume_in_process(tmp_path, capsys)
+    assert record["provenance"]["resumed_from_epoch"] == killed_at
+    assert_same_run(record, reference)
+
+
+@pytest.mark.parametrize("trial", range(10))
+def test_a_run_killed_at_a_random_moment_never_leaves_a_torn_record_and_resumes(reference, tmp_path, capsys, trial):
+    reference, duration = reference
+    delay = random.Random(KILL_TRIALS_SEED + trial).uniform(0.3 * duration, 1.1 * duration)
+    process = start(tmp_path)
+    try:
+        process.wait(timeout=delay)  # it may finish first: then the kill finds nothing to tear
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert_nothing_torn(tmp_path)
+    record = resume_in_process(tmp_path, capsys)
+    assert_same_run(record, reference)
+    assert not list(records.checkpoint_path(tmp_path, reference["run_id"]).parent.glob("*"))
+
+
+def test_best_valid_selection_keeps_the_best_validated_epoch_and_says_so(tmp_path, capsys):
+    argv = [*RUN, "--results", str(tmp_path)]
+    argv[argv.index("vae")] = "vae_best"
+    assert cli.main(argv) == 0
+    record = only_record(tmp_path)
+    validated = {e: v for e, v in zip(record["curves"]["epoch"], record["curves"]["valid_elbo"]) if v is not None}
+    assert sorted(validated) == [2, 4, 6, 8, 10]  # every valid_every = 2 epochs, the last always
+    best = max(validated, key=validated.get)
+    assert record["selection"] == {
+        "rule": "best_valid",
+        "epoch": best,
+        "valid_elbo": validated[best],
+        "why": "the best validation ELBO over the validated epochs (valid_every epochs)",
+    }
+    # the weights evaluated are that epoch's: the kept weights give its validation ELBO again
+    model = models.build("vae", (1, 8, 8), record["config"]["hyper"])
+    model.load_state_dict(records.load_weights(tmp_path, record["run_id"], "cpu"))
+    valid = data.load("digits").valid[:100]
+    device = torch.device("cpu")
+    assert train.validation_elbo(model, valid, 0, best - 1, device) == validated[best]
+    # and validating less often changed no training draw: the same training curve as every-epoch "last"
+    assert cli.main([*RUN, "--results", str(tmp_path / "last")]) == 0
+    last = only_record(tmp_path / "last")
+    assert last["curves"]["train_elbo"] == record["curves"]["train_elbo"]
+    assert [last["curves"]["valid_elbo"][e - 1] for e in validated] == list(validated.values())
+    assert last["selection"]["rule"] == "last" and last["selection"]["epoch"] == 10
