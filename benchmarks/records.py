@@ -62,18 +62,23 @@ def _safe(run_id: str) -> str:
     return run_id
 
 
-def keep_weights(results: Path, run_id: str, state_dict: dict) -> None:
-    """The evaluated weights, written atomically."""
+def save_tensors(value, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then a rename over ``path``: a killed
+    write leaves the earlier file (and ``torch.load(weights_only=True)`` reads it back)."""
     import torch
 
-    path = weights_path(results, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(state_dict, partial)
+        torch.save(value, partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def keep_weights(results: Path, run_id: str, state_dict: dict) -> None:
+    """The evaluated weights, for ``vlaebench evaluate``."""
+    save_tensors(state_dict, weights_path(results, run_id))
 
 
 def load_weights(results: Path, run_id: str, device) -> dict:

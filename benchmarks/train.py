@@ -196,13 +196,7 @@ def _save(path: Path, state: dict, model, evaluated, optimizer, order, device) -
         "optimizer": optimizer.state_dict(),
         "random": _random_states(order, device),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(saved, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    records.save_tensors(saved, path)
 
 
 def _restore(path: Path, state: dict, model, evaluated, optimizer, order, device) -> None:
