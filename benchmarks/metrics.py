@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.distributions import Distribution, Independent, MixtureSameFamily, kl_divergence
 
+from benchmarks import ais, diagnostics
 from models.base import has_analytic_kl
 
 
@@ -69,6 +70,12 @@ METRICS = {
     "nmi": Metric("NMI", "normalized mutual information of clusters and test labels", "higher", digits=3),
     "ari": Metric("ARI", "adjusted Rand index of clusters and test labels", "higher", digits=3),
     # Gaps in nats, 2 decimals; lower: a tighter amortized q (amortization), a richer family (approximation).
+    "ais_nll": Metric(
+        "NLL (AIS)",
+        "test NLL by annealed importance sampling from the prior (Wu et al. 2017) on the first ais_points test "
+        "points: an estimate that does not use q",
+        "lower",
+    ),
     "amortization_gap": Metric("Amort. gap", "amortization gap L[q*] − L[q] (nats; Cremer et al. 2018)", "lower"),
     "approximation_gap": Metric(
         "Approx. gap", "approximation gap log p̂(x) − L[q*] (nats; Cremer et al. 2018)", "lower"
@@ -133,7 +140,7 @@ def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chun
     rows_per_pass = rows_per_chunk
     if x.device.type == "cpu":
         rows_per_pass = min(rows_per_pass, max(1, CPU_CACHE_VALUES // x[0].numel()))
-    out = {"log_px": [], "log_px_var": [], "recon": [], "kl": [], "kl_per_dim": []}
+    out = {"log_px": [], "log_px_var": [], "recon": [], "kl": [], "kl_per_dim": [], "ess": [], "pareto_k": []}
     prior = model.prior()
     analytic = None
     for start in range(0, len(x), points_per_chunk):
@@ -141,13 +148,14 @@ def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chun
         x_chunk, q = x[rows], proposal(rows)
         analytic = has_analytic_kl(q, prior) if analytic is None else analytic
         passes = math.ceil(samples / max(1, rows_per_pass // len(x_chunk)))
-        terms = []
+        terms, tail = [], diagnostics.RunningTail(samples)  # the largest weights, for Pareto k̂
         for i in range(passes):
             z = q.sample((samples // passes + (i < samples % passes),))
             log_prior = prior.log_prob(z)
             log_q = q.log_prob(z)
             log_joint = model.log_joint(x_chunk, z)
             log_w = log_joint - log_q
+            tail.update(log_w)
             terms.append(
                 (
                     torch.logsumexp(log_w, 0),
@@ -166,11 +174,30 @@ def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chun
         out["recon"].append(sum(t[2] for t in terms) / samples)
         out["kl"].append(kl_divergence(q, prior) if analytic else sum(t[3] for t in terms) / samples)
         out["kl_per_dim"].append(_kl_per_dim(q, prior))
+        out["ess"].append(diagnostics.ess_from_sums(log_sum_w, log_sum_w2))
+        out["pareto_k"].append(tail.result())
     per_dim = None if any(k is None for k in out["kl_per_dim"]) else torch.cat(out["kl_per_dim"])
     return {
-        **{key: torch.cat(out[key]) for key in ("log_px", "log_px_var", "recon", "kl")},
+        **{key: torch.cat(out[key]) for key in ("log_px", "log_px_var", "recon", "kl", "ess", "pareto_k")},
         "kl_per_dim": per_dim,
         "kl_analytic": analytic,
+    }
+
+
+def weight_diagnostics(ess: torch.Tensor, pareto_k: torch.Tensor, samples: int) -> dict:
+    """Can the importance-sampled estimate be trusted? Per point, the effective sample size of the
+    weights and their Pareto k̂ (Vehtari et al.: above 0.7 the estimate is unreliable); recorded as
+    medians and the fraction of unreliable points (``unreliable``: more than half of them)."""
+    k = pareto_k.double()
+    finite = k[~k.isnan()]
+    above = (finite > diagnostics.PARETO_K_UNRELIABLE).double().mean().item() if len(finite) else math.nan
+    return {
+        "ess_median": ess.double().median().item(),
+        "ess_min": ess.double().min().item(),
+        "ess_of": samples,
+        "pareto_k_median": finite.median().item() if len(finite) else math.nan,
+        "pareto_k_above_0_7": above,
+        "unreliable": bool(above > 0.5),
     }
 
 
@@ -220,7 +247,11 @@ def density_metrics(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 
     per_dim = {} if terms["kl_per_dim"] is None else {"per_dim": terms["kl_per_dim"].mean(0).tolist()}
     metrics = {
         "nll": _entry(
-            -terms["log_px"], "nats", importance, mc_sem=terms["log_px_var"].double().sum().sqrt().item() / len(x)
+            -terms["log_px"],
+            "nats",
+            importance,
+            mc_sem=terms["log_px_var"].double().sum().sqrt().item() / len(x),
+            **weight_diagnostics(terms["ess"], terms["pareto_k"], samples),
         ),
         "elbo": _entry(
             terms["recon"] - kl,
@@ -583,6 +614,14 @@ def evaluate(
             points_per_chunk=evaluation["gap_points_per_chunk"],
         )
         metrics.update(group("gaps", gaps) or {})
+    if evaluation.get("ais_points"):
+        torch.manual_seed(seed)
+        settings = {
+            "points": evaluation["ais_points"],
+            "chains": evaluation["ais_chains"],
+            "steps": evaluation["ais_steps"],
+        }
+        metrics.update(group("ais", lambda: ais.ais_metrics(model, x, **settings)) or {})
     timing = {"eval_s": seconds, **(group("latency", lambda: inference_latency(model, x)) or {})}
     for name, entry in metrics.items():
         entry["version"] = METRICS[name].version

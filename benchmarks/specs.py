@@ -62,7 +62,17 @@ TRAINING_DEFAULTS = {
 }
 TRAINING_EXECUTION = ("checkpoint_every_epochs", "checkpoint_every_minutes")
 SELECTIONS = ("last", "best_valid")
-EVALUATION_SIZES = ("importance_samples", "test_points", "valid_points", "gap_points", "gap_max_steps", "gap_samples")
+EVALUATION_SIZES = (
+    "importance_samples",
+    "test_points",
+    "valid_points",
+    "gap_points",
+    "gap_max_steps",
+    "gap_samples",
+    "ais_points",
+    "ais_chains",
+    "ais_steps",
+)
 # How an evaluation is computed, not what: chunk sizes that bound memory (a PixelCNN decoder needs
 # smaller ones). Budgets and specs may set them; they are not part of a run's identity.
 EXECUTION_DEFAULTS = {"importance_rows_per_chunk": 10_000, "gap_points_per_chunk": 100}
@@ -596,6 +606,8 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
     execution = {key: caps.get(key, paper.evaluation.get(key, default)) for key, default in EXECUTION_DEFAULTS.items()}
     if evaluation["gap_points"] and not (evaluation["gap_max_steps"] and evaluation["gap_samples"]):
         raise UserError(f"paper {paper.key!r}, budget {budget_.name!r}: gap_points needs gap_max_steps and gap_samples")
+    if evaluation["ais_points"] and not (evaluation["ais_chains"] and evaluation["ais_steps"]):
+        raise UserError(f"paper {paper.key!r}, budget {budget_.name!r}: ais_points needs ais_chains and ais_steps")
     chosen_options = dataset_options(paper.datasets[dataset])
     identity = {
         "protocol": PROTOCOL_VERSION,

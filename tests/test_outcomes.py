@@ -64,6 +64,7 @@ def test_the_wall_clock_cap_ends_the_run_as_timeout_and_it_is_still_evaluated():
         "amortization_gap",
         "approximation_gap",
         "inference_gap",
+        "ais_nll",
     }
     assert {"eval_s", "eval_wall_s", "inference_latency_ms", "s_per_epoch", "peak_memory_bytes"} <= set(
         record["timing"]
