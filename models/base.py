@@ -24,8 +24,11 @@ The harness and every metric talk to it only through this protocol:
 
 ``z`` is whatever ``posterior(x).sample()`` returns: one tensor for a flat latent, a tuple of layer
 tensors for a ladder. The metrics never look inside it; they pass samples back to ``log_joint`` and
-to ``posterior(x).log_prob``. Samples carry leading sample dimensions (``[K, B, ...]``), and
-``log_joint``/``log_likelihood`` must broadcast over them, returning ``[K, B]``.
+to ``posterior(x).log_prob`` — and only ever ask ``log_prob`` of samples drawn from that same q
+object, just drawn (so a flow without an inverse, such as an inverse autoregressive flow that caches
+its last output, works; ``tests/test_measurement.py`` runs every metric on one whose inverse
+raises). Samples carry leading sample dimensions (``[K, B, ...]``), and ``log_joint`` /
+``log_likelihood`` must broadcast over them, returning ``[K, B]``.
 
 The metrics call ``posterior`` under ``torch.no_grad()``: a method that refines q by gradient steps
 (SA-VAE, Laplace mode finding) wraps that refinement in ``torch.enable_grad()`` itself.
