@@ -124,6 +124,12 @@ def _reproduced(runs: pd.DataFrame, reference: str) -> tuple[str, float | None, 
         marks.add("conv.")
         if converged < CONVERGED_FRACTION:  # most points did not converge: a dagger
             marks.add("dagger")
+    unreliable = f"{name}.pareto_k_above_0_7"  # the importance weights' Pareto k̂ (Vehtari et al.)
+    if values and unreliable in with_value and with_value[unreliable].notna().any():
+        share = float(with_value[unreliable].dropna().mean())
+        if share > 0.5:  # most points' estimates cannot be trusted
+            extras.append(f"k̂ > 0.7 on {math.floor(100 * share + 1e-9)} %")
+            marks.add("pareto")
     if stale:
         extras.append(f"{stale} stale")
         marks.add("stale")
@@ -191,6 +197,8 @@ MARK_NOTES = {
     "dagger": f"{DAGGER}: fewer than half of the gap points converged: q* is not optimal, so the amortization "
     "gap is under-estimated and the approximation gap over-estimated (the inference gap, their sum, is "
     "affected only through q* as the importance-sampling proposal); a larger gap_max_steps cap converges more",
+    "pareto": "k̂ > 0.7 on n %: on most test points the importance weights' Pareto k̂ (Vehtari et al.) says the "
+    "importance-sampled estimate is unreliable (q is a poor proposal): trust the AIS column (ais_nll) more",
     "stale": "n stale: values made by an earlier version of the metric's estimator, left out of that metric "
     "only; rerun the runs (vlaebench run --force) to refresh them",
 }
