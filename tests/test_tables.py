@@ -258,6 +258,20 @@ def test_a_gap_shows_its_convergence_and_a_dagger_where_most_points_did_not_conv
     assert r"(conv. 12 \%)\textdagger{}" in tex
 
 
+def test_an_nll_whose_importance_weights_are_unreliable_says_so(tmp_path, monkeypatch):
+    _spec(tmp_path, monkeypatch)
+    results = tmp_path / "results"
+    for seed, share in enumerate((0.9, 0.8)):  # most points' Pareto k̂ above 0.7 in both seeds
+        _write(results, "alpha", seed, {"nll": {"value": 90.0 + seed, "pareto_k_above_0_7": share}, "kl": 1.0})
+    _write(results, "beta", 0, {"nll": {"value": 95.0, "pareto_k_above_0_7": 0.1}, "kl": 1.0})
+    generate.write_tables(results, tmp_path / "out")
+    markdown = (tmp_path / "out" / "demo__digits__smoke.md").read_text()
+    rows = _rows(markdown)
+    assert rows["alpha"][1] == "90.50 ± 0.71 (k̂ > 0.7 on 85 %)" and rows["beta"][1] == "95.00"
+    assert any(n.startswith("k̂ > 0.7 on n %") and "trust the AIS column" in n for n in _notes(markdown))
+    assert (tmp_path / "out" / "demo__digits__smoke.tex").read_text().isascii()
+
+
 def test_fifty_percent_is_never_shown_beside_a_dagger(tmp_path, monkeypatch):
     _spec(tmp_path, monkeypatch, ('show = ["kl"]', 'show = ["inference_gap"]'))
     entry = lambda stopped: {"value": 1.0, "estimator": {"stopped_fraction": stopped}}
