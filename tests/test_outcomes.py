@@ -8,6 +8,7 @@ from benchmarks import data, specs, train
 from models.vae import VAE
 
 DIGITS = data.load("digits")
+DIGITS_VAE = ("run", "--paper", "baselines", "--method", "vae", "--dataset", "digits", "--budget", "smoke")
 
 
 def _config(seed=0, **training):
@@ -83,41 +84,11 @@ def test_other_runs_go_on_after_a_failure(monkeypatch, tmp_path, run_cli):
         return original(self, x)
 
     monkeypatch.setattr(VAE, "loss", loss_failing_for_seed_0)
-    code, out, err = run_cli(
-        "run",
-        "--paper",
-        "baselines",
-        "--method",
-        "vae",
-        "--dataset",
-        "digits",
-        "--budget",
-        "smoke",
-        "--seeds",
-        "0",
-        "--results",
-        tmp_path,
-        "--quiet",
-    )
+    code, out, err = run_cli(*DIGITS_VAE, "--seeds", "0", "--results", tmp_path, "--quiet")
     assert code == 1 and out.startswith("failed")
     seeds_seen.clear()
     seeds_seen.append(1)  # from here on, behave
-    code, out, err = run_cli(
-        "run",
-        "--paper",
-        "baselines",
-        "--method",
-        "vae",
-        "--dataset",
-        "digits",
-        "--budget",
-        "smoke",
-        "--seeds",
-        "0,1",
-        "--results",
-        tmp_path,
-        "--quiet",
-    )
+    code, out, err = run_cli(*DIGITS_VAE, "--seeds", "0,1", "--results", tmp_path, "--quiet")
     statuses = sorted(json.loads(p.read_text())["status"] for p in (tmp_path / "runs").glob("*.json"))
     assert statuses == ["failed", "ok"]
     assert "skipped" in out and "ok " in out
