@@ -30,6 +30,7 @@ class ToyHooks(VAE):
             self.decoder[-1].bias.copy_(torch.log(mean) - torch.log1p(-mean))
 
     def configure_optimizer(self, training):
+        self.seen["parameters_at_start"] = torch.cat([p.detach().flatten().clone() for p in self.parameters()])
         optimizer = super().configure_optimizer(training)
         optimizer.register_step_post_hook(
             lambda *_: self.seen["parameters_after_step"].append(

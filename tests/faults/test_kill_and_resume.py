@@ -142,3 +142,25 @@ def test_best_valid_selection_keeps_the_best_validated_epoch_and_says_so(tmp_pat
     assert last["curves"]["train_elbo"] == record["curves"]["train_elbo"]
     assert [last["curves"]["valid_elbo"][e - 1] for e in validated] == list(validated.values())
     assert last["selection"]["rule"] == "last" and last["selection"]["epoch"] == 10
+
+
+def test_a_resumed_run_with_every_training_state_equals_an_uninterrupted_one(tmp_path):
+    # A moving average, best-validation weights, Adamax with clipping: all of it is in the checkpoint.
+    from benchmarks import specs
+
+    dataset = data.load("digits")
+    config = specs.resolve(specs.load_paper("faults"), "vae_ema", "digits", specs.budget("faults"), 0)
+
+    def trained(epochs, checkpoint):
+        torch.manual_seed(0)
+        model = models.build("vae", dataset.shape, config["hyper"])
+        run = {**config, "training": {**config["training"], "epochs": epochs}}
+        return train.train(model, dataset, run, torch.device("cpu"), progress=False, checkpoint=checkpoint)
+
+    whole = trained(10, None)
+    trained(4, tmp_path / "ckpt.pt")  # stopped after epoch 4 (a validated one), as a killed run is
+    resumed = trained(10, tmp_path / "ckpt.pt")
+    assert resumed["resumed_from_epoch"] == 4
+    assert resumed["curves"] == whole["curves"] and resumed["selection"] == whole["selection"]
+    for (name, a), (_, b) in zip(whole["evaluated"].state_dict().items(), resumed["evaluated"].state_dict().items()):
+        assert torch.equal(a, b), name
