@@ -55,8 +55,8 @@ def build_optimizer(parameters, training: dict) -> torch.optim.Optimizer:
 
 def exponential_moving_average(model: torch.nn.Module, optimizer: torch.optim.Optimizer, decay: float):
     """A copy of ``model`` whose weights (buffers too) are the exponential moving average of its
-    weights, from the initial ones, updated after every optimizer step (Polyak averaging: the evaluated weights of Chen et
-    al. 2017 and Ma et al. 2019)."""
+    weights, from the initial ones, updated after every optimizer step (Polyak averaging: the
+    evaluated weights of Chen et al. 2017 and Ma et al. 2019)."""
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
     # The average starts at the initial weights (its first update copies them): every later update is
     # then the same exponential step, in an uninterrupted run and in one resumed from a checkpoint.
