@@ -7,7 +7,8 @@ Every problem found is reported as a ``UserError`` naming the file, the key and 
 A spec scales in four ways: a method may ``include`` another spec's method (``"baselines.vae"``)
 and override what differs; a method's ``grid`` expands it into named variants (``iwae[samples=5]``);
 reported numbers may be given as compact ``[[reported_tables]]`` (one per paper table); and
-``[[claims]]`` state the paper's comparisons, which the tables check against the seeds.
+``[[claims]]`` state the paper's comparisons, which the tables check against the seeds (many at
+once as ``[[claim_tables]]``, rows of the fields that differ).
 
 **Run identity.** A run id hashes what was chosen: the spec's hyper-parameters and training
 settings as written (after includes and grids), the dataset options the spec sets, the budget's
@@ -85,7 +86,7 @@ BUDGET_KEYS = {
     *EXECUTION_DEFAULTS,
     *TRAINING_EXECUTION,
 }
-EVALUATION_KEYS = {*EVALUATION_SIZES, *EXECUTION_DEFAULTS, "gap_start", "compare", "show"}
+EVALUATION_KEYS = {*EVALUATION_SIZES, *EXECUTION_DEFAULTS, "gap_start", "compare", "show", "cost_relative_to"}
 REPORTED_KEYS = {"method", "dataset", "metric", "value", "std", "tolerance", "source", "missing", "note"}
 CLAIM_KEYS = {"claim", "source", "dataset", "metric", "method", "than", "direction", "margin", "ratio", "level"}
 DIRECTIONS = ("lower", "higher")
@@ -127,6 +128,7 @@ class MethodSpec:
     base: str = ""  # the [methods.<base>] table a grid variant comes from
     citation: str = ""
     note: str = ""
+    grid_point: dict = field(default_factory=dict)  # the variant's grid values: {"T": 4}
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,17 @@ def load_paper(key: str) -> PaperSpec:
     _check_keys(
         str(path),
         raw,
-        {"paper", "evaluation", "training", "datasets", "methods", "reported", "reported_tables", "claims"},
+        {
+            "paper",
+            "evaluation",
+            "training",
+            "datasets",
+            "methods",
+            "reported",
+            "reported_tables",
+            "claims",
+            "claim_tables",
+        },
         {"paper", "evaluation", "datasets", "methods"},
     )
     _check_keys(f"{path}: [paper]", raw["paper"], {"title", "citation", "url", "note"}, {"title", "citation"})
@@ -286,11 +298,15 @@ def load_paper(key: str) -> PaperSpec:
     for variant in methods.values():
         variant.chosen_training.update({k: training[k] for k in paper_training if k not in variant.chosen_training})
 
+    reference = evaluation.get("cost_relative_to")
+    if reference is not None and reference not in methods:
+        raise UserError(
+            f"{path}: evaluation.cost_relative_to: {reference!r} is not a method; valid: {', '.join(methods)}"
+        )
     reported = _reported(path, raw, methods, datasets)
-    claims = [
-        _claim(f"{path}: claims[{i}]", c, methods, datasets)
-        for i, c in enumerate(_list(f"{path}: claims", raw.get("claims", [])))
-    ]
+    entries = [(f"{path}: claims[{i}]", c) for i, c in enumerate(_list(f"{path}: claims", raw.get("claims", [])))]
+    entries += _table_rows(path, raw, "claim_tables", CLAIM_KEYS)
+    claims = [_claim(where, entry, methods, datasets) for where, entry in entries]
     return PaperSpec(
         key,
         path,
@@ -390,10 +406,10 @@ def variant_name(base: str, point: dict) -> str:
     """``base[key=value,...]``: how a grid point is named, recorded and selected (benchopt's form)."""
     if not point:
         return base
-    return f"{base}[{','.join(f'{key}={_shown(value)}' for key, value in point.items())}]"
+    return f"{base}[{','.join(f'{key}={shown_value(value)}' for key, value in point.items())}]"
 
 
-def _shown(value) -> str:
+def shown_value(value) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (list, dict)):
@@ -440,24 +456,22 @@ def _methods(path: Path, name: str, table: dict, training: dict, datasets: dict)
                 name,
                 table.get("citation", ""),
                 table.get("note", ""),
+                dict(point),
             )
         )
     return variants
 
 
-def _reported(path: Path, raw: dict, methods: dict, datasets: dict) -> list[Reported]:
-    """``[[reported]]`` entries, and the rows of every ``[[reported_tables]]``: a table's ``columns``
-    name the fields of its ``rows``; its other keys (``source``, ``metric``, ``tolerance``, ``note``)
-    apply to every row that does not set them."""
-    entries = [(f"{path}: reported[{i}]", e) for i, e in enumerate(_list(f"{path}: reported", raw.get("reported", [])))]
-    for t, table in enumerate(_list(f"{path}: reported_tables", raw.get("reported_tables", []))):
-        where = f"{path}: reported_tables[{t}]"
-        _check_keys(
-            where, table, (REPORTED_KEYS - {"value", "std", "missing"}) | {"columns", "rows"}, {"columns", "rows"}
-        )
+def _table_rows(path: Path, raw: dict, key: str, fields: set[str]) -> list[tuple[str, dict]]:
+    """The rows of every ``[[<key>]]`` table as entries: its ``columns`` name the fields of its
+    ``rows``; its other keys (``source``, ``metric``, ...) apply to every row that does not set them."""
+    entries = []
+    for t, table in enumerate(_list(f"{path}: {key}", raw.get(key, []))):
+        where = f"{path}: {key}[{t}]"
+        _check_keys(where, table, fields | {"columns", "rows"}, {"columns", "rows"})
         columns = _list(f"{where} columns", table["columns"])
-        if len(set(columns)) != len(columns) or not set(columns) <= REPORTED_KEYS:
-            raise UserError(f"{where} columns: {columns!r}: distinct names among {', '.join(sorted(REPORTED_KEYS))}")
+        if len(set(columns)) != len(columns) or not set(columns) <= fields:
+            raise UserError(f"{where} columns: {columns!r}: distinct names among {', '.join(sorted(fields))}")
         shared = {k: v for k, v in table.items() if k not in ("columns", "rows")}
         for r, row in enumerate(_list(f"{where} rows", table["rows"])):
             if not isinstance(row, list) or len(row) != len(columns):
@@ -465,6 +479,13 @@ def _reported(path: Path, raw: dict, methods: dict, datasets: dict) -> list[Repo
                     f"{where} rows[{r}]: expected {len(columns)} values ({', '.join(columns)}), got {row!r}"
                 )
             entries.append((f"{where} rows[{r}]", {**shared, **dict(zip(columns, row))}))
+    return entries
+
+
+def _reported(path: Path, raw: dict, methods: dict, datasets: dict) -> list[Reported]:
+    """``[[reported]]`` entries, and the rows of every ``[[reported_tables]]``."""
+    entries = [(f"{path}: reported[{i}]", e) for i, e in enumerate(_list(f"{path}: reported", raw.get("reported", [])))]
+    entries += _table_rows(path, raw, "reported_tables", REPORTED_KEYS)
     reported = []
     for where, entry in entries:
         _check_keys(where, entry, REPORTED_KEYS, {"method", "dataset", "metric", "source"})

@@ -121,6 +121,19 @@ class LatentVariableModel(nn.Module):
         return {}
 
 
+def sampled_elbo_loss(model: LatentVariableModel, x: torch.Tensor, samples: int = 1):
+    """The training loss of a method whose q has no closed-form KL from the prior (a flow, a
+    full-covariance Laplace posterior): minus the ELBO estimated from ``samples`` reparameterized
+    draws of ``model.posterior(x)``, log p(x|z) + log p(z) − log q(z|x) averaged over them; with the
+    per-batch diagnostics ``elbo``, ``recon`` and ``kl`` (both Monte-Carlo)."""
+    q = model.posterior(x)
+    z = q.rsample((samples,))
+    recon = model.log_likelihood(x, z)
+    kl = q.log_prob(z) - model.prior().log_prob(z)
+    elbo = (recon - kl).mean(0)
+    return -elbo.mean(), {"elbo": elbo.mean(), "recon": recon.mean(), "kl": kl.mean()}
+
+
 def has_analytic_kl(q: Distribution, prior: Distribution) -> bool:
     """Whether torch.distributions knows KL(q || prior) in closed form."""
     try:

@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Independent, Normal
+from torch.distributions import Independent, MultivariateNormal, Normal
 
 
 def _evaluation_on_cpu(t: torch.Tensor) -> bool:
@@ -84,6 +84,19 @@ def diagonal_gaussian_rsample(loc: torch.Tensor, log_scale: torch.Tensor, sample
     return loc + log_scale.exp() * eps, eps
 
 
+def full_covariance_gaussian(loc: torch.Tensor, tril: torch.Tensor) -> MultivariateNormal:
+    """N(loc, L Lᵀ) from unconstrained parameters: ``tril``'s strict lower triangle is L's, its diagonal
+    the log of L's (so any real ``tril`` gives a valid covariance, and all zeros give N(loc, I))."""
+    return MultivariateNormal(
+        loc, scale_tril=tril.tril(-1) + torch.diag_embed(tril.diagonal(dim1=-2, dim2=-1).exp()), validate_args=False
+    )
+
+
+def tril_parameters(scale_tril: torch.Tensor) -> torch.Tensor:
+    """The unconstrained ``tril`` of ``full_covariance_gaussian`` for a Cholesky factor ``scale_tril``."""
+    return scale_tril.tril(-1) + torch.diag_embed(scale_tril.diagonal(dim1=-2, dim2=-1).log())
+
+
 def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """log p(x) of independent Bernoulli pixels with ``logits`` [..., B, D] for ``x`` [B, D] (binary,
     or intensities in [0, 1]), summed over D: sum_d x_d l_d - log(1 + e^(l_d)), what
@@ -142,6 +155,21 @@ class PixelLikelihood(nn.Module):
         dataset gives one (centred data)."""
         if self.family != "bernoulli" and "pixel_variance" in statistics:
             self.init_scale(statistics["pixel_variance"])
+
+    def score_and_curvature(self, output: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gradient of log p(x|output) in the decoder's ``output`` [B, D], and its curvature: the
+        diagonal of minus its Hessian (Bernoulli: s(1 − s) with s = sigmoid(output); Gaussian: 1/σ²
+        for every pixel). Through a piecewise-linear decoder with Jacobian J, Jᵀ score and
+        Jᵀ diag(curvature) J are then the gradient and minus the Hessian of log p(x|z) in z (a
+        Laplace approximation's precision, Park et al. 2019)."""
+        x = x.flatten(1)
+        if self.family == "bernoulli":
+            probability = torch.sigmoid(output)
+            return x - probability, probability * (1 - probability)
+        if self.family == "gaussian":
+            precision = torch.exp(-2 * self.log_scale)
+            return (x - output) * precision, precision.expand_as(output)
+        raise ValueError(f"no closed-form curvature for the {self.family} likelihood")
 
     def forward(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)

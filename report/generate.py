@@ -411,6 +411,77 @@ def render(paper, dataset, budget_name, frame: pd.DataFrame, evaluation: str = "
     return _documents(title, caption, header, rows, notes)
 
 
+def grid_keys(paper) -> list[str]:
+    """The grid keys of the spec's methods (``T``), in the order they first appear."""
+    return list(dict.fromkeys(key for method in paper.methods.values() for key in method.grid_point))
+
+
+def _mean_of(runs: pd.DataFrame, column: str) -> float | None:
+    values = runs[column].dropna() if column in runs else []
+    return float(values.mean()) if len(values) else None
+
+
+def render_grid(paper, dataset, budget_name, frame: pd.DataFrame, key: str) -> tuple[str, str]:
+    """The paper's own layout for a grid (Park et al.'s methods × T): one row per method, one column
+    per value of ``key`` (methods without it in a column of their own); each cell the compared
+    metric reproduced (and reported), the amortization gap, and the training time per epoch and
+    the test-time inference latency as ratios to ``evaluation.cost_relative_to``'s."""
+    here = _kept(
+        frame[
+            (frame["paper"] == paper.key)
+            & (frame["dataset"] == dataset)
+            & (frame["budget"] == budget_name)
+            & (frame["evaluation"] == "")
+        ]
+    )
+    metric = paper.evaluation["compare"][0]
+    values = list(dict.fromkeys(m.grid_point[key] for m in paper.methods.values() if key in m.grid_point))
+    reference = paper.evaluation.get("cost_relative_to")
+    reference_runs = here[here["method"] == reference]
+    costs = {column: _mean_of(reference_runs, column) for column in ("s_per_epoch", "inference_latency_ms")}
+
+    def cell(method: str) -> str:
+        runs = here[here["method"] == method]
+        shown, _, _ = _reproduced(runs, metric)
+        reported = paper.reported_for(method, dataset, metric)
+        if reported is not None and reported.value is not None:
+            shown += f" (paper {_fmt(reported.value, _digits(metric))})"
+        extras = []
+        if "amortization_gap" in runs and runs["amortization_gap"].notna().any():
+            extras.append(f"gap {_reproduced(runs, 'amortization_gap')[0]}")
+        for column, label in (("s_per_epoch", "train"), ("inference_latency_ms", "test")):
+            mine = _mean_of(runs, column)
+            if mine is not None and costs[column]:
+                extras.append(f"{label} ×{mine / costs[column]:.2g}")
+        return "; ".join([shown, *extras])
+
+    rows = {}
+    for name, method in paper.methods.items():
+        if key not in method.grid_point:
+            rows[name] = {None: name}
+        elif {k: v for k, v in method.grid_point.items() if k != key}:
+            continue  # a variant of a second grid key: not in this layout
+        else:
+            rows.setdefault(method.base, {})[method.grid_point[key]] = name
+    header = ["Method", f"without {key}", *(f"{key} = {specs.shown_value(v)}" for v in values)]
+    table = [
+        [base, *(cell(variants[v]) if v in variants else "–" for v in [None, *values])]
+        for base, variants in rows.items()
+    ]
+    caption = _caption(paper, dataset, budget_name, here) + f" In the paper's layout: methods × {key}."
+    notes = [
+        f"Each cell: {_describe(metric)}, mean ± std over the seeds (paper: the reported value)"
+        + ("; gap: the amortization gap (nats)" if "amortization_gap" in here else "")
+        + (
+            f"; train and test: seconds per training epoch and test-time inference latency (q(z|x) and one "
+            f"sample, a batch of 100) as multiples of {reference}'s, on the same devices"
+            if reference
+            else ""
+        )
+    ]
+    return _documents(f"{paper.key} / {dataset} / {budget_name} / by {key}", caption, header, table, notes)
+
+
 def _side(claim, method: str, runs: pd.DataFrame) -> tuple[list[float], str, int]:
     """A side of a claim: ``method``'s current values of the claim's metric, their summary and how
     many values were left out as stale."""
@@ -569,6 +640,11 @@ def write_tables(results: Path, out: Path) -> list[Path]:
                 budgets = [None]
             for budget_name in budgets:
                 emit(f"{key}__{dataset}__{budget_name or 'no-runs'}", *render(paper, dataset, budget_name, frame))
+                for grid_key in grid_keys(paper) if budget_name else []:
+                    emit(
+                        f"{key}__{dataset}__{budget_name}__by-{grid_key}",
+                        *render_grid(paper, dataset, budget_name, frame, grid_key),
+                    )
                 at_budget = mine[(mine["dataset"] == dataset) & (mine["budget"] == budget_name)]
                 for evaluation in sorted(set(at_budget["evaluation"]) - {""}):
                     stem = f"{key}__{dataset}__{budget_name}__{re.sub(r'[^A-Za-z0-9]+', '-', evaluation)}"

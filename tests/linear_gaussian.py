@@ -5,7 +5,7 @@ import torch
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from models.base import LatentVariableModel
-from models.networks import diagonal_gaussian, standard_normal
+from models.networks import diagonal_gaussian, full_covariance_gaussian, standard_normal, tril_parameters
 
 
 class LinearGaussian(LatentVariableModel):
@@ -40,11 +40,7 @@ class LinearGaussian(LatentVariableModel):
         exact = self.exact_posterior(x)
         if self.encoder in ("exact", "full"):
             shift, inflation = (0.0, 1.0) if self.encoder == "exact" else (0.3, 1.5)
-            tril = inflation**0.5 * exact.scale_tril
-            return {
-                "loc": exact.mean + shift,
-                "tril": tril.tril(-1) + torch.diag_embed(tril.diagonal(dim1=-2, dim2=-1).log()),
-            }
+            return {"loc": exact.mean + shift, "tril": tril_parameters(inflation**0.5 * exact.scale_tril)}
         log_scale = (1.5 * exact.variance).sqrt().log()
         if self.encoder == "diagonal":
             return {"loc": exact.mean + 0.3, "log_scale": log_scale}
@@ -56,10 +52,7 @@ class LinearGaussian(LatentVariableModel):
 
     def variational_family(self, parameters):
         if "tril" in parameters:
-            raw = parameters["tril"]
-            return MultivariateNormal(
-                parameters["loc"], scale_tril=raw.tril(-1) + torch.diag_embed(raw.diagonal(dim1=-2, dim2=-1).exp())
-            )
+            return full_covariance_gaussian(parameters["loc"], parameters["tril"])
         components = diagonal_gaussian(parameters["loc"], parameters["log_scale"])
         if "logits" in parameters:
             return MixtureSameFamily(Categorical(logits=parameters["logits"]), components)

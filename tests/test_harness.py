@@ -1,6 +1,7 @@
 """The harness's second pass: stable run identity, training hooks owned by the model, grids,
 includes, compact reported tables, claims, metrics with parts, and the records as one DataFrame."""
 
+import dataclasses
 import inspect
 import json
 import shutil
@@ -316,6 +317,49 @@ def test_malformed_includes_grids_and_tables_are_refused(tmp_path, monkeypatch, 
         assert needle in str(error.value)
 
 
+CLAIM_TABLE = """
+[[claims]]
+claim = "k = 2 beats the VAE"
+source = "Nobody, Table 9"
+dataset = "digits"
+metric = "nll"
+method = "vae[latent_dim=2,training.learning_rate=0.01]"
+than = "vae[latent_dim=4,training.learning_rate=0.01]"
+direction = "lower"
+
+[[claim_tables]]
+source = "Nobody, Table 9"
+metric = "nll"
+direction = "lower"
+level = 0.1
+columns = ["claim", "method", "than", "dataset"]
+rows = [
+    [
+        "k = 2 beats the VAE",
+        "vae[latent_dim=2,training.learning_rate=0.01]",
+        "vae[latent_dim=4,training.learning_rate=0.01]",
+        "digits",
+    ],
+    ["k = 4 beats 40 nats", "vae[latent_dim=4,training.learning_rate=0.01]", 40.0, "digits"],
+]
+"""
+
+
+def test_claim_tables_expand_to_the_claims_their_rows_and_shared_keys_spell_out(tmp_path, monkeypatch):
+    spec_folder(tmp_path, monkeypatch, includes=GRID_AND_INCLUDE + CLAIM_TABLE)
+    single, first, second = specs.load_paper("includes").claims
+    assert first == dataclasses.replace(single, level=0.1)  # the same claim, with the table's level
+    assert (second.than, second.metric, second.direction, second.level) == (40.0, "nll", "lower", 0.1)
+    broken = CLAIM_TABLE.replace('40.0, "digits"]', '40.0, "digits", "extra"]')
+    spec_folder(tmp_path, monkeypatch, includes=GRID_AND_INCLUDE + broken)
+    with pytest.raises(UserError, match=r"claim_tables\[0\] rows\[1\]: expected 4 values"):
+        specs.load_paper("includes")
+    unknown = CLAIM_TABLE.replace('"k = 4 beats 40 nats", "vae[', '"k = 4 beats 40 nats", "nope[')
+    spec_folder(tmp_path, monkeypatch, includes=GRID_AND_INCLUDE + unknown)
+    with pytest.raises(UserError, match=r"claim_tables\[0\] rows\[1\] method: 'nope"):
+        specs.load_paper("includes")
+
+
 # --- claims ---------------------------------------------------------------------------------------------------
 
 
@@ -381,6 +425,77 @@ def test_the_tables_show_each_claims_verdict_at_each_budget(toy, tmp_path):
     (row,) = [line for line in markdown.splitlines() if line.startswith("| (1)")]
     assert "smoke" in row and "toy: 51.00 ± 1.00 (n=3)" in row and row.rstrip(" |").endswith("holds")
     assert "tests; level 0.05" in markdown
+
+
+BY_GRID = """
+[paper]
+title = "Grid layout"
+citation = "Nobody, tests"
+
+[evaluation]
+importance_samples = 10
+compare = ["nll"]
+cost_relative_to = "vae"
+
+[datasets.digits]
+
+[methods.vae]
+include = "baselines.vae"
+
+[methods.small]
+include = "baselines.vae"
+grid = { latent_dim = [2, 4] }
+
+[[reported]]
+method = "small[latent_dim=2]"
+dataset = "digits"
+metric = "nll"
+value = 40.0
+tolerance = 1.0
+source = "Nobody, Table 9"
+"""
+
+
+def test_a_grid_gets_a_table_in_the_papers_layout_with_costs_relative_to_the_reference(tmp_path, monkeypatch):
+    spec_folder(tmp_path, monkeypatch, bygrid=BY_GRID)
+    paper = specs.load_paper("bygrid")
+    results = tmp_path / "results"
+    runs = {"vae": (50.0, 1.0, 2.0), "small[latent_dim=2]": (45.0, 3.0, 2.0)}  # nll, s/epoch, latency (ms)
+    for method, (nll, per_epoch, latency) in runs.items():
+        for seed in (0, 1):
+            config = specs.resolve(paper, method, "digits", specs.budget("smoke"), seed)
+            record = {
+                "schema_version": records.SCHEMA_VERSION,
+                "run_id": specs.run_id(config),
+                "paper": "bygrid",
+                "method": method,
+                "dataset": "digits",
+                "budget": "smoke",
+                "seed": seed,
+                "config": config,
+                "status": "ok",
+                "stop_reason": "max_epochs",
+                "error": None,
+                "curves": {},
+                "provenance": {},
+                "metrics": {"nll": {"value": nll + seed, "unit": "nats", "estimator": {}}},
+                "timing": {"s_per_epoch": per_epoch, "inference_latency_ms": latency},
+            }
+            records.write(record, records.path_for(results, config, record["run_id"]))
+    generate.write_tables(results, tmp_path / "out")
+    markdown = (tmp_path / "out" / "bygrid__digits__smoke__by-latent_dim.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| Method"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "Method",
+        "without latent_dim",
+        "latent_dim = 2",
+        "latent_dim = 4",
+    ]
+    (vae,) = [line for line in markdown.splitlines() if line.startswith("| vae ")]
+    (small,) = [line for line in markdown.splitlines() if line.startswith("| small ")]
+    cells = lambda row: [c.strip() for c in row.strip().strip("|").split("|")]
+    assert cells(vae)[1:] == ["50.50 ± 0.71; train ×1; test ×1", "–", "–"]
+    assert cells(small)[1:] == ["–", "45.50 ± 0.71 (paper 40.00); train ×3; test ×1", "–"]
 
 
 def test_a_claim_naming_an_unknown_method_is_refused(tmp_path, monkeypatch, toy):

@@ -3,8 +3,10 @@
 Training: one epoch of the MNIST VAE (MLP 784-500-500-50, batch 100) through the harness's training
 loop against a bare PyTorch loop. Evaluation: test NLL with K = 1000 on 1000 test images through the
 harness's batched estimator against a per-image loop, as common libraries write it. Inference
-gaps: their cost on 100 MNIST test points against the test NLL of the same points. Each group's
-table shows the ratio; the assertions check only that both sides compute the same thing.
+gaps: their cost on 100 MNIST test points against the test NLL of the same points. Park et al.'s
+methods (VLAE, SA-VAE, HF, IAF at T = 1, 2, 4): training steps and test-time inference beside the
+VAE's on the paper's network. Each group's table shows the ratio; the assertions check only that
+both sides compute the same thing.
 """
 
 import math
@@ -254,3 +256,48 @@ def test_nll_against_the_matmul_bound(benchmark, mnist, implementation):
     else:
         reference = -metrics.importance_sampled_terms(model, x, 100)["log_px"].mean().item()
     assert abs(nll - reference) < 0.01 * reference
+
+
+# --- Park et al. 2019's methods against the VAE, on the paper's small network --------------------------------
+
+PARK = {"latent_dim": 50, "hidden": [500, 500], "activation": "relu", "init": "he"}
+PARK_METHODS = [("vae", None)] + [(method, T) for method in ("vlae", "savae", "vae_hf", "vae_iaf") for T in (1, 2, 4)]
+PARK_IDS = [method if T is None else f"{method}[T={T}]" for method, T in PARK_METHODS]
+PARK_STEPS, PARK_BATCH = 20, 128  # the supplement's batch; an epoch of 50,000 images is 391 such steps
+
+
+def park_model(method, T, shape):
+    torch.manual_seed(0)
+    return models.build(method, shape, PARK if T is None else {**PARK, "T": T})
+
+
+def park_training_steps(model, batches):
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+    for x in batches:
+        loss, _ = model.loss(x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return loss.item()
+
+
+@pytest.mark.parametrize("method, T", PARK_METHODS, ids=PARK_IDS)
+def test_park_training_step_cost(benchmark, mnist, method, T):
+    benchmark.group = f"Park et al. 2019: {PARK_STEPS} training steps of batch {PARK_BATCH} on MNIST, 500-500 relu"
+    torch.manual_seed(0)
+    batches = torch.bernoulli(mnist.train[: PARK_STEPS * PARK_BATCH]).split(PARK_BATCH)
+    loss = benchmark.pedantic(
+        lambda: park_training_steps(park_model(method, T, mnist.shape), batches), rounds=3, iterations=1
+    )
+    assert math.isfinite(loss) and loss > 0  # minus an ELBO of binary images
+
+
+@pytest.mark.parametrize("method, T", PARK_METHODS, ids=PARK_IDS)
+def test_park_inference_cost(benchmark, mnist, method, T):
+    benchmark.group = "Park et al. 2019: test-time inference, q(z|x) and one sample for 100 MNIST test images"
+    torch.manual_seed(0)
+    model = park_model(method, T, mnist.shape).eval()
+    x = torch.bernoulli(mnist.test[:100])
+    with torch.no_grad():
+        z = benchmark.pedantic(lambda: model.posterior(x).sample(), rounds=10, iterations=1, warmup_rounds=2)
+    assert z.shape == (100, 50) and torch.isfinite(z).all()

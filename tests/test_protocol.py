@@ -9,6 +9,7 @@ from torch.distributions import Distribution
 import models
 from benchmarks import metrics
 from benchmarks.data import binarize, load
+from models.base import has_analytic_kl
 from models.networks import discretized_logistic_log_prob
 
 DIGITS = load("digits")
@@ -60,7 +61,8 @@ def test_loss_is_a_finite_scalar_with_diagnostics_and_trains_every_parameter(mod
     assert loss.shape == () and torch.isfinite(loss)
     assert {"elbo", "recon", "kl"} <= set(diagnostics)
     assert all(torch.isfinite(v) for v in diagnostics.values())
-    assert diagnostics["kl"] >= 0
+    if has_analytic_kl(model.posterior(x), model.prior()):  # a Monte-Carlo estimate may fall below 0
+        assert diagnostics["kl"] >= 0
     loss.backward()
     untrained = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not untrained

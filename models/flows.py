@@ -1,0 +1,111 @@
+"""Flow building blocks shared by the methods (not methods themselves): Householder reflections
+(Tomczak & Welling 2016), MADE (Germain et al. 2015) and the inverse autoregressive flow step
+(Kingma et al. 2016), as ``torch.distributions`` transforms so that a flow posterior is a
+``TransformedDistribution`` of a diagonal Gaussian.
+
+An inverse autoregressive flow computes its output from its input in one pass, but inverting it
+takes one pass per dimension; like the released code of the papers, the suite never inverts it:
+its step keeps its last input and output (``cache_size = 1``), so the posterior's ``log_prob`` is
+exact for the posterior's own samples and raises for any other point (the metrics ask only for
+the former, ``models/base.py``)."""
+
+import torch
+from torch import nn
+from torch.distributions import constraints
+from torch.distributions.transforms import Transform
+
+
+class HouseholderReflection(Transform):
+    """z ↦ (I − 2 v vᵀ / ‖v‖²) z for one vector ``v`` per point ([B, D], broadcast over leading
+    sample dimensions of z). A reflection is its own inverse and preserves volume."""
+
+    domain = codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, v: torch.Tensor):
+        super().__init__()
+        self.v = v
+        self._unit = v / v.norm(dim=-1, keepdim=True)
+
+    def _call(self, z):
+        return z - 2 * self._unit * (z * self._unit).sum(-1, keepdim=True)
+
+    def _inverse(self, y):
+        return self._call(y)
+
+    def log_abs_det_jacobian(self, z, y):
+        return torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+
+
+class MaskedLinear(nn.Linear):
+    def __init__(self, n_in: int, n_out: int, mask: torch.Tensor):
+        super().__init__(n_in, n_out)
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    """An autoregressive network: for an input z [..., D] (and an optional ``context`` [B, C] added to
+    the first hidden layer, the encoder's features in an IAF posterior), ``outputs`` values per
+    dimension, where output d depends only on the inputs that come before d in the order (1..D, or
+    D..1 with ``reverse``; alternating orders between flow steps lets every dimension depend on
+    every other). Hidden units get degrees 1..D−1 in turn (Germain et al. 2015)."""
+
+    def __init__(self, dim: int, hidden: list[int], context: int = 0, outputs: int = 2, reverse: bool = False):
+        super().__init__()
+        order = torch.arange(1, dim + 1)
+        order = order.flip(0) if reverse else order
+        degrees = [order]
+        for size in hidden:
+            degrees.append(torch.arange(size) % max(1, dim - 1) + 1)
+        layers = []
+        for previous, current in zip(degrees[:-1], degrees[1:]):
+            layers += [MaskedLinear(len(previous), len(current), current[:, None] >= previous[None, :]), nn.PReLU()]
+        output_degrees = order.repeat(outputs)
+        layers.append(MaskedLinear(len(degrees[-1]), dim * outputs, output_degrees[:, None] > degrees[-1][None, :]))
+        self.layers = nn.ModuleList(layers)
+        self.context = nn.Linear(context, hidden[0], bias=False) if context else None
+        self.dim, self.outputs = dim, outputs
+
+    def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        h = self.layers[0](z)
+        if self.context is not None:
+            h = h + self.context(context)
+        for layer in self.layers[1:]:
+            h = layer(h)
+        return h.chunk(self.outputs, dim=-1)
+
+
+class InverseAutoregressiveStep(Transform):
+    """One IAF step (Kingma et al. 2016, their numerically stable form, as in the VLAE code):
+    (m, s) = MADE(z, context), σ = sigmoid(s + 1), z ↦ σ ⊙ z + (1 − σ) ⊙ m, log |det| = Σ log σ. The
+    +1 starts σ near 1, each step near the identity (Kingma et al.'s "forget gate bias")."""
+
+    domain = codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, made: MADE, context: torch.Tensor):
+        super().__init__(cache_size=1)
+        self.made, self.context = made, context
+        self._log_det = (None, None)  # the last input and its log |det|
+
+    def _call(self, z):
+        m, s = self.made(z, self.context)
+        log_gate = nn.functional.logsigmoid(s + 1)
+        gate = log_gate.exp()
+        self._log_det = (z, log_gate.sum(-1))
+        return gate * z + (1 - gate) * m
+
+    def _inverse(self, y):
+        raise NotImplementedError(
+            "an inverse autoregressive flow is not inverted: its log_prob is defined only for its own samples"
+        )
+
+    def log_abs_det_jacobian(self, z, y):
+        last_input, log_det = self._log_det
+        if z is last_input:
+            return log_det
+        _, s = self.made(z, self.context)
+        return nn.functional.logsigmoid(s + 1).sum(-1)

@@ -1,0 +1,108 @@
+"""Variational Laplace autoencoder (Park, Kim & Kim, ICML 2019): the VAE's model with q(z|x) a
+full-covariance Gaussian at the posterior's mode, its precision minus the Hessian of log p(x, z).
+
+A ReLU decoder is piecewise linear: around a point μ it is exactly g(z) = W_μ z + b_μ, with W_μ
+its Jacobian (the weights with the ReLUs' 0/1 masks at μ between them). There the posterior of a
+Gaussian decoder is that of probabilistic PCA, and its mean is one Newton step on log p(x, z):
+
+    Λ = W_μᵀ C W_μ + I,   μ* = μ + Λ⁻¹ (W_μᵀ s − μ)
+
+with s and C the gradient and curvature of log p(x|g) in the decoder's output (Gaussian: (x − g)/σ²
+and 1/σ²; Bernoulli logits: x − sigmoid(g) and sigmoid(g)(1 − sigmoid(g)), the released code's
+``solve_mu``). Starting from the encoder's μ₀, T damped steps μ_{t+1} = μ_t + λ_t (μ* − μ_t) find
+the mode; q(z|x) = N(μ_T, Λ(μ_T)⁻¹). Training backpropagates through all T steps (nothing is
+detached, as in the released code), so the encoder learns only through its start.
+
+The damping λ_t: ``update_rate`` λ₀ and ``update_decay``: "harmonic" λ₀/(t + 1) (the released code
+at 801bb4b: 0.5, 0.25, 0.17, ...), "geometric" λ₀ · 0.9^t (its first release, with λ₀ = 1), or
+"none". q's family for the inference gaps is every full-covariance Gaussian (``tril``
+parameters), so L[q*] optimises a mean and a Cholesky factor per point."""
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import MultivariateNormal
+
+from models import register
+from models.base import sampled_elbo_loss
+from models.networks import full_covariance_gaussian, mlp, tril_parameters
+from models.vae import VAE
+
+DECAYS = ("harmonic", "geometric", "none")
+
+
+@register("vlae")
+class VLAE(VAE):
+    likelihoods = ("bernoulli", "gaussian")
+
+    def __init__(
+        self,
+        data_shape,
+        likelihood="bernoulli",
+        latent_dim=50,
+        hidden=(500, 500),
+        activation="relu",
+        init="pytorch",
+        samples=1,
+        T=4,
+        update_rate=0.5,
+        update_decay="harmonic",
+    ):
+        if activation != "relu":
+            raise ValueError(f"vlae's mode update needs a piecewise-linear (relu) decoder, got {activation!r}")
+        if not (isinstance(T, int) and T >= 0):
+            raise ValueError(f"T (mode updates) must be a non-negative integer, got {T!r}")
+        if update_decay not in DECAYS:
+            raise ValueError(f"unknown update_decay {update_decay!r}; valid: {', '.join(DECAYS)}")
+        if not 0 < update_rate <= 1:
+            raise ValueError(f"update_rate must be in (0, 1], got {update_rate!r}")
+        super().__init__(data_shape, likelihood, latent_dim, hidden, activation, init, samples)
+        # the encoder gives only the start of the mode search (the released code's logvar head is unused)
+        self.encoder = mlp([math.prod(data_shape), *hidden, latent_dim], activation, init)
+        self.T, self.update_rate, self.update_decay = T, update_rate, update_decay
+
+    def step_size(self, t: int) -> float:
+        if self.update_decay == "harmonic":
+            return self.update_rate / (t + 1)
+        if self.update_decay == "geometric":
+            return self.update_rate * 0.9**t
+        return self.update_rate
+
+    def linearize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's output at ``z`` [B, k] and its exact Jacobian [B, D, k]."""
+        layers = [layer for layer in self.decoder if isinstance(layer, nn.Linear)]
+        h, jacobian = z, None
+        for i, layer in enumerate(layers):
+            h = layer(h)
+            jacobian = layer.weight if jacobian is None else layer.weight @ jacobian
+            if i < len(layers) - 1:
+                active = (h > 0).to(h.dtype)
+                h = h * active
+                jacobian = jacobian * active[..., None]
+        return h, jacobian.expand(len(z), -1, -1)
+
+    def precision_and_newton_step(self, x: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Λ(μ) [B, k, k] and the Newton step Λ⁻¹ ∇ log p(x, z)|_μ [B, k]."""
+        output, jacobian = self.linearize(mu)
+        score, curvature = self.likelihood.score_and_curvature(output, x)
+        jacobian_t = jacobian.transpose(1, 2)
+        identity = torch.eye(mu.shape[-1], dtype=mu.dtype, device=mu.device)  # the prior's precision
+        precision = jacobian_t @ (curvature[..., None] * jacobian) + identity
+        gradient = (jacobian_t @ score[..., None]).squeeze(-1) - mu
+        return precision, torch.linalg.solve(precision, gradient)
+
+    def variational_parameters(self, x):
+        mu = self.encoder(x.flatten(1))
+        for t in range(self.T):
+            _, step = self.precision_and_newton_step(x, mu)
+            mu = mu + self.step_size(t) * step
+        precision, _ = self.precision_and_newton_step(x, mu)
+        laplace = MultivariateNormal(mu, precision_matrix=precision, validate_args=False)
+        return {"loc": mu, "tril": tril_parameters(laplace.scale_tril)}
+
+    def variational_family(self, parameters):
+        return full_covariance_gaussian(parameters["loc"], parameters["tril"])
+
+    def loss(self, x):
+        return sampled_elbo_loss(self, x, self.samples)
