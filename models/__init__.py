@@ -32,11 +32,20 @@ def registry() -> dict[str, type[LatentVariableModel]]:
 
 
 def hyper_parameters(key: str) -> dict[str, object]:
-    """The hyper-parameters a method takes, with their defaults (``inspect.Parameter.empty`` if none)."""
-    signature = inspect.signature(registry()[key].__init__)
-    return {
-        name: p.default for name, p in signature.parameters.items() if name not in ("self", "data_shape", "likelihood")
-    }
+    """The hyper-parameters a method takes, with their defaults (``inspect.Parameter.empty`` if none):
+    its constructor's keywords, and, where it forwards ``**kwargs`` to its parent's constructor (a
+    method built on the VAE), the parent's, and so on up."""
+    found = {}
+    for cls in registry()[key].__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        for p in parameters:
+            if p.name not in ("self", "data_shape", "likelihood") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                found.setdefault(p.name, p.default)
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return found
+    return found
 
 
 def build(key: str, data_shape: tuple[int, ...], hyper: dict, likelihood: str = "bernoulli") -> LatentVariableModel:

@@ -18,24 +18,12 @@ from models.vae import VAE
 
 @register("savae")
 class SAVAE(VAE):
-    def __init__(
-        self,
-        data_shape,
-        likelihood="bernoulli",
-        latent_dim=50,
-        hidden=(500, 500),
-        activation="relu",
-        init="pytorch",
-        samples=1,
-        T=4,
-        svi_lr=0.1,
-        svi_clip=5.0,
-    ):
+    def __init__(self, data_shape, likelihood="bernoulli", T=4, svi_lr=0.1, svi_clip=5.0, **vae_hyper):
         if not (isinstance(T, int) and T >= 0):
             raise ValueError(f"T (refinement steps) must be a non-negative integer, got {T!r}")
         if not (svi_lr > 0 and svi_clip > 0):
             raise ValueError(f"svi_lr and svi_clip must be positive, got {svi_lr!r} and {svi_clip!r}")
-        super().__init__(data_shape, likelihood, latent_dim, hidden, activation, init, samples)
+        super().__init__(data_shape, likelihood, **vae_hyper)
         self.T, self.svi_lr, self.svi_clip = T, svi_lr, svi_clip
 
     def variational_parameters(self, x):

@@ -25,6 +25,7 @@ from models.networks import (
 @register("vae")
 class VAE(LatentVariableModel):
     likelihoods = PixelLikelihood.FAMILIES
+    encoder_outputs = 2  # per latent dimension: q's mean and log-scale
 
     def __init__(
         self,
@@ -41,7 +42,7 @@ class VAE(LatentVariableModel):
             raise ValueError(f"samples and latent_dim must be positive integers, got {samples!r} and {latent_dim!r}")
         self.likelihood = PixelLikelihood(likelihood)
         x_dim = math.prod(data_shape)
-        self.encoder = mlp([x_dim, *hidden, 2 * latent_dim], activation, init)
+        self.encoder = mlp([x_dim, *hidden, self.encoder_outputs * latent_dim], activation, init)
         self.decoder = mlp([latent_dim, *reversed(hidden), x_dim], activation, init)
         self.register_buffer("_origin", torch.zeros(latent_dim))
         self.samples = samples

@@ -17,27 +17,16 @@ from models.vae import VAE
 
 @register("vae_hf")
 class HouseholderVAE(VAE):
-    def __init__(
-        self,
-        data_shape,
-        likelihood="bernoulli",
-        latent_dim=50,
-        hidden=(500, 500),
-        activation="relu",
-        init="pytorch",
-        samples=1,
-        T=4,
-    ):
+    def __init__(self, data_shape, likelihood="bernoulli", T=4, **vae_hyper):
         if not (isinstance(T, int) and T >= 1):
             raise ValueError(f"T (reflections) must be a positive integer, got {T!r}")
-        if not hidden:
-            raise ValueError("the reflections start from the encoder's last hidden layer: hidden must not be empty")
-        super().__init__(data_shape, likelihood, latent_dim, hidden, activation, init, samples)
-        sizes = [hidden[-1]] + [latent_dim] * T
-        self.reflections = nn.ModuleList(nn.Linear(n_in, latent_dim) for n_in in sizes[:-1])
+        super().__init__(data_shape, likelihood, **vae_hyper)
+        latent_dim = self._origin.numel()
+        sizes = [self.encoder[-1].in_features] + [latent_dim] * (T - 1)  # the last hidden layer, then v_{t-1}
+        self.reflections = nn.ModuleList(nn.Linear(n_in, latent_dim) for n_in in sizes)
 
     def variational_parameters(self, x):
-        h = self.encoder[:-1](x.flatten(1))  # the last hidden layer
+        h = self.encoder[:-1](x.flatten(1))  # the last hidden layer (x itself without one)
         loc, log_scale = self.encoder[-1](h).chunk(2, dim=-1)
         vectors = []
         for layer in self.reflections:

@@ -18,29 +18,17 @@ from models.vae import VAE
 
 @register("vae_iaf")
 class IAFVAE(VAE):
-    def __init__(
-        self,
-        data_shape,
-        likelihood="bernoulli",
-        latent_dim=50,
-        hidden=(500, 500),
-        activation="relu",
-        init="pytorch",
-        samples=1,
-        T=4,
-        iaf_hidden=500,
-    ):
+    def __init__(self, data_shape, likelihood="bernoulli", T=4, iaf_hidden=500, **vae_hyper):
         if not (isinstance(T, int) and T >= 1):
             raise ValueError(f"T (flow steps) must be a positive integer, got {T!r}")
-        if not hidden:
-            raise ValueError("the flow starts from the encoder's last hidden layer: hidden must not be empty")
-        super().__init__(data_shape, likelihood, latent_dim, hidden, activation, init, samples)
+        super().__init__(data_shape, likelihood, **vae_hyper)
+        latent_dim, context = self._origin.numel(), self.encoder[-1].in_features  # the last hidden layer's size
         self.steps = nn.ModuleList(
-            MADE(latent_dim, [iaf_hidden], context=hidden[-1], reverse=bool(t % 2)) for t in range(T)
+            MADE(latent_dim, [iaf_hidden], context=context, reverse=bool(t % 2)) for t in range(T)
         )
 
     def variational_parameters(self, x):
-        h = self.encoder[:-1](x.flatten(1))  # the last hidden layer
+        h = self.encoder[:-1](x.flatten(1))  # the last hidden layer (x itself without one)
         loc, log_scale = self.encoder[-1](h).chunk(2, dim=-1)
         return {"loc": loc, "log_scale": log_scale, "context": h}
 

@@ -18,15 +18,13 @@ at 801bb4b: 0.5, 0.25, 0.17, ...), "geometric" λ₀ · 0.9^t (its first release
 "none". q's family for the inference gaps is every full-covariance Gaussian (``tril``
 parameters), so L[q*] optimises a mean and a Cholesky factor per point."""
 
-import math
-
 import torch
 from torch import nn
 from torch.distributions import MultivariateNormal
 
 from models import register
 from models.base import sampled_elbo_loss
-from models.networks import full_covariance_gaussian, mlp, tril_parameters
+from models.networks import full_covariance_gaussian, tril_parameters
 from models.vae import VAE
 
 DECAYS = ("harmonic", "geometric", "none")
@@ -35,31 +33,19 @@ DECAYS = ("harmonic", "geometric", "none")
 @register("vlae")
 class VLAE(VAE):
     likelihoods = ("bernoulli", "gaussian")
+    encoder_outputs = 1  # the mean alone, the start of the mode search (the released code's logvar head is unused)
 
-    def __init__(
-        self,
-        data_shape,
-        likelihood="bernoulli",
-        latent_dim=50,
-        hidden=(500, 500),
-        activation="relu",
-        init="pytorch",
-        samples=1,
-        T=4,
-        update_rate=0.5,
-        update_decay="harmonic",
-    ):
-        if activation != "relu":
-            raise ValueError(f"vlae's mode update needs a piecewise-linear (relu) decoder, got {activation!r}")
+    def __init__(self, data_shape, likelihood="bernoulli", T=4, update_rate=0.5, update_decay="harmonic", **vae_hyper):
         if not (isinstance(T, int) and T >= 0):
             raise ValueError(f"T (mode updates) must be a non-negative integer, got {T!r}")
         if update_decay not in DECAYS:
             raise ValueError(f"unknown update_decay {update_decay!r}; valid: {', '.join(DECAYS)}")
         if not 0 < update_rate <= 1:
             raise ValueError(f"update_rate must be in (0, 1], got {update_rate!r}")
-        super().__init__(data_shape, likelihood, latent_dim, hidden, activation, init, samples)
-        # the encoder gives only the start of the mode search (the released code's logvar head is unused)
-        self.encoder = mlp([math.prod(data_shape), *hidden, latent_dim], activation, init)
+        super().__init__(data_shape, likelihood, **vae_hyper)
+        if not all(isinstance(layer, (nn.Linear, nn.ReLU)) for layer in self.decoder):
+            activation = vae_hyper.get("activation")
+            raise ValueError(f"vlae's mode update needs a piecewise-linear decoder: relu, not {activation!r}")
         self.T, self.update_rate, self.update_decay = T, update_rate, update_decay
 
     def step_size(self, t: int) -> float:

@@ -369,6 +369,17 @@ def test_real_fashion_mnist(fashion):
     assert "md5" in fashion.info["verified"]
 
 
+def test_fashion_mnist_gray_is_the_real_fashion_mnist_kept_continuous(fashion, monkeypatch):
+    monkeypatch.setattr(data.sources, "CACHE_DIR", Path("/nonexistent"))  # Debian's files: no cache,
+    monkeypatch.setattr(data.sources, "_torchvision_download", lambda *a: False)  # no download
+    monkeypatch.delenv("VLAEBENCH_DATA", raising=False)
+    gray = data.load("fashion_mnist_gray", options={"center": True})
+    assert gray.name == "fashion_mnist_gray" and gray.likelihood == "gaussian"
+    assert torch.equal(gray.test_labels, fashion.test_labels)
+    assert len(torch.unique(gray.test)) > 200  # continuous, centred intensities, not binary pixels
+    assert abs(gray.train.mean().item()) < 1e-6 and 0.05 < gray.pixel_variance < 0.15
+
+
 def test_status_reports_each_dataset_without_the_network(monkeypatch, tmp_path):
     monkeypatch.setattr(data.sources, "_torchvision_download", lambda *a: pytest.fail("status tried a download"))
     rows = {row["dataset"]: row for row in data.status(tmp_path)}  # an empty data directory

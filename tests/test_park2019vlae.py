@@ -189,3 +189,20 @@ def test_householder_posterior_density_is_the_base_density_of_the_reflected_back
             back = HouseholderReflection(v)(back)
         base = diagonal_gaussian(parameters["loc"], parameters["log_scale"])
         torch.testing.assert_close(q.log_prob(point), base.log_prob(back))
+
+
+@pytest.mark.parametrize(
+    "key, own",
+    [
+        ("vlae", {"T", "update_rate", "update_decay"}),
+        ("savae", {"T", "svi_lr", "svi_clip"}),
+        ("vae_hf", {"T"}),
+        ("vae_iaf", {"T", "iaf_hidden"}),
+    ],
+)
+def test_methods_built_on_the_vae_take_its_hyper_parameters_besides_their_own(key, own):
+    # what a spec may set and the record writes out: the method's own keywords and the VAE's it forwards
+    vae = models.hyper_parameters("vae")
+    hyper = models.hyper_parameters(key)
+    assert set(hyper) == own | set(vae)
+    assert {k: hyper[k] for k in vae} == vae
