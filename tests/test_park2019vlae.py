@@ -2,13 +2,15 @@
 on probabilistic PCA (where both are exact) and on ReLU decoders (against autograd), SA-VAE's
 refinement direction, and the Householder and IAF log-determinants (against autograd)."""
 
+import math
+
 import pytest
 import torch
 from torch.autograd.functional import jacobian
 from torch.distributions import MultivariateNormal
 
 import models
-from benchmarks import metrics
+from benchmarks import data, metrics, specs, train
 from models.flows import MADE, HouseholderReflection, InverseAutoregressiveStep
 from models.networks import diagonal_gaussian
 from models.vae import VAE
@@ -206,3 +208,50 @@ def test_methods_built_on_the_vae_take_its_hyper_parameters_besides_their_own(ke
     hyper = models.hyper_parameters(key)
     assert set(hyper) == own | set(vae)
     assert {k: hyper[k] for k in vae} == vae
+
+
+PARK_ON_DIGITS = """
+[paper]
+title = "Park et al.'s methods on digits, small"
+citation = "Nobody, tests"
+
+[evaluation]
+importance_samples = 20
+compare = ["nll"]
+
+[training]
+batch_size = 100
+epochs = 2
+
+[datasets.digits]
+
+[methods.vlae]
+model = "vlae"
+hyper = { latent_dim = 4, hidden = [32, 32], T = 2 }
+
+[methods.savae]
+model = "savae"
+hyper = { latent_dim = 4, hidden = [32, 32], T = 2 }
+
+[methods.vae_hf]
+model = "vae_hf"
+hyper = { latent_dim = 4, hidden = [32, 32], T = 2 }
+
+[methods.vae_iaf]
+model = "vae_iaf"
+hyper = { latent_dim = 4, hidden = [32, 32], T = 2, iaf_hidden = 16 }
+"""
+
+
+@pytest.mark.parametrize("method", ["vlae", "savae", "vae_hf", "vae_iaf"])
+def test_each_method_trains_and_every_metric_group_evaluates_through_the_harness(tmp_path, monkeypatch, method):
+    (tmp_path / "park_digits.toml").write_text(PARK_ON_DIGITS)
+    monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path))
+    config = specs.resolve(specs.load_paper("park_digits"), method, "digits", specs.budget("smoke"), 0)
+    record = train.run(config, specs.run_id(config), data.load("digits"), torch.device("cpu"), progress=False)
+    assert record["status"] == "ok", record["error"]
+    found = record["metrics"]
+    for metric in ("nll", "elbo", "kl", "active_units", "cluster_acc", "amortization_gap", "ais_nll"):
+        assert metric in found and math.isfinite(found[metric]["value"]), metric
+    assert found["nll"]["value"] <= -found["elbo"]["value"] + 0.5  # importance sampling tightens the bound
+    assert record["timing"]["inference_latency_ms"] > 0
