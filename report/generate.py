@@ -440,15 +440,20 @@ def render_grid(paper, dataset, budget_name, frame: pd.DataFrame, key: str) -> t
     reference_runs = here[here["method"] == reference]
     costs = {column: _mean_of(reference_runs, column) for column in ("s_per_epoch", "inference_latency_ms")}
 
+    marks = set()
+
     def cell(method: str) -> str:
         runs = here[here["method"] == method]
-        shown, _, _ = _reproduced(runs, metric)
+        shown, _, metric_marks = _reproduced(runs, metric)
+        marks.update(metric_marks)
         reported = paper.reported_for(method, dataset, metric)
         if reported is not None and reported.value is not None:
             shown += f" (paper {_fmt(reported.value, _digits(metric))})"
         extras = []
         if "amortization_gap" in runs and runs["amortization_gap"].notna().any():
-            extras.append(f"gap {_reproduced(runs, 'amortization_gap')[0]}")
+            gap, _, gap_marks = _reproduced(runs, "amortization_gap")
+            extras.append(f"gap {gap}")
+            marks.update(gap_marks)
         for column, label in (("s_per_epoch", "train"), ("inference_latency_ms", "test")):
             mine = _mean_of(runs, column)
             if mine is not None and costs[column]:
@@ -478,7 +483,7 @@ def render_grid(paper, dataset, budget_name, frame: pd.DataFrame, key: str) -> t
             if reference
             else ""
         )
-    ]
+    ] + [MARK_NOTES[m] for m in MARK_NOTES if m in marks]
     return _documents(f"{paper.key} / {dataset} / {budget_name} / by {key}", caption, header, table, notes)
 
 
