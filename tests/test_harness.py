@@ -397,27 +397,32 @@ def test_a_borderline_win_holds_at_a_loose_level_and_fails_at_a_strict_one():
     assert claims.verdict(claim(level=0.001), values, than)["verdict"] == "fails"
 
 
+def hand_record(config: dict, metrics: dict, timing: dict | None = None) -> dict:
+    """A record of a run that never trained: the given metrics and timing, status ok."""
+    return {
+        "schema_version": records.SCHEMA_VERSION,
+        "run_id": specs.run_id(config),
+        "paper": config["paper"],
+        "method": config["method"],
+        "dataset": config["dataset"],
+        "budget": config["budget"],
+        "seed": config["seed"],
+        "config": config,
+        "status": "ok",
+        "stop_reason": "max_epochs",
+        "error": None,
+        "curves": {},
+        "provenance": {},
+        "metrics": metrics,
+        "timing": timing or {},
+    }
+
+
 def test_the_tables_show_each_claims_verdict_at_each_budget(toy, tmp_path):
     results = tmp_path / "results"
     for seed in (0, 1, 2):
         config = {**toy, "seed": seed, "identity": {**toy["identity"], "seed": seed}}
-        record = {
-            "schema_version": records.SCHEMA_VERSION,
-            "run_id": specs.run_id(config),
-            "paper": "toy",
-            "method": "toy",
-            "dataset": "digits",
-            "budget": "smoke",
-            "seed": seed,
-            "config": config,
-            "status": "ok",
-            "stop_reason": "max_epochs",
-            "error": None,
-            "curves": {},
-            "provenance": {},
-            "metrics": {"nll": {"value": 50.0 + seed, "unit": "nats", "estimator": {}}},
-            "timing": {},
-        }
+        record = hand_record(config, {"nll": {"value": 50.0 + seed, "unit": "nats", "estimator": {}}})
         records.write(record, records.path_for(results, config, record["run_id"]))
     written = generate.write_tables(results, tmp_path / "out")
     markdown = (tmp_path / "out" / "toy__claims.md").read_text()
@@ -464,23 +469,11 @@ def test_a_grid_gets_a_table_in_the_papers_layout_with_costs_relative_to_the_ref
     for method, (nll, per_epoch, latency) in runs.items():
         for seed in (0, 1):
             config = specs.resolve(paper, method, "digits", specs.budget("smoke"), seed)
-            record = {
-                "schema_version": records.SCHEMA_VERSION,
-                "run_id": specs.run_id(config),
-                "paper": "bygrid",
-                "method": method,
-                "dataset": "digits",
-                "budget": "smoke",
-                "seed": seed,
-                "config": config,
-                "status": "ok",
-                "stop_reason": "max_epochs",
-                "error": None,
-                "curves": {},
-                "provenance": {},
-                "metrics": {"nll": {"value": nll + seed, "unit": "nats", "estimator": {}}},
-                "timing": {"s_per_epoch": per_epoch, "inference_latency_ms": latency},
-            }
+            record = hand_record(
+                config,
+                {"nll": {"value": nll + seed, "unit": "nats", "estimator": {}}},
+                {"s_per_epoch": per_epoch, "inference_latency_ms": latency},
+            )
             records.write(record, records.path_for(results, config, record["run_id"]))
     generate.write_tables(results, tmp_path / "out")
     markdown = (tmp_path / "out" / "bygrid__digits__smoke__by-latent_dim.md").read_text()
