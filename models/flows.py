@@ -25,7 +25,6 @@ class HouseholderReflection(Transform):
 
     def __init__(self, v: torch.Tensor):
         super().__init__()
-        self.v = v
         self._unit = v / v.norm(dim=-1, keepdim=True)
 
     def _call(self, z):

@@ -54,6 +54,13 @@ class VAE(LatentVariableModel):
         loc, log_scale = self.encoder(x.flatten(1)).chunk(2, dim=-1)
         return {"loc": loc, "log_scale": log_scale}
 
+    def encoded_with_features(self, x):
+        """q's mean and log-scale, and the encoder's last hidden layer they come from (x itself
+        without one): what a flow posterior conditions on."""
+        h = self.encoder[:-1](x.flatten(1))
+        loc, log_scale = self.encoder[-1](h).chunk(2, dim=-1)
+        return loc, log_scale, h
+
     def variational_family(self, parameters):
         return diagonal_gaussian(parameters["loc"], parameters["log_scale"])
 

@@ -26,8 +26,7 @@ class HouseholderVAE(VAE):
         self.reflections = nn.ModuleList(nn.Linear(n_in, latent_dim) for n_in in sizes)
 
     def variational_parameters(self, x):
-        h = self.encoder[:-1](x.flatten(1))  # the last hidden layer (x itself without one)
-        loc, log_scale = self.encoder[-1](h).chunk(2, dim=-1)
+        loc, log_scale, h = self.encoded_with_features(x)
         vectors = []
         for layer in self.reflections:
             h = layer(h)

@@ -28,8 +28,7 @@ class IAFVAE(VAE):
         )
 
     def variational_parameters(self, x):
-        h = self.encoder[:-1](x.flatten(1))  # the last hidden layer (x itself without one)
-        loc, log_scale = self.encoder[-1](h).chunk(2, dim=-1)
+        loc, log_scale, h = self.encoded_with_features(x)
         return {"loc": loc, "log_scale": log_scale, "context": h}
 
     def variational_family(self, parameters):

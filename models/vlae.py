@@ -68,22 +68,22 @@ class VLAE(VAE):
                 jacobian = jacobian * active[..., None]
         return h, jacobian.expand(len(z), -1, -1)
 
-    def precision_and_newton_step(self, x: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Λ(μ) [B, k, k] and the Newton step Λ⁻¹ ∇ log p(x, z)|_μ [B, k]."""
+    def precision_and_gradient(self, x: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Λ(μ) [B, k, k] and ∇ log p(x, z)|_μ [B, k]: Λ⁻¹ times the gradient is the Newton step."""
         output, jacobian = self.linearize(mu)
         score, curvature = self.likelihood.score_and_curvature(output, x)
         jacobian_t = jacobian.transpose(1, 2)
         identity = torch.eye(mu.shape[-1], dtype=mu.dtype, device=mu.device)  # the prior's precision
         precision = jacobian_t @ (curvature[..., None] * jacobian) + identity
         gradient = (jacobian_t @ score[..., None]).squeeze(-1) - mu
-        return precision, torch.linalg.solve(precision, gradient)
+        return precision, gradient
 
     def variational_parameters(self, x):
         mu = self.encoder(x.flatten(1))
         for t in range(self.T):
-            _, step = self.precision_and_newton_step(x, mu)
-            mu = mu + self.step_size(t) * step
-        precision, _ = self.precision_and_newton_step(x, mu)
+            precision, gradient = self.precision_and_gradient(x, mu)
+            mu = mu + self.step_size(t) * torch.linalg.solve(precision, gradient)
+        precision, _ = self.precision_and_gradient(x, mu)
         laplace = MultivariateNormal(mu, precision_matrix=precision, validate_args=False)
         return {"loc": mu, "tril": tril_parameters(laplace.scale_tril)}
 
