@@ -129,7 +129,7 @@ def cmd_run(args) -> int:
     for config, run_id, path, existing in [t for t in todo if loaded[_variant(t[0])] is not None]:
         checkpoint = records.checkpoint_path(args.results, run_id)
         if args.force:
-            checkpoint.unlink(missing_ok=True)
+            records.discard_tensors(checkpoint)
         elif checkpoint.exists():
             print(f"resuming {_label(config)} from its checkpoint {checkpoint}")
         # Only this run's data is on the device while it runs (it is copied there, and freed after).
@@ -143,7 +143,7 @@ def cmd_run(args) -> int:
             print(f"{record['status']:8s} {_label(config)}: {_summary(record)}; kept the earlier ok record {path}")
             continue
         _write(record, path)
-        checkpoint.unlink(missing_ok=True)  # the record holds the run now; its weights stay kept
+        records.discard_tensors(checkpoint)  # the record holds the run now; its weights stay kept
         print(f"{record['status']:8s} {_label(config)}: {_summary(record)} -> {path}")
     return 1 if failures else 0
 

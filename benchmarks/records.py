@@ -62,13 +62,17 @@ def _safe(run_id: str) -> str:
     return run_id
 
 
+def _partial(path: Path, pid: int | str) -> Path:
+    return path.with_name(f".{path.name}.{pid}.tmp")
+
+
 def save_tensors(value, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then a rename over ``path``: a killed
     write leaves the earlier file (and ``torch.load(weights_only=True)`` reads it back)."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial = _partial(path, os.getpid())
     try:
         torch.save(value, partial)
         os.replace(partial, path)
@@ -76,9 +80,22 @@ def save_tensors(value, path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+def _remove_partials(path: Path) -> None:
+    """The partial writes of ``path`` that killed processes left beside it."""
+    for partial in path.parent.glob(_partial(path, "*").name):
+        partial.unlink(missing_ok=True)
+
+
+def discard_tensors(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    _remove_partials(path)
+
+
 def keep_weights(results: Path, run_id: str, state_dict: dict) -> None:
     """The evaluated weights, for ``vlaebench evaluate``."""
-    save_tensors(state_dict, weights_path(results, run_id))
+    path = weights_path(results, run_id)
+    save_tensors(state_dict, path)
+    _remove_partials(path)  # what an earlier, killed attempt left half written
 
 
 def load_weights(results: Path, run_id: str, device) -> dict:

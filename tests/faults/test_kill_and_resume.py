@@ -116,6 +116,21 @@ def test_a_run_killed_at_a_random_moment_never_leaves_a_torn_record_and_resumes(
     assert not list(records.checkpoint_path(tmp_path, reference["run_id"]).parent.glob("*"))
 
 
+def test_what_a_write_killed_midway_left_is_removed_once_the_run_is_recorded(reference, tmp_path, capsys):
+    """A kill inside ``torch.save`` leaves its partial file (named for the dead process) beside the
+    checkpoint or the weights; the finished run leaves neither folder littered."""
+    reference, _ = reference
+    checkpoint = records.checkpoint_path(tmp_path, reference["run_id"])
+    weights = records.weights_path(tmp_path, reference["run_id"])
+    for path in (checkpoint, weights):
+        path.parent.mkdir(parents=True)
+        path.with_name(f".{path.name}.99999.tmp").write_bytes(b"half a torch.save")
+    record = resume_in_process(tmp_path, capsys)
+    assert_same_run(record, reference)
+    assert not list(checkpoint.parent.iterdir())
+    assert [p.name for p in weights.parent.iterdir()] == [weights.name]
+
+
 def test_best_valid_selection_keeps_the_best_validated_epoch_and_says_so(tmp_path, capsys):
     argv = [*RUN, "--results", str(tmp_path)]
     argv[argv.index("vae")] = "vae_best"
