@@ -1,7 +1,8 @@
 """Flow building blocks shared by the methods (not methods themselves): Householder reflections
-(Tomczak & Welling 2016), MADE (Germain et al. 2015) and the inverse autoregressive flow step
-(Kingma et al. 2016), as ``torch.distributions`` transforms so that a flow posterior is a
-``TransformedDistribution`` of a diagonal Gaussian.
+(Tomczak & Welling 2016), MADE (Germain et al. 2015), the inverse autoregressive flow step
+(Kingma et al. 2016) and the autoregressive flow step of a prior (Chen et al. 2017), as
+``torch.distributions`` transforms so that a flow posterior or prior is a ``TransformedDistribution``
+of a Gaussian.
 
 An inverse autoregressive flow computes its output from its input in one pass, but inverting it
 takes one pass per dimension; like the released code of the papers, the suite never inverts it:
@@ -109,3 +110,32 @@ class InverseAutoregressiveStep(Transform):
             return log_det
         _, s = self.made(z, self.context)
         return nn.functional.logsigmoid(s + 1).sum(-1)
+
+
+class AutoregressiveFlowStep(Transform):
+    """One step of an autoregressive flow prior (Chen et al. 2017, "AF prior"), from noise ε to z:
+    z_d = m_d(z_<d) + exp(s_d(z_<d)) ε_d, with (m, s) = MADE(z). Its density direction is parallel
+    (ε = (z − m(z)) exp(−s(z)) in one pass, log |dz/dε| = Σ s(z)); sampling inverts it one dimension
+    at a time (D passes), as an AF prior does."""
+
+    domain = codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, made: MADE):
+        super().__init__()
+        self.made = made
+
+    def _call(self, eps):
+        z = torch.zeros_like(eps)
+        for _ in range(self.made.dim):  # after pass d the first d dimensions (in MADE's order) are exact
+            m, s = self.made(z)
+            z = m + s.exp() * eps
+        return z
+
+    def _inverse(self, z):
+        m, s = self.made(z)
+        return (z - m) * torch.exp(-s)
+
+    def log_abs_det_jacobian(self, eps, z):
+        _, s = self.made(z)
+        return s.sum(-1)

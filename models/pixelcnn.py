@@ -1,0 +1,110 @@
+"""A gated PixelCNN (van den Oord et al., Conditional Image Generation with PixelCNN Decoders, 2016)
+with a configurable receptive field, the building block of the autoregressive decoders (Chen et al.'s
+Variational Lossy Autoencoder restricts it to a small window so that global structure must go
+through z). Not a method itself.
+
+Two stacks, without the blind spot of plain masked convolutions: the vertical stack at (i, j) sees
+only rows above i, the horizontal stack at (i, j) only the pixels left of j in row i and, through the
+vertical stack, the rows above. Each of ``layers`` layers widens the window by r = kernel // 2: the
+output at (i, j) depends exactly on rows i − L·r − 1 .. i − 1, columns j − L·r .. j + L·r, and on row
+i, columns j − L·r − 1 .. j − 1 (``receptive_field``). Gated activations tanh(a) ⊙ sigmoid(b), each
+layer conditioned on ``condition`` feature maps (the decoder's view of z), residual connections in
+the horizontal stack."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _gate(t: torch.Tensor) -> torch.Tensor:
+    a, b = t.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+def _shift_down(x: torch.Tensor) -> torch.Tensor:
+    return F.pad(x, (0, 0, 1, 0))[..., :-1, :]
+
+
+def _shift_right(x: torch.Tensor) -> torch.Tensor:
+    return F.pad(x, (1, 0))[..., :-1]
+
+
+class _Above(nn.Conv2d):
+    """Sees rows i − r .. i of its input, columns j − r .. j + r (padding keeps the size)."""
+
+    def __init__(self, n_in: int, n_out: int, r: int):
+        super().__init__(n_in, n_out, (r + 1, 2 * r + 1))
+        self.r = r
+
+    def forward(self, x):
+        return super().forward(F.pad(x, (self.r, self.r, self.r, 0)))
+
+
+class _Left(nn.Conv2d):
+    """Sees columns j − r .. j of its input, in row i."""
+
+    def __init__(self, n_in: int, n_out: int, r: int):
+        super().__init__(n_in, n_out, (1, r + 1))
+        self.r = r
+
+    def forward(self, x):
+        return super().forward(F.pad(x, (self.r, 0, 0, 0)))
+
+
+class GatedLayer(nn.Module):
+    def __init__(self, channels: int, r: int, condition_channels: int):
+        super().__init__()
+        self.vertical = _Above(channels, 2 * channels, r)
+        self.horizontal = _Left(channels, 2 * channels, r)
+        self.vertical_to_horizontal = nn.Conv2d(2 * channels, 2 * channels, 1)
+        self.horizontal_out = nn.Conv2d(channels, channels, 1)
+        self.condition = nn.Conv2d(condition_channels, 4 * channels, 1) if condition_channels else None
+
+    def forward(self, v, h, condition=None):
+        v_pre = self.vertical(v)  # rows above i only: v already excludes row i
+        h_pre = self.horizontal(h) + self.vertical_to_horizontal(v_pre)
+        if self.condition is not None:
+            for_v, for_h = self.condition(condition).chunk(2, dim=1)
+            v_pre, h_pre = v_pre + for_v, h_pre + for_h
+        return _gate(v_pre), h + self.horizontal_out(_gate(h_pre))
+
+
+class GatedPixelCNN(nn.Module):
+    """``forward(x, condition)``: per pixel, ``outputs`` values for each of x's ``channels`` from the
+    pixels before it in raster order (for binary images, one logit per pixel). The channels of one
+    pixel are predicted together from the earlier pixels (no order among them: enough for binary and
+    gray images; colour images would need masks across channels)."""
+
+    def __init__(
+        self,
+        channels: int = 1,
+        filters: int = 12,
+        layers: int = 6,
+        kernel: int = 3,
+        condition_channels: int = 0,
+        outputs: int = 1,
+    ):
+        super().__init__()
+        if kernel % 2 != 1 or kernel < 1 or layers < 1:
+            raise ValueError(f"kernel must be odd and layers positive, got kernel {kernel!r}, layers {layers!r}")
+        self.r, self.layers = kernel // 2, layers
+        self.first_vertical = _Above(channels, filters, self.r)
+        self.first_horizontal = _Left(channels, filters, self.r)
+        self.gated = nn.ModuleList(GatedLayer(filters, self.r, condition_channels) for _ in range(layers - 1))
+        self.out_condition = nn.Conv2d(condition_channels, filters, 1) if condition_channels else None
+        self.out = nn.Sequential(nn.ReLU(), nn.Conv2d(filters, channels * outputs, 1))
+
+    def receptive_field(self) -> tuple[int, int]:
+        """(rows above, half-width) of the window: rows i − rows .. i − 1 across columns j ± half-width,
+        and on row i the half-width + 1 pixels to the left."""
+        return self.layers * self.r + 1, self.layers * self.r
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        # the first layer sees strictly above (vertical) and strictly left (horizontal) of each pixel
+        v = _shift_down(self.first_vertical(x))
+        h = _shift_right(self.first_horizontal(x)) + v
+        for layer in self.gated:
+            v, h = layer(v, h, condition)
+        if self.out_condition is not None:  # so that even a single layer sees the condition
+            h = h + self.out_condition(condition)
+        return self.out(h)
