@@ -119,7 +119,7 @@ def test_components_join_on_schedule_and_the_count_is_saved_with_the_weights():
 
 
 def test_rme_takes_the_vaes_hyper_parameters_besides_its_own():
-    own = {"components", "epsilon", "freeze_earlier", "criterion", "entropy_weight"}
+    own = {"components", "epsilon", "freeze_earlier", "criterion", "criterion_weight"}
     assert set(models.hyper_parameters("rme")) == own | set(models.hyper_parameters("vae"))
 
 
