@@ -78,18 +78,19 @@ def test_a_component_of_weight_zero_leaves_the_mixture_and_its_elbo_unchanged():
 
 
 class SquareDecoder(models.rme.RecursiveMixtureVAE):
-    """p(z) = N(0, 1), p(x|z) = N(z², 0.1²): for x well above 0 the exact posterior has two modes, ±√x."""
+    """p(z) = N(0, 1), p(x|z) = N(z², 0.5²): for x well above 0 the exact posterior has two modes, ±√x."""
 
     def log_likelihood(self, x, z):
-        return torch.distributions.Normal(z.squeeze(-1) ** 2, 0.1).log_prob(x.squeeze(-1))
+        return torch.distributions.Normal(z.squeeze(-1) ** 2, 0.5).log_prob(x.squeeze(-1))
 
 
-def trained_elbo(components, steps=600):
+def trained_elbo(components, steps=800, **hyper):
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(256, 1, generator=generator)
+    x = z**2 + 0.5 * torch.randn(256, 1, generator=generator)
+    x = x[x[:, 0] > 1]  # points with two well-separated modes
     torch.manual_seed(0)
-    model = SquareDecoder((1,), "bernoulli", components=components, latent_dim=1, hidden=[32])
-    z = torch.randn(256, 1)
-    x = z**2 + 0.1 * torch.randn(256, 1)
-    x = x[x[:, 0] > 0.5]  # points with two well-separated modes
+    model = SquareDecoder((1,), "bernoulli", components=components, latent_dim=1, hidden=[32], **hyper)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for step in range(steps):
         model.on_epoch_start(step * 2 // steps, {"epochs": 2})  # the second component joins half-way
@@ -104,14 +105,64 @@ def trained_elbo(components, steps=600):
 
 def test_on_a_bimodal_posterior_the_recursive_mixture_beats_one_gaussian():
     single, mixture = trained_elbo(1), trained_elbo(2)
-    # one Gaussian covers one mode: at best log 2 nats below log p(x); two components can cover both
+    # one Gaussian covers one mode, at best log 2 = 0.69 nats below log p(x); two components can cover both
     assert mixture > single + 0.3, (mixture, single)
+
+
+def test_the_divergence_from_the_mixture_is_bounded_and_the_divergence_from_the_previous_one_is_not():
+    """With q_{m−1} narrow, KL(h ‖ q_{m−1}) grows as h moves away faster than h's ELBO falls, so the
+    "kl_previous" criterion has no maximum; KL(h ‖ q_m) ≤ −log ε_m for every draw."""
+    x = torch.rand(1, 64, generator=torch.Generator().manual_seed(0)).round()
+    epsilon_logits = torch.tensor([[0.0]])  # ε_2 = 1/2
+    values = {}
+    for criterion in ("kl_previous", "kl_mixture"):
+        model = built("rme", components=2, criterion=criterion)
+        model.on_epoch_start(1, {"epochs": 2})
+        values[criterion] = []
+        for distance in (0.0, 3.0, 10.0, 30.0):
+            loc = torch.tensor([[[0.0] * 4, [distance] + [0.0] * 3]])
+            log_scale = torch.tensor([[[math.log(0.1)] * 4, [0.0] * 4]])
+            torch.manual_seed(0)
+            value = model.new_component_criterion(x, loc, log_scale, epsilon_logits).item()
+            model.criterion_weight = 0.0
+            torch.manual_seed(0)
+            elbo = model.new_component_criterion(x, loc, log_scale, epsilon_logits).item()
+            model.criterion_weight = 1.0
+            values[criterion].append(value)
+            if criterion == "kl_mixture":
+                assert value - elbo <= math.log(2) + 1e-3  # float32 sums of terms in the hundreds
+    previous, mixture = values["kl_previous"], values["kl_mixture"]
+    assert previous == sorted(previous) and previous[-1] > previous[0] + 1e4  # climbs without bound
+    assert mixture[-1] < mixture[0] - 100  # far out, h's own ELBO decides
+
+
+def test_the_earlier_components_do_not_move_once_the_next_one_joins():
+    model = built("rme", components=3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x = torch.rand(50, 64, generator=torch.Generator().manual_seed(1)).round()
+    encoders = {"first": model.encoder, "second": model.component_encoders[0]}
+    for epoch, expected_to_move in enumerate([{"first"}, {"second"}, set()]):
+        model.on_epoch_start(epoch, {"epochs": 3})
+        before = {key: [p.detach().clone() for p in encoder.parameters()] for key, encoder in encoders.items()}
+        for _ in range(5):  # Adam's momentum from the epoch before would move them on zero gradients
+            loss, _ = model.loss(x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        moved = {
+            key
+            for key, encoder in encoders.items()
+            if not all(p.equal(b) for p, b in zip(encoder.parameters(), before[key], strict=True))
+        }
+        assert moved == expected_to_move, epoch
 
 
 def test_components_join_on_schedule_and_the_count_is_saved_with_the_weights():
     model = built("rme", components=4)
     joined = [model.on_epoch_start(epoch, {"epochs": 8})["components"] for epoch in range(8)]
     assert joined == [1, 1, 2, 2, 3, 3, 4, 4]
+    short = built("rme", components=4)  # fewer epochs than components: the first still gets one of its own
+    assert [short.on_epoch_start(epoch, {"epochs": 3})["components"] for epoch in range(3)] == [1, 2, 3]
     restored = built("rme", components=4)  # as a resumed run or kept weights load it
     restored.load_state_dict(model.state_dict())
     with torch.no_grad():
