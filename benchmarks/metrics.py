@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.distributions import Distribution, Independent, MixtureSameFamily, kl_divergence
+from torch.distributions import Distribution, Independent, kl_divergence
 
 from benchmarks import ais, diagnostics
-from models.base import has_analytic_kl
+from models.base import has_analytic_kl, reparameterized_elbo
 
 
 @dataclass(frozen=True)
@@ -394,22 +394,6 @@ def clustering(model, x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor
     return result
 
 
-def _reparameterized_elbo(model, x: torch.Tensor, q: Distribution, samples: int) -> torch.Tensor:
-    """Each point's ELBO E_q[log p(x, z) − log q(z|x)], differentiable in q's parameters. A mixture
-    (``MixtureSameFamily``) has no reparameterized sample, but its ELBO is Σ_k π_k E_{q_k}[...]:
-    each component is sampled with its own reparameterization and weighted by its probability."""
-    if isinstance(q, MixtureSameFamily):
-        components = q.component_distribution
-        z = components.rsample((samples,))  # [S, B, K, D]: every component of every point
-        k = components.batch_shape[-1]
-        z_by_component = z.movedim(-1 - len(q.event_shape), 0)  # [K, S, B, D]
-        log_w = model.log_joint(x, z_by_component.flatten(0, 1)).unflatten(0, (k, samples)) - q.log_prob(z_by_component)
-        weights = q.mixture_distribution.probs.movedim(-1, 0)  # [K, B]
-        return (weights * log_w.mean(1)).sum(0)
-    z = q.rsample((samples,))
-    return (model.log_joint(x, z) - q.log_prob(z)).mean(0)
-
-
 def fit_local_posteriors(
     model, x: torch.Tensor, max_steps: int, optimizer: dict = GAP_OPTIMIZER, start: str = "encoder"
 ) -> tuple[dict, dict]:
@@ -441,7 +425,8 @@ def fit_local_posteriors(
     try:
         with torch.enable_grad():
             for step in range(1, max_steps + 1):
-                loss = -_reparameterized_elbo(model, x, model.variational_family(params), optimizer["samples_per_step"])
+                q = model.variational_family(params)
+                loss = -reparameterized_elbo(model, x, q, optimizer["samples_per_step"])[0]
                 finite = torch.isfinite(loss.detach())
                 with torch.no_grad():
                     moving = finite & ~stopped

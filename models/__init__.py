@@ -8,7 +8,7 @@ import pkgutil
 from models.base import LatentVariableModel
 
 _REGISTRY: dict[str, type[LatentVariableModel]] = {}
-_SHARED_MODULES = {"base", "flows", "networks", "optim", "pixelcnn"}  # building blocks, not methods
+_SHARED_MODULES = {"base", "flows", "mixtures", "networks", "optim", "pixelcnn"}  # building blocks, not methods
 
 
 def register(key: str):

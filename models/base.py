@@ -4,7 +4,8 @@ A method is a latent-variable model p(x, z) = p(x|z) p(z) with an inference proc
 The harness and every metric talk to it only through this protocol:
 
 - ``posterior(x)``: a ``torch.distributions.Distribution`` with batch shape ``[B]``: the q(z|x) the
-  method uses at test time (for iterative methods, after refinement). It needs ``sample``/``rsample``
+  method uses at test time (for iterative methods, after refinement). It needs ``sample`` (and
+  ``rsample`` where the family has one: a mixture's ELBO is reparameterized per component)
   and ``log_prob``; a full-covariance Gaussian, a mixture or a flow fits as well as a diagonal Gaussian.
   By default it is ``variational_family(variational_parameters(x))``:
 - ``variational_parameters(x)``: q(z|x)'s parameters as a dict of unconstrained tensors, each with the
@@ -46,7 +47,7 @@ A method adds a training knob by overriding the hook it belongs to, not by editi
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution, MixtureSameFamily, kl_divergence
 
 from models import optim
 
@@ -119,6 +120,29 @@ class LatentVariableModel(nn.Module):
         values returned (e.g. ``{"kl_weight": 0.5}``) are logged in the run's curves. Parameters
         must exist from construction (the optimizer is built once); a hook may freeze or use them."""
         return {}
+
+
+def reparameterized_elbo(
+    model: LatentVariableModel, x: torch.Tensor, q: Distribution, samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each point's ELBO E_q[log p(x, z) − log q(z|x)] and reconstruction E_q[log p(x|z)], from
+    ``samples`` draws, differentiable in q's parameters. A mixture (``MixtureSameFamily``) has no
+    reparameterized sample, but its ELBO is Σ_k π_k E_{q_k}[...]: each component is sampled with its
+    own reparameterization and weighted by its probability."""
+    prior = model.prior()
+    if isinstance(q, MixtureSameFamily):
+        components = q.component_distribution
+        z = components.rsample((samples,))  # [S, B, K, D]: every component of every point
+        k = components.batch_shape[-1]
+        z = z.movedim(-1 - len(q.event_shape), 0).flatten(0, 1)  # [K * S, B, D]
+        log_joint = model.log_joint(x, z)
+        log_w, recon = log_joint - q.log_prob(z), log_joint - prior.log_prob(z)
+        weights = q.mixture_distribution.probs.movedim(-1, 0)  # [K, B]
+        per_component = lambda t: t.unflatten(0, (k, samples)).mean(1)
+        return (weights * per_component(log_w)).sum(0), (weights * per_component(recon)).sum(0)
+    z = q.rsample((samples,))
+    log_joint = model.log_joint(x, z)
+    return (log_joint - q.log_prob(z)).mean(0), (log_joint - prior.log_prob(z)).mean(0)
 
 
 def sampled_elbo_loss(model: LatentVariableModel, x: torch.Tensor, samples: int = 1):

@@ -46,6 +46,7 @@ class VAE(LatentVariableModel):
         self.decoder = mlp([latent_dim, *reversed(hidden), x_dim], activation, init)
         self.register_buffer("_origin", torch.zeros(latent_dim))
         self.samples = samples
+        self.architecture = {"hidden": tuple(hidden), "activation": activation, "init": init}  # for more encoders
 
     def prior(self):
         return standard_normal(self._origin)

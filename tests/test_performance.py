@@ -301,3 +301,28 @@ def test_park_inference_cost(benchmark, mnist, method, T):
     with torch.no_grad():
         z = benchmark.pedantic(lambda: model.posterior(x).sample(), rounds=10, iterations=1, warmup_rounds=2)
     assert z.shape == (100, 50) and torch.isfinite(z).all()
+
+
+# --- Kim & Pavlovic 2020: the recursive mixture's test-time inference against SA-VAE's refinement ------------
+
+BURDA_MLP = {"latent_dim": 50, "hidden": [200, 200], "activation": "tanh", "init": "glorot"}
+KIM_METHODS = {
+    "vae": {},
+    "rme (M = 2)": {"components": 2},
+    "rme (M = 4)": {"components": 4},
+    "savae (T = 4)": {"T": 4},
+    "savae (T = 8)": {"T": 8},
+}
+
+
+@pytest.mark.parametrize("name", list(KIM_METHODS))
+def test_recursive_mixture_inference_cost(benchmark, mnist, name):
+    benchmark.group = "Kim & Pavlovic 2020: test-time inference, q(z|x) and one sample for 100 MNIST test images"
+    torch.manual_seed(0)
+    model = models.build(name.split()[0], mnist.shape, {**BURDA_MLP, **KIM_METHODS[name]}).eval()
+    if name.startswith("rme"):
+        model.on_epoch_start(0, {"epochs": 1})  # every component in use, as at the end of a run
+    x = torch.bernoulli(mnist.test[:100])
+    with torch.no_grad():
+        z = benchmark.pedantic(lambda: model.posterior(x).sample(), rounds=10, iterations=1, warmup_rounds=2)
+    assert z.shape == (100, 50) and torch.isfinite(z).all()
