@@ -75,14 +75,17 @@ class ResidualBlock(nn.Module):
 
 class ResNetEncoder28(nn.Module):
     """28×28 images → ``outputs`` values: residual blocks of ``channels`` each halving the size
-    (28 → 14 → 7 → 4), a 4×4 convolution to ``hidden`` units, ELU, a linear layer."""
+    (28 → 14 → 7 → 4), a 4×4 convolution to ``hidden`` units, ELU, a linear layer (not normalised)."""
 
     def __init__(self, outputs: int, channels: tuple[int, ...] = (32, 64, 64), hidden: int = 512, in_channels: int = 1):
         super().__init__()
         sizes = [in_channels, *channels]
         self.blocks = nn.Sequential(*(ResidualBlock(a, b, 2) for a, b in zip(sizes[:-1], sizes[1:])))
         self.to_hidden = normalised(nn.Conv2d(channels[-1], hidden, 4))
-        self.out = normalised(nn.Linear(hidden, outputs))
+        # q's parameters come from a plain layer: initialised from data, they would start with unit
+        # spread over the batch and a gain so large that one Adam step took log-scales to -25 (seen
+        # under MAE's regulariser, whose gradient moves them all one way)
+        self.out = nn.Linear(hidden, outputs)
 
     def forward(self, x):
         x = x.reshape(-1, 1, 28, 28) if x.dim() < 4 else x

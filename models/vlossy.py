@@ -139,13 +139,16 @@ class VariationalLossyAutoencoder(LatentVariableModel):
         return x
 
     def loss(self, x):
-        q = self.variational_parameters(x)
+        return self.free_bits_loss(x, self.variational_parameters(x))
+
+    def free_bits_loss(self, x, q: dict) -> tuple[torch.Tensor, dict]:
+        """Minus the ELBO from one draw of z ~ q (q's parameters given), the batch's KL counted at
+        least at the free-bits floor (below it the KL's gradient is switched off)."""
         z, eps = diagonal_gaussian_rsample(q["loc"], q["log_scale"], (self.samples,))
         log_q = standard_normal_log_prob(eps) - q["log_scale"].sum(-1)
         recon = self.log_likelihood(x, z).mean(0)
         kl = (log_q - self.prior().log_prob(z)).mean(0)
         elbo = recon - kl
-        # free bits: below the floor the batch's KL is not penalised (its gradient is switched off)
         loss = -recon.mean() + torch.clamp(kl.mean(), min=self.free_bits)
         return loss, {"elbo": elbo.mean(), "recon": recon.mean(), "kl": kl.mean()}
 

@@ -22,7 +22,7 @@ def dependencies(model, size=17, at=(8, 8), condition_channels=0):
     return {tuple(p) for p in (x.grad[0, 0] != 0).nonzero().tolist()}
 
 
-@pytest.mark.parametrize("layers, kernel", [(1, 3), (3, 3), (2, 5), (6, 3)])
+@pytest.mark.parametrize("layers, kernel", [(1, 3), (3, 3), (2, 5), (6, 3), (4, [7, 5, 3, 3])])
 def test_pixelcnn_output_depends_on_exactly_its_window_of_earlier_pixels(layers, kernel):
     torch.manual_seed(0)
     model = GatedPixelCNN(channels=1, filters=4, layers=layers, kernel=kernel).double()
@@ -37,6 +37,9 @@ def test_pixelcnn_window_grows_with_layers_and_kernel():
     small, large = GatedPixelCNN(layers=2, kernel=3), GatedPixelCNN(layers=6, kernel=3)
     assert small.receptive_field() == (3, 2) and large.receptive_field() == (7, 6)
     assert GatedPixelCNN(layers=2, kernel=5).receptive_field() == (5, 4)
+    assert GatedPixelCNN(layers=7, kernel=[7, 7, 7, 5, 5, 3, 3]).receptive_field() == (16, 15)  # MAE's "small"
+    with pytest.raises(ValueError, match="one odd size per layer"):
+        GatedPixelCNN(layers=3, kernel=[5, 3])
 
 
 def test_pixelcnn_reads_its_condition_at_every_depth():
@@ -93,7 +96,7 @@ def test_data_dependent_init_gives_every_normalised_layer_zero_mean_unit_varianc
     convnets.data_dependent_init(torch.nn.ModuleList([encoder, trunk]), forward)
     outputs = {}
     layers = [(n, m) for n, m in [*encoder.named_modules(), *trunk.named_modules()] if convnets._is_normalised(m)]
-    assert len(layers) == 12  # three blocks of three, the 4×4 convolution, the encoder's and the trunk's linear
+    assert len(layers) == 11  # three blocks of three, the 4×4 convolution, the trunk's linear
     for name, layer in layers:
         layer.register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, out))
     forward()
