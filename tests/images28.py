@@ -1,13 +1,16 @@
 """28×28 binary images with strokes for the tests of methods whose networks are built for that size
-(scikit-learn's digits, enlarged and thresholded), and a budget whose evaluation takes seconds with a
-PixelCNN decoder (the smoke budget's gaps of 20 points, 300 steps each, would take minutes)."""
+(scikit-learn's digits, enlarged and thresholded), a budget whose evaluation takes seconds with a
+PixelCNN decoder (the smoke budget's gaps of 20 points, 300 steps each, would take minutes), and a
+run of a small spec's method on them through the harness."""
 
 import dataclasses
 import functools
+import math
 
+import torch
 import torch.nn.functional as F
 
-from benchmarks import data, specs
+from benchmarks import data, specs, train
 
 TINY_BUDGET = specs.Budget(
     "tiny",
@@ -33,3 +36,15 @@ def small_dataset():
     return dataclasses.replace(
         _digits(), shape=(28, 28), train=images(100), valid=images(20, seed=100), test=images(40, seed=120)
     )
+
+
+def assert_trains_and_evaluates(tmp_path, monkeypatch, spec_text: str, method: str, dataset: str) -> None:
+    """Write ``spec_text`` as a paper spec, train its ``method`` on the small dataset in place of
+    ``dataset``, and check that the run ends ok with every metric group finite."""
+    (tmp_path / "small.toml").write_text(spec_text)
+    monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path))
+    config = specs.resolve(specs.load_paper("small"), method, dataset, TINY_BUDGET, 0)
+    record = train.run(config, specs.run_id(config), small_dataset(), torch.device("cpu"), progress=False)
+    assert record["status"] == "ok", record["error"]
+    for metric in ("nll", "elbo", "kl", "active_units", "amortization_gap", "ais_nll"):
+        assert metric in record["metrics"] and math.isfinite(record["metrics"][metric]["value"]), metric

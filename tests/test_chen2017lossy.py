@@ -3,14 +3,12 @@ i sees only z and earlier pixels (so p(x|z) is a distribution), free bits that s
 gradient off below the floor and nowhere else, an unconditional decoder whose importance-sampled
 NLL is its exact likelihood, and every variant of the spec trained and evaluated by the harness."""
 
-import math
-
 import pytest
 import torch
-from images28 import TINY_BUDGET, images, small_dataset
+from images28 import assert_trains_and_evaluates, images
 
 import models
-from benchmarks import metrics, specs, train
+from benchmarks import metrics, specs
 
 TINY = {"latent_dim": 4, "prior_hidden": [16], "pixelcnn_layers": 2, "pixelcnn_filters": 4}
 
@@ -127,13 +125,7 @@ hyper = { latent_dim = 4, decoder = "unconditional", pixelcnn_layers = 2, pixelc
 
 @pytest.mark.parametrize("method", ["vlossy", "vlossy_gaussian_prior", "af_vae", "pixelcnn"])
 def test_each_variant_trains_and_every_metric_group_evaluates_through_the_harness(tmp_path, monkeypatch, method):
-    (tmp_path / "lossy_small.toml").write_text(LOSSY_ON_DIGITS)
-    monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path))
-    config = specs.resolve(specs.load_paper("lossy_small"), method, "mnist_static", TINY_BUDGET, 0)
-    record = train.run(config, specs.run_id(config), small_dataset(), torch.device("cpu"), progress=False)
-    assert record["status"] == "ok", record["error"]
-    for metric in ("nll", "elbo", "kl", "active_units", "amortization_gap", "ais_nll"):
-        assert metric in record["metrics"] and math.isfinite(record["metrics"][metric]["value"]), metric
+    assert_trains_and_evaluates(tmp_path, monkeypatch, LOSSY_ON_DIGITS, method, "mnist_static")
 
 
 def test_the_spec_loads_with_its_reported_numbers_and_claims():

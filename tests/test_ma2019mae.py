@@ -3,16 +3,15 @@ torch.distributions' closed form, its diversity and smoothness against a hand lo
 the plain VAE with the same networks at eta = gamma = 0, a regulariser that pushes posteriors apart,
 and both methods of the spec trained and evaluated by the harness."""
 
-import math
 import statistics
 
 import pytest
 import torch
-from images28 import TINY_BUDGET, images, small_dataset
+from images28 import assert_trains_and_evaluates, images
 from torch.distributions import Normal, kl_divergence
 
 import models
-from benchmarks import specs, train
+from benchmarks import specs
 from models.mae import diversity_and_smoothness, pairwise_kl
 
 TINY = {"latent_dim": 4, "prior_hidden": [16], "pixelcnn_layers": 2, "pixelcnn_filters": 4}
@@ -104,13 +103,7 @@ hyper = { latent_dim = 4, prior_hidden = [16], pixelcnn_layers = 2, pixelcnn_ker
 
 @pytest.mark.parametrize("method", ["mae", "vae_pixelcnn"])
 def test_each_method_trains_and_every_metric_group_evaluates_through_the_harness(tmp_path, monkeypatch, method):
-    (tmp_path / "mae_small.toml").write_text(MAE_SMALL)
-    monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path))
-    config = specs.resolve(specs.load_paper("mae_small"), method, "mnist", TINY_BUDGET, 0)
-    record = train.run(config, specs.run_id(config), small_dataset(), torch.device("cpu"), progress=False)
-    assert record["status"] == "ok", record["error"]
-    for metric in ("nll", "elbo", "kl", "active_units", "amortization_gap", "ais_nll"):
-        assert metric in record["metrics"] and math.isfinite(record["metrics"][metric]["value"]), metric
+    assert_trains_and_evaluates(tmp_path, monkeypatch, MAE_SMALL, method, "mnist")
 
 
 def test_the_spec_loads_with_every_number_missing_and_its_claims():

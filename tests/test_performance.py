@@ -271,8 +271,13 @@ def park_model(method, T, shape):
     return models.build(method, shape, PARK if T is None else {**PARK, "T": T})
 
 
-def park_training_steps(model, batches):
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+def park_training(method, T, shape, batches):
+    """A fresh model's first steps (the supplement's Adam 5e-4)."""
+    model = park_model(method, T, shape)
+    return training_steps(model, batches, torch.optim.Adam(model.parameters(), lr=5e-4))
+
+
+def training_steps(model, batches, optimizer):
     for x in batches:
         loss, _ = model.loss(x)
         optimizer.zero_grad(set_to_none=True)
@@ -286,9 +291,7 @@ def test_park_training_step_cost(benchmark, mnist, method, T):
     benchmark.group = f"Park et al. 2019: {PARK_STEPS} training steps of batch {PARK_BATCH} on MNIST, 500-500 relu"
     torch.manual_seed(0)
     batches = torch.bernoulli(mnist.train[: PARK_STEPS * PARK_BATCH]).split(PARK_BATCH)
-    loss = benchmark.pedantic(
-        lambda: park_training_steps(park_model(method, T, mnist.shape), batches), rounds=3, iterations=1
-    )
+    loss = benchmark.pedantic(lambda: park_training(method, T, mnist.shape, batches), rounds=3, iterations=1)
     assert math.isfinite(loss) and loss > 0  # minus an ELBO of binary images
 
 
@@ -348,16 +351,9 @@ def test_lossy_training_throughput(benchmark, mnist, name):
     model = models.build("vlossy", mnist.shape, LOSSY_METHODS[name])
     model.initialize(batches[0], {})
     optimizer = torch.optim.Adamax(model.parameters(), lr=2e-3)
-
-    def steps():
-        for x in batches:
-            loss, _ = model.loss(x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return loss.item()
-
-    loss = benchmark.pedantic(steps, rounds=3, iterations=1, warmup_rounds=1)
+    loss = benchmark.pedantic(
+        lambda: training_steps(model, batches, optimizer), rounds=3, iterations=1, warmup_rounds=1
+    )
     assert math.isfinite(loss) and loss > 0
 
 
