@@ -38,10 +38,22 @@ def small_dataset():
     )
 
 
-def assert_trains_and_evaluates(tmp_path, monkeypatch, spec_text: str, method: str, dataset: str) -> None:
-    """Write ``spec_text`` as a paper spec, train its ``method`` on the small dataset in place of
-    ``dataset``, and check that the run ends ok with every metric group finite."""
-    (tmp_path / "small.toml").write_text(spec_text)
+SMALL_SPEC_HEADER = """
+[paper]
+title = "A paper's methods, small"
+citation = "Nobody, tests"
+
+[evaluation]
+importance_samples = 10
+compare = ["nll"]
+"""
+
+
+def assert_trains_and_evaluates(tmp_path, monkeypatch, spec_tables: str, method: str, dataset: str) -> None:
+    """Write a paper spec of ``spec_tables`` (its training, datasets and methods), train its ``method``
+    on the small dataset in place of ``dataset``, and check that the run ends ok with every metric
+    group finite."""
+    (tmp_path / "small.toml").write_text(SMALL_SPEC_HEADER + spec_tables)
     monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path))
     config = specs.resolve(specs.load_paper("small"), method, dataset, TINY_BUDGET, 0)
     record = train.run(config, specs.run_id(config), small_dataset(), torch.device("cpu"), progress=False)

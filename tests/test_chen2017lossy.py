@@ -88,14 +88,6 @@ def test_initialisation_is_data_dependent():
 
 
 LOSSY_ON_DIGITS = """
-[paper]
-title = "Chen et al.'s methods, small"
-citation = "Nobody, tests"
-
-[evaluation]
-importance_samples = 10
-compare = ["nll"]
-
 [training]
 batch_size = 20
 optimizer = "adamax"

@@ -75,14 +75,6 @@ def test_with_eta_and_gamma_zero_it_is_the_vae_with_the_same_networks():
 
 
 MAE_SMALL = """
-[paper]
-title = "Ma et al.'s methods, small"
-citation = "Nobody, tests"
-
-[evaluation]
-importance_samples = 10
-compare = ["nll"]
-
 [training]
 batch_size = 20
 clip_grad_norm = 5.0

@@ -83,14 +83,6 @@ def test_the_kl_comes_per_layer_and_adds_up():
 
 
 LADDER_SMALL = """
-[paper]
-title = "Zhao et al.'s ladder, small"
-citation = "Nobody, tests"
-
-[evaluation]
-importance_samples = 10
-compare = ["nll"]
-
 [training]
 batch_size = 20
 learning_rate = 2e-4
