@@ -24,6 +24,7 @@ NARROW = {
     "vlossy": PIXELCNN_NARROW,
     "mae": {**PIXELCNN_NARROW, "eta": 1.0, "gamma": 0.01},
     "vladder": {"hidden": 64, "channels": [8, 16]},
+    "hvae_chain": {"hidden": 64},
 }
 
 

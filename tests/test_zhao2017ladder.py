@@ -1,6 +1,8 @@
 """The Variational Ladder Autoencoder (Zhao, Song & Ermon 2017) against what it must be: every latent
 layer reaches the image, lower layers only through their gated injections (the depth of each is
-where its gate is), the code's KL warm-up, and a KL and active units per layer from the harness."""
+where its gate is), the code's KL warm-up, and a KL and active units per layer from the harness; and
+the Markov-chain hierarchical VAE it argues against, whose prior and posterior are chains of
+Gaussians: a density that integrates to one, and the sum of its conditionals."""
 
 import math
 
@@ -82,6 +84,24 @@ def test_the_kl_comes_per_layer_and_adds_up():
     assert sum(parts.values()) == pytest.approx(result["kl"]["value"], rel=1e-5)
 
 
+def test_the_chains_prior_is_a_density_and_its_log_prob_sums_the_conditionals():
+    torch.manual_seed(0)
+    chain = models.build("hvae_chain", (64,), {"latent_dims": [1, 1], "hidden": 8}, "bernoulli").double()
+    axis = torch.linspace(-8, 8, 321, dtype=torch.float64)
+    grid = torch.cartesian_prod(axis, axis)  # (z_0, z_1)
+    with torch.no_grad():
+        mass = chain.prior().log_prob(grid).exp().sum() * (axis[1] - axis[0]) ** 2
+        assert mass.item() == pytest.approx(1.0, abs=1e-3)
+        x = torch.rand(3, 64, dtype=torch.float64).round()
+        q = chain.posterior(x)
+        z = q.sample((5,))  # [5, 3, 2]
+        first = chain.variational_parameters(x)
+        up_loc, up_log_scale = chain.up[0](z[..., :1])
+        normal = lambda v, loc, log_scale: torch.distributions.Normal(loc, log_scale.exp()).log_prob(v).sum(-1)
+        by_hand = normal(z[..., :1], first["loc"], first["log_scale"]) + normal(z[..., 1:], up_loc, up_log_scale)
+        torch.testing.assert_close(q.log_prob(z), by_hand)
+
+
 LADDER_SMALL = """
 [training]
 batch_size = 20
@@ -93,16 +113,22 @@ epochs = 2
 [methods.vladder]
 model = "vladder"
 hyper = { latent_dims = [2, 2, 2], hidden = 32, channels = [4, 8], warmup_steps = 2 }
+
+[methods.hvae_chain]
+model = "hvae_chain"
+hyper = { latent_dims = [2, 2, 2], hidden = 32 }
 """
 
 
-def test_it_trains_and_every_metric_group_evaluates_through_the_harness(tmp_path, monkeypatch):
-    assert_trains_and_evaluates(tmp_path, monkeypatch, LADDER_SMALL, "vladder", "mnist")
+@pytest.mark.parametrize("method", ["vladder", "hvae_chain"])
+def test_each_method_trains_and_every_metric_group_evaluates_through_the_harness(tmp_path, monkeypatch, method):
+    assert_trains_and_evaluates(tmp_path, monkeypatch, LADDER_SMALL, method, "mnist")
 
 
 def test_the_spec_loads_with_nothing_reported_and_its_claims_compare_layers():
     paper = specs.load_paper("zhao2017ladder")
     assert paper.methods["vladder"].hyper["latent_dims"] == [2, 2, 2] and paper.training["learning_rate"] == 2e-4
+    assert paper.methods["hvae_chain"].hyper["latent_dims"] == [2, 2, 2] and len(paper.claims) == 3
     assert all(r.value is None for r in paper.reported)
     top_against_bottom = paper.claims[0]
     assert (top_against_bottom.metric, top_against_bottom.than_metric) == ("cluster_acc[layer2]", "cluster_acc[layer0]")
