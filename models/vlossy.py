@@ -13,9 +13,9 @@ initialisation come from the spec and the ``initialize`` hook.
 
 The same module gives the paper's baselines and ablation rows: ``prior_steps = 0`` a Gaussian prior
 (Appendix D's "PixelCNN decoder + Gaussian prior"), ``decoder = "factorized"`` independent Bernoulli
-pixels from the trunk (Table 1's "AF VAE"), ``decoder = "unconditional"`` the PixelCNN alone, blind to
-z (Tables 2–4's "Unconditional Decoder": its q can match the prior, and the importance-sampled NLL
-is then its exact likelihood).
+pixels from the trunk and two convolutions (Table 1's "AF VAE"), ``decoder = "unconditional"`` the
+PixelCNN alone, blind to z (Tables 2–4's "Unconditional Decoder": its q can match the prior, and the
+importance-sampled NLL is then its exact likelihood).
 
 Deviations from the paper, where it is silent or the suite's blocks differ (said in the spec too):
 the decoder is the suite's gated PixelCNN (``models.pixelcnn``: no blind spot; the paper's has
@@ -86,15 +86,24 @@ class VariationalLossyAutoencoder(LatentVariableModel):
             for t in range(prior_steps)
         )
         conditioned = decoder == "pixelcnn"
-        self.trunk = (
-            None if decoder == "unconditional" else LinearTrunk28(latent_dim, trunk_channels if conditioned else 1)
-        )
+        self.trunk = None if decoder == "unconditional" else LinearTrunk28(latent_dim, trunk_channels)
         self.pixelcnn = (
             None
             if decoder == "factorized"
             else GatedPixelCNN(
                 1, pixelcnn_filters, pixelcnn_layers, pixelcnn_kernel, condition_channels=trunk_channels * conditioned
             )
+        )
+        # the factorized decoder's logits: the trunk's feature maps mixed by two 3×3 convolutions
+        # (the trunk's ELU alone would bound them below by −1)
+        self.factorized_head = (
+            nn.Sequential(
+                nn.Conv2d(trunk_channels, pixelcnn_filters, 3, padding=1),
+                nn.ELU(),
+                nn.Conv2d(pixelcnn_filters, 1, 3, padding=1),
+            )
+            if decoder == "factorized"
+            else None
         )
         self.register_buffer("_origin", torch.zeros(latent_dim))
         self.free_bits = free_bits_per_dim * 28 * 28
@@ -120,7 +129,7 @@ class VariationalLossyAutoencoder(LatentVariableModel):
             return self.pixelcnn(x.reshape(-1, 1, 28, 28)).reshape(len(x), 28 * 28).expand(*leading, -1)
         features = self.trunk(z.reshape(-1, z.shape[-1]))  # [N, C, 28, 28]
         if self.pixelcnn is None:
-            return features.reshape(*leading, 28 * 28)
+            return self.factorized_head(features).reshape(*leading, 28 * 28)
         copies = len(features) // len(x)  # z's rows run over the batch last
         images = x.reshape(1, len(x), 1, 28, 28).expand(copies, -1, -1, -1, -1).reshape(-1, 1, 28, 28)
         return self.pixelcnn(images, features).reshape(*leading, 28 * 28)
