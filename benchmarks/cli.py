@@ -112,6 +112,9 @@ def cmd_run(args) -> int:
         path = records.path_for(args.results, config, run_id)
         existing = records.read(path) if path.exists() else None
         if existing and not args.force:
+            records.discard_tensors(
+                records.checkpoint_path(args.results, run_id)
+            )  # left if killed just after the record
             print(f"skipped  {_label(config)}: record exists ({existing['status']}), --force redoes it: {path}")
             continue
         todo.append((config, run_id, path, existing))

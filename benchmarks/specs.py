@@ -88,7 +88,19 @@ BUDGET_KEYS = {
 }
 EVALUATION_KEYS = {*EVALUATION_SIZES, *EXECUTION_DEFAULTS, "gap_start", "compare", "show", "cost_relative_to"}
 REPORTED_KEYS = {"method", "dataset", "metric", "value", "std", "tolerance", "source", "missing", "note"}
-CLAIM_KEYS = {"claim", "source", "dataset", "metric", "method", "than", "direction", "margin", "ratio", "level"}
+CLAIM_KEYS = {
+    "claim",
+    "source",
+    "dataset",
+    "metric",
+    "method",
+    "than",
+    "than_metric",
+    "direction",
+    "margin",
+    "ratio",
+    "level",
+}
 DIRECTIONS = ("lower", "higher")
 NAME = re.compile(r"[A-Za-z0-9_]+")  # method names: safe in file names and selectable on the command line
 
@@ -135,7 +147,9 @@ class MethodSpec:
 class Claim:
     """``method``'s ``metric`` on ``dataset`` is ``direction`` (lower | higher) than ``than`` (a
     method of the spec, or a number): by at least ``margin`` in the metric's unit, or by a factor
-    ``ratio``. Checked by a one-sided Welch t-test over the seeds at ``level``."""
+    ``ratio``. Checked by a one-sided Welch t-test over the seeds at ``level``. ``than_metric``
+    compares with another metric of ``than`` (default: the same one): one layer of a ladder against
+    another, ``cluster_acc[layer2]`` against ``cluster_acc[layer0]``."""
 
     text: str
     source: str
@@ -147,6 +161,7 @@ class Claim:
     margin: float = 0.0
     ratio: float | None = None
     level: float = 0.05
+    than_metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -535,6 +550,11 @@ def _claim(where: str, entry, methods: dict, datasets: dict) -> Claim:
             )
     if not isinstance(than, str):
         _number(f"{where} than", than, minimum=-math.inf)
+    than_metric = entry.get("than_metric")
+    if than_metric is not None:
+        if not isinstance(than, str):
+            raise UserError(f"{where} than_metric: compares with a method's metric, but than is a number ({than!r})")
+        _metric(where, than_metric)
     if entry["direction"] not in DIRECTIONS:
         raise UserError(f"{where} direction: {entry['direction']!r}; valid: {', '.join(DIRECTIONS)}")
     if "margin" in entry and "ratio" in entry:
@@ -553,6 +573,7 @@ def _claim(where: str, entry, methods: dict, datasets: dict) -> Claim:
         margin,
         ratio,
         level,
+        than_metric,
     )
 
 

@@ -8,7 +8,15 @@ import pkgutil
 from models.base import LatentVariableModel
 
 _REGISTRY: dict[str, type[LatentVariableModel]] = {}
-_SHARED_MODULES = {"base", "flows", "mixtures", "networks", "optim", "pixelcnn"}  # building blocks, not methods
+_SHARED_MODULES = {
+    "base",
+    "convnets",
+    "flows",
+    "mixtures",
+    "networks",
+    "optim",
+    "pixelcnn",
+}  # building blocks, not methods
 
 
 def register(key: str):

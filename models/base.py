@@ -58,6 +58,8 @@ class LatentVariableModel(nn.Module):
     # The pixel likelihoods p(x|z) the method implements; its constructor takes ``data_shape``,
     # ``likelihood`` (one of these, from the dataset) and its hyper-parameters as keywords.
     likelihoods: tuple[str, ...] = ("bernoulli",)
+    # The image shapes its networks are built for (a convolutional encoder); None: any (an MLP flattens).
+    image_shapes: tuple[tuple[int, ...], ...] | None = None
     # Part of every run id: bump it when a change makes this method's earlier records incomparable
     # (a default hyper-parameter's value, the loss, the architecture). Adding a keyword with a
     # default needs no bump: run ids hash only the hyper-parameters a spec sets.

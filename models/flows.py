@@ -37,6 +37,9 @@ class HouseholderReflection(Transform):
         return torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
 
 
+ACTIVATIONS = {"prelu": nn.PReLU, "relu": nn.ReLU}  # the VLAE code's IAF; Chen et al.'s AF prior
+
+
 class MaskedLinear(nn.Linear):
     def __init__(self, n_in: int, n_out: int, mask: torch.Tensor):
         super().__init__(n_in, n_out)
@@ -51,10 +54,20 @@ class MADE(nn.Module):
     the first hidden layer, the encoder's features in an IAF posterior), ``outputs`` values per
     dimension, where output d depends only on the inputs that come before d in the order (1..D, or
     D..1 with ``reverse``; alternating orders between flow steps lets every dimension depend on
-    every other). Hidden units get degrees 1..D−1 in turn (Germain et al. 2015)."""
+    every other). Hidden units get degrees 1..D−1 in turn (Germain et al. 2015), ``activation`` after each."""
 
-    def __init__(self, dim: int, hidden: list[int], context: int = 0, outputs: int = 2, reverse: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        hidden: list[int],
+        context: int = 0,
+        outputs: int = 2,
+        reverse: bool = False,
+        activation: str = "prelu",
+    ):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown MADE activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
         order = torch.arange(1, dim + 1)
         order = order.flip(0) if reverse else order
         degrees = [order]
@@ -62,7 +75,8 @@ class MADE(nn.Module):
             degrees.append(torch.arange(size) % max(1, dim - 1) + 1)
         layers = []
         for previous, current in zip(degrees[:-1], degrees[1:]):
-            layers += [MaskedLinear(len(previous), len(current), current[:, None] >= previous[None, :]), nn.PReLU()]
+            mask = current[:, None] >= previous[None, :]
+            layers += [MaskedLinear(len(previous), len(current), mask), ACTIVATIONS[activation]()]
         output_degrees = order.repeat(outputs)
         layers.append(MaskedLinear(len(degrees[-1]), dim * outputs, output_degrees[:, None] > degrees[-1][None, :]))
         self.layers = nn.ModuleList(layers)
@@ -113,9 +127,11 @@ class InverseAutoregressiveStep(Transform):
 
 class AutoregressiveFlowStep(Transform):
     """One step of an autoregressive flow prior (Chen et al. 2017, "AF prior"), from noise ε to z:
-    z_d = m_d(z_<d) + exp(s_d(z_<d)) ε_d, with (m, s) = MADE(z). Its density direction is parallel
-    (ε = (z − m(z)) exp(−s(z)) in one pass, log |dz/dε| = Σ s(z)); sampling inverts it one dimension
-    at a time (D passes), as an AF prior does."""
+    z_d = m_d(z_<d) + exp(s_d(z_<d)) ε_d, with (m, s) = MADE(z); a MADE with one output per dimension
+    gives the mean-only step of Chen et al.'s binary-image experiments (s ≡ 0: volume-preserving,
+    "more numerically stable"). Its density direction is parallel (ε = (z − m(z)) exp(−s(z)) in one
+    pass, log |dz/dε| = Σ s(z)); sampling inverts it one dimension at a time (D passes), as an AF
+    prior does."""
 
     domain = codomain = constraints.real_vector
     bijective = True
@@ -124,17 +140,25 @@ class AutoregressiveFlowStep(Transform):
         super().__init__()
         self.made = made
 
+    def _shift_and_log_scale(self, z):
+        if self.made.outputs == 1:
+            (m,) = self.made(z)
+            return m, torch.zeros_like(m)
+        return self.made(z)
+
     def _call(self, eps):
         z = torch.zeros_like(eps)
         for _ in range(self.made.dim):  # after pass d the first d dimensions (in MADE's order) are exact
-            m, s = self.made(z)
+            m, s = self._shift_and_log_scale(z)
             z = m + s.exp() * eps
         return z
 
     def _inverse(self, z):
-        m, s = self.made(z)
+        m, s = self._shift_and_log_scale(z)
         return (z - m) * torch.exp(-s)
 
     def log_abs_det_jacobian(self, eps, z):
+        if self.made.outputs == 1:
+            return torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
         _, s = self.made(z)
         return s.sum(-1)

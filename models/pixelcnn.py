@@ -1,15 +1,15 @@
 """A gated PixelCNN (van den Oord et al., Conditional Image Generation with PixelCNN Decoders, 2016)
 with a configurable receptive field, the building block of the autoregressive decoders (Chen et al.'s
 Variational Lossy Autoencoder restricts it to a small window so that global structure must go
-through z). Not a method itself.
+through z; Ma et al.'s MAE code mixes kernel sizes, 7 to 3, layer by layer). Not a method itself.
 
 Two stacks, without the blind spot of plain masked convolutions: the vertical stack at (i, j) sees
 only rows above i, the horizontal stack at (i, j) only the pixels left of j in row i and, through the
-vertical stack, the rows above. Each of ``layers`` layers widens the window by r = kernel // 2: the
-output at (i, j) depends exactly on rows i − L·r − 1 .. i − 1, columns j − L·r .. j + L·r, and on row
-i, columns j − L·r − 1 .. j − 1 (``receptive_field``). Gated activations tanh(a) ⊙ sigmoid(b), each
-layer conditioned on ``condition`` feature maps (the decoder's view of z), residual connections in
-the horizontal stack."""
+vertical stack, the rows above. Each of ``layers`` layers widens the window by its r = kernel // 2:
+with R the sum of the layers' r, the output at (i, j) depends exactly on rows i − R − 1 .. i − 1,
+columns j − R .. j + R, and on row i, columns j − R − 1 .. j − 1 (``receptive_field``). Gated
+activations tanh(a) ⊙ sigmoid(b), each layer conditioned on ``condition`` feature maps (the
+decoder's view of z), residual connections in the horizontal stack."""
 
 import torch
 import torch.nn.functional as F
@@ -80,24 +80,28 @@ class GatedPixelCNN(nn.Module):
         channels: int = 1,
         filters: int = 12,
         layers: int = 6,
-        kernel: int = 3,
+        kernel: int | list[int] = 3,
         condition_channels: int = 0,
         outputs: int = 1,
     ):
         super().__init__()
-        if kernel % 2 != 1 or kernel < 1 or layers < 1:
-            raise ValueError(f"kernel must be odd and layers positive, got kernel {kernel!r}, layers {layers!r}")
-        self.r, self.layers = kernel // 2, layers
-        self.first_vertical = _Above(channels, filters, self.r)
-        self.first_horizontal = _Left(channels, filters, self.r)
-        self.gated = nn.ModuleList(GatedLayer(filters, self.r, condition_channels) for _ in range(layers - 1))
+        kernels = [kernel] * layers if isinstance(kernel, int) else list(kernel)
+        if layers < 1 or len(kernels) != layers or any(k % 2 != 1 or k < 1 for k in kernels):
+            raise ValueError(
+                f"kernel must be odd (or a list of one odd size per layer) and layers positive, "
+                f"got kernel {kernel!r}, layers {layers!r}"
+            )
+        self.radii = [k // 2 for k in kernels]
+        self.first_vertical = _Above(channels, filters, self.radii[0])
+        self.first_horizontal = _Left(channels, filters, self.radii[0])
+        self.gated = nn.ModuleList(GatedLayer(filters, r, condition_channels) for r in self.radii[1:])
         self.out_condition = nn.Conv2d(condition_channels, filters, 1) if condition_channels else None
         self.out = nn.Sequential(nn.ReLU(), nn.Conv2d(filters, channels * outputs, 1))
 
     def receptive_field(self) -> tuple[int, int]:
         """(rows above, half-width) of the window: rows i − rows .. i − 1 across columns j ± half-width,
         and on row i the half-width + 1 pixels to the left."""
-        return self.layers * self.r + 1, self.layers * self.r
+        return sum(self.radii) + 1, sum(self.radii)
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         # the first layer sees strictly above (vertical) and strictly left (horizontal) of each pixel

@@ -487,13 +487,14 @@ def render_grid(paper, dataset, budget_name, frame: pd.DataFrame, key: str) -> t
     return _documents(f"{paper.key} / {dataset} / {budget_name} / by {key}", caption, header, table, notes)
 
 
-def _side(claim, method: str, runs: pd.DataFrame) -> tuple[list[float], str, int]:
-    """A side of a claim: ``method``'s current values of the claim's metric, their summary and how
-    many values were left out as stale."""
-    with_value, stale = _current(runs[runs["method"] == method], claim.metric)
-    values = [float(v) for v in with_value[claim.metric]]
-    summary = claim_checks.summary(values, _digits(claim.metric))
-    return values, f"{method}: {summary}" + (f" ({stale} stale)" if stale else ""), stale
+def _side(method: str, metric: str, runs: pd.DataFrame, named: bool = False) -> tuple[list[float], str, int]:
+    """A side of a claim: ``method``'s current values of ``metric``, their summary (``named``: with
+    the metric's name) and how many values were left out as stale."""
+    with_value, stale = _current(runs[runs["method"] == method], metric)
+    values = [float(v) for v in with_value[metric]]
+    summary = claim_checks.summary(values, _digits(metric))
+    name = f"{method} {metric}" if named else method
+    return values, f"{name}: {summary}" + (f" ({stale} stale)" if stale else ""), stale
 
 
 def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
@@ -508,9 +509,10 @@ def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
         budgets = sorted(runs["budget"].unique()) or [None]
         for budget_name in budgets:
             at_budget = runs[runs["budget"] == budget_name]
-            values, shown, stale = _side(claim, claim.method, at_budget)
+            named = claim.than_metric not in (None, claim.metric)
+            values, shown, stale = _side(claim.method, claim.metric, at_budget, named)
             if isinstance(claim.than, str):
-                than, shown_than, stale_than = _side(claim, claim.than, at_budget)
+                than, shown_than, stale_than = _side(claim.than, claim.than_metric or claim.metric, at_budget, named)
             else:  # a number of the spec: as written there
                 than, shown_than, stale_than = float(claim.than), f"{float(claim.than):g}", 0
             any_stale |= bool(stale or stale_than)

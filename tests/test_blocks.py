@@ -1,12 +1,14 @@
 """The shared building blocks of the autoregressive methods (Chen et al. 2017, Ma et al. 2019): the
 gated PixelCNN's causality and receptive field, and the autoregressive flow prior's Jacobian,
-log-determinant and inverse, all against autograd."""
+log-determinant and inverse, all against autograd; the convolutional networks' data-dependent
+initialisation against the statistics it promises."""
 
 import pytest
 import torch
 from torch.autograd.functional import jacobian
 from torch.distributions import Independent, Normal, TransformedDistribution
 
+from models import convnets
 from models.flows import MADE, AutoregressiveFlowStep
 from models.pixelcnn import GatedPixelCNN
 
@@ -20,7 +22,7 @@ def dependencies(model, size=17, at=(8, 8), condition_channels=0):
     return {tuple(p) for p in (x.grad[0, 0] != 0).nonzero().tolist()}
 
 
-@pytest.mark.parametrize("layers, kernel", [(1, 3), (3, 3), (2, 5), (6, 3)])
+@pytest.mark.parametrize("layers, kernel", [(1, 3), (3, 3), (2, 5), (6, 3), (4, [7, 5, 3, 3])])
 def test_pixelcnn_output_depends_on_exactly_its_window_of_earlier_pixels(layers, kernel):
     torch.manual_seed(0)
     model = GatedPixelCNN(channels=1, filters=4, layers=layers, kernel=kernel).double()
@@ -35,6 +37,9 @@ def test_pixelcnn_window_grows_with_layers_and_kernel():
     small, large = GatedPixelCNN(layers=2, kernel=3), GatedPixelCNN(layers=6, kernel=3)
     assert small.receptive_field() == (3, 2) and large.receptive_field() == (7, 6)
     assert GatedPixelCNN(layers=2, kernel=5).receptive_field() == (5, 4)
+    assert GatedPixelCNN(layers=7, kernel=[7, 7, 7, 5, 5, 3, 3]).receptive_field() == (16, 15)  # MAE's "small"
+    with pytest.raises(ValueError, match="one odd size per layer"):
+        GatedPixelCNN(layers=3, kernel=[5, 3])
 
 
 def test_pixelcnn_reads_its_condition_at_every_depth():
@@ -47,10 +52,11 @@ def test_pixelcnn_reads_its_condition_at_every_depth():
         assert condition.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("outputs", [2, 1])  # affine, and Chen et al.'s mean-only step
 @pytest.mark.parametrize("reverse", [False, True])
-def test_autoregressive_flow_step_is_triangular_exact_to_invert_and_its_log_determinant_matches(reverse):
+def test_autoregressive_flow_step_is_triangular_exact_to_invert_and_its_log_determinant_matches(reverse, outputs):
     torch.manual_seed(0)
-    made = MADE(5, [32, 32], reverse=reverse).double()
+    made = MADE(5, [32, 32], reverse=reverse, outputs=outputs, activation="relu").double()
     step = AutoregressiveFlowStep(made)
     eps = torch.randn(5, dtype=torch.float64)
     z = step(eps[None])[0]
@@ -79,3 +85,23 @@ def test_an_autoregressive_flow_prior_is_a_density_with_its_own_samples_and_any_
     grid = torch.cartesian_prod(axis, axis, axis)
     mass = prior.log_prob(grid).exp().sum() * (axis[1] - axis[0]) ** 3
     assert mass.item() == pytest.approx(1.0, abs=0.03)
+
+
+def test_data_dependent_init_gives_every_normalised_layer_zero_mean_unit_variance_outputs_on_its_batch():
+    torch.manual_seed(0)
+    encoder = convnets.ResNetEncoder28(outputs=10)
+    trunk = convnets.LinearTrunk28(latent_dim=10)
+    x = torch.rand(32, 28, 28).round()
+    forward = lambda: trunk(encoder(x))  # noqa: E731
+    convnets.data_dependent_init(torch.nn.ModuleList([encoder, trunk]), forward)
+    outputs = {}
+    layers = [(n, m) for n, m in [*encoder.named_modules(), *trunk.named_modules()] if convnets._is_normalised(m)]
+    assert len(layers) == 11  # three blocks of three, the 4×4 convolution, the trunk's linear
+    for name, layer in layers:
+        layer.register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, out))
+    forward()
+    for name, out in outputs.items():
+        per_channel = [d for d in range(out.dim()) if d != 1]
+        torch.testing.assert_close(out.mean(per_channel), torch.zeros(out.shape[1]), atol=1e-4, rtol=0, msg=name)
+        torch.testing.assert_close(out.std(per_channel, unbiased=False), torch.ones(out.shape[1]), atol=1e-4, rtol=0)
+    assert trunk(encoder(x)).shape == (32, 4, 28, 28)

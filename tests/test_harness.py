@@ -432,6 +432,38 @@ def test_the_tables_show_each_claims_verdict_at_each_budget(toy, tmp_path):
     assert "tests; level 0.05" in markdown
 
 
+LAYER_CLAIMS = """
+[[claims]]
+claim = "The top layer clusters better than the bottom one"
+source = "tests"
+dataset = "digits"
+metric = "cluster_acc[top]"
+method = "toy"
+than = "toy"
+than_metric = "cluster_acc[bottom]"
+direction = "higher"
+"""
+
+
+def test_a_claim_can_compare_two_metrics_of_one_method_layer_against_layer(toy, tmp_path, monkeypatch):
+    spec_folder(tmp_path, monkeypatch, toy=TOY_SPEC + LAYER_CLAIMS)
+    paper = specs.load_paper("toy")
+    results = tmp_path / "results"
+    for seed in (0, 1, 2):
+        config = specs.resolve(paper, "toy", "digits", specs.budget("smoke"), seed)
+        parts = {"top": 0.80 + 0.01 * seed, "bottom": 0.30 + 0.01 * seed}
+        record = hand_record(config, {"cluster_acc": {"value": parts["top"], "parts": parts, "estimator": {}}})
+        records.write(record, records.path_for(results, config, record["run_id"]))
+    generate.write_tables(results, tmp_path / "out")
+    markdown = (tmp_path / "out" / "toy__claims.md").read_text()
+    (row,) = [line for line in markdown.splitlines() if line.startswith("| (2)")]
+    assert "toy cluster_acc[top]: 0.810 ± 0.010 (n=3)" in row and "toy cluster_acc[bottom]: 0.310 ± 0.010 (n=3)" in row
+    assert row.rstrip(" |").endswith("holds")
+    with pytest.raises(UserError, match="than_metric: compares with a method's metric, but than is a number"):
+        spec_folder(tmp_path, monkeypatch, toy=TOY_SPEC + LAYER_CLAIMS.replace('than = "toy"', "than = 0.5"))
+        specs.load_paper("toy")
+
+
 BY_GRID = """
 [paper]
 title = "Grid layout"

@@ -271,8 +271,13 @@ def park_model(method, T, shape):
     return models.build(method, shape, PARK if T is None else {**PARK, "T": T})
 
 
-def park_training_steps(model, batches):
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+def park_training(method, T, shape, batches):
+    """A fresh model's first steps (the supplement's Adam 5e-4)."""
+    model = park_model(method, T, shape)
+    return training_steps(model, batches, torch.optim.Adam(model.parameters(), lr=5e-4))
+
+
+def training_steps(model, batches, optimizer):
     for x in batches:
         loss, _ = model.loss(x)
         optimizer.zero_grad(set_to_none=True)
@@ -286,9 +291,7 @@ def test_park_training_step_cost(benchmark, mnist, method, T):
     benchmark.group = f"Park et al. 2019: {PARK_STEPS} training steps of batch {PARK_BATCH} on MNIST, 500-500 relu"
     torch.manual_seed(0)
     batches = torch.bernoulli(mnist.train[: PARK_STEPS * PARK_BATCH]).split(PARK_BATCH)
-    loss = benchmark.pedantic(
-        lambda: park_training_steps(park_model(method, T, mnist.shape), batches), rounds=3, iterations=1
-    )
+    loss = benchmark.pedantic(lambda: park_training(method, T, mnist.shape, batches), rounds=3, iterations=1)
     assert math.isfinite(loss) and loss > 0  # minus an ELBO of binary images
 
 
@@ -320,9 +323,45 @@ def test_recursive_mixture_inference_cost(benchmark, mnist, name):
     benchmark.group = "Kim & Pavlovic 2020: test-time inference, q(z|x) and one sample for 100 MNIST test images"
     torch.manual_seed(0)
     model = models.build(name.split()[0], mnist.shape, {**BURDA_MLP, **KIM_METHODS[name]}).eval()
-    if name.startswith("rme"):
-        model.on_epoch_start(0, {"epochs": 1})  # every component in use, as at the end of a run
+    if name.startswith("rme"):  # every component in use, as in the last epoch of a run
+        model.on_epoch_start(model.components - 1, {"epochs": model.components})
+        assert int(model.active) == model.components
     x = torch.bernoulli(mnist.test[:100])
     with torch.no_grad():
         z = benchmark.pedantic(lambda: model.posterior(x).sample(), rounds=10, iterations=1, warmup_rounds=2)
     assert z.shape == (100, 50) and torch.isfinite(z).all()
+
+
+# --- Chen et al. 2017: the PixelCNN decoder's training throughput and sampling time ----------------------------
+
+LOSSY_METHODS = {
+    "vlossy": {},
+    "vlossy, Gaussian prior": {"prior_steps": 0},
+    "af_vae (factorized decoder)": {"decoder": "factorized"},
+    "pixelcnn (unconditional)": {"decoder": "unconditional"},
+}
+LOSSY_STEPS, LOSSY_BATCH = 5, 100  # the spec's batch; an epoch of 50,000 images is 500 such steps
+
+
+@pytest.mark.parametrize("name", list(LOSSY_METHODS))
+def test_lossy_training_throughput(benchmark, mnist, name):
+    benchmark.group = f"Chen et al. 2017: {LOSSY_STEPS} training steps of batch {LOSSY_BATCH} on MNIST (Adamax)"
+    torch.manual_seed(0)
+    batches = torch.bernoulli(mnist.train[: LOSSY_STEPS * LOSSY_BATCH]).split(LOSSY_BATCH)
+    model = models.build("vlossy", mnist.shape, LOSSY_METHODS[name])
+    model.initialize(batches[0], {})
+    optimizer = torch.optim.Adamax(model.parameters(), lr=2e-3)
+    loss = benchmark.pedantic(
+        lambda: training_steps(model, batches, optimizer), rounds=3, iterations=1, warmup_rounds=1
+    )
+    assert math.isfinite(loss) and loss > 0
+
+
+@pytest.mark.parametrize("name", ["vlossy", "pixelcnn (unconditional)"])
+def test_lossy_sampling_time(benchmark, mnist, name):
+    benchmark.group = "Chen et al. 2017: sampling 10 images (z from the prior, then 784 PixelCNN passes)"
+    torch.manual_seed(0)
+    model = models.build("vlossy", mnist.shape, LOSSY_METHODS[name]).eval()
+    with torch.no_grad():
+        x = benchmark.pedantic(lambda: model.sample_images(10), rounds=3, iterations=1)
+    assert x.shape == (10, 28, 28) and set(x.unique().tolist()) <= {0.0, 1.0}

@@ -13,6 +13,25 @@ from models.base import has_analytic_kl
 from models.networks import discretized_logistic_log_prob
 
 DIGITS = load("digits")
+DIGITS_28 = torch.nn.functional.interpolate(DIGITS.train[:16].reshape(16, 1, 8, 8), size=28, mode="bilinear")
+
+
+# Narrower than their defaults, for the methods whose default networks would take minutes here (the
+# protocol does not depend on width): a PixelCNN decoder costs about 10 ms an image on this CPU, the
+# ladder's layers of 1,024 units a few.
+PIXELCNN_NARROW = {"latent_dim": 8, "prior_hidden": [32], "pixelcnn_layers": 2, "pixelcnn_filters": 4}
+NARROW = {
+    "vlossy": PIXELCNN_NARROW,
+    "mae": {**PIXELCNN_NARROW, "eta": 1.0, "gamma": 0.01},
+    "vladder": {"hidden": 64, "channels": [8, 16]},
+    "hvae_chain": {"hidden": 64},
+}
+
+
+def shape(case) -> tuple[int, ...]:
+    """The digits' 8×8, or 28×28 for a method whose networks are built for that (enlarged digits)."""
+    shapes = models.registry()[case[0]].image_shapes
+    return DIGITS.shape if shapes is None or DIGITS.shape in shapes else (1, 28, 28)
 
 
 CASES = [(key, likelihood) for key, cls in sorted(models.registry().items()) for likelihood in cls.likelihoods]
@@ -30,7 +49,7 @@ RUN = {**specs.TRAINING_DEFAULTS, "epochs": 4}  # a short run's training table, 
 def model(case):
     """The method as it ends a run (``on_epoch_start`` of its last epoch: a growing mixture complete)."""
     torch.manual_seed(0)
-    built = models.build(case[0], DIGITS.shape, {}, case[1])
+    built = models.build(case[0], shape(case), NARROW.get(case[0], {}), case[1])
     built.on_epoch_start(RUN["epochs"] - 1, RUN)
     return built
 
@@ -38,7 +57,8 @@ def model(case):
 @pytest.fixture
 def x(case):
     torch.manual_seed(0)
-    images = DIGITS.train[:16]  # intensities in [0, 1]; binary for a Bernoulli likelihood, 8-bit for a discrete one
+    images = DIGITS.train[:16] if shape(case) == DIGITS.shape else DIGITS_28
+    # intensities in [0, 1]; binary for a Bernoulli likelihood, 8-bit for a discrete one
     return {"bernoulli": binarize, "discretized_logistic": lambda x: torch.round(x * 255) / 255}.get(
         case[1], lambda x: x
     )(images)
@@ -66,7 +86,7 @@ def test_loss_is_a_finite_scalar_with_diagnostics_and_trains_every_parameter(cas
     # over the epochs of a short run: a method may train some parameters only at some stage (a
     # recursive mixture trains each component while it is the newest)
     torch.manual_seed(0)
-    model = models.build(case[0], DIGITS.shape, {}, case[1])
+    model = models.build(case[0], shape(case), NARROW.get(case[0], {}), case[1])
     trained = set()
     for epoch in range(RUN["epochs"]):
         model.on_epoch_start(epoch, RUN)

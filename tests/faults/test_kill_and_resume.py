@@ -131,6 +131,18 @@ def test_what_a_write_killed_midway_left_is_removed_once_the_run_is_recorded(ref
     assert [p.name for p in weights.parent.iterdir()] == [weights.name]
 
 
+def test_a_checkpoint_left_beside_its_record_is_removed_when_the_run_is_skipped(reference, tmp_path, capsys):
+    """Killed between writing its record and removing its checkpoint, a run leaves both: the next
+    command skips it (the record holds it) and removes what is left."""
+    reference, _ = reference
+    resume_in_process(tmp_path, capsys)
+    checkpoint = records.checkpoint_path(tmp_path, reference["run_id"])
+    records.save_tensors({"epoch": 10}, checkpoint)
+    assert cli.main([*RUN, "--results", str(tmp_path)]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert not list(checkpoint.parent.iterdir())
+
+
 def test_best_valid_selection_keeps_the_best_validated_epoch_and_says_so(tmp_path, capsys):
     argv = [*RUN, "--results", str(tmp_path)]
     argv[argv.index("vae")] = "vae_best"

@@ -1,0 +1,105 @@
+"""Convolutional building blocks shared by the methods on 28×28 binary images (not methods
+themselves): weight-normalised layers with data-dependent initialisation (Salimans & Kingma 2016),
+the ResNet encoder of the Variational Lossy Autoencoder (Chen et al. 2017, "the ResNet VAE of the IAF
+paper"), in the layout of the closest open implementation (Ma et al.'s ``resnet_binary_28x28``, whose
+docstring cites Chen et al.), and that implementation's decoder trunk, the feature maps of z that a
+PixelCNN decoder is conditioned on.
+
+Data-dependent initialisation: ``data_dependent_init(model, forward)`` runs ``forward`` once; each
+weight-normalised layer, in the order the pass reaches it, rescales its gain and sets its bias so that
+its outputs over that batch have mean 0 and variance 1 per channel, and passes those normalised
+outputs on, so that the next layer is initialised on what it will see."""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+
+def _out_dim(layer: nn.Module) -> int:
+    """The weight's dimension that indexes output channels: a transposed convolution's is [in, out, ...]."""
+    return 1 if isinstance(layer, nn.ConvTranspose2d) else 0
+
+
+def normalised(layer: nn.Linear | nn.Conv2d | nn.ConvTranspose2d) -> nn.Module:
+    """``layer`` (with a bias) with its weight as g · v / ‖v‖."""
+    return weight_norm(layer, dim=_out_dim(layer))
+
+
+def _is_normalised(module: nn.Module) -> bool:
+    return hasattr(module, "parametrizations") and "weight" in module.parametrizations
+
+
+def _normalise_outputs(module: nn.Module, _inputs, output: torch.Tensor) -> torch.Tensor:
+    channel_dim = 1  # Linear [B, C], convolutions [B, C, H, W]
+    reduce = [d for d in range(output.dim()) if d != channel_dim]
+    mean = output.mean(reduce)
+    std = output.std(reduce, unbiased=False).clamp_min(1e-6)
+    gain = module.parametrizations.weight.original0  # g, shaped to broadcast over the weight
+    shape = [1] * gain.dim()
+    shape[_out_dim(module)] = -1
+    with torch.no_grad():
+        gain.div_(std.reshape(shape))
+        module.bias.sub_(mean).div_(std)
+    view = [1] * output.dim()
+    view[channel_dim] = -1
+    return (output - mean.reshape(view)) / std.reshape(view)
+
+
+def data_dependent_init(model: nn.Module, forward: Callable[[], object]) -> None:
+    """Initialise every weight-normalised layer of ``model`` from one call of ``forward`` (no gradient)."""
+    hooks = [m.register_forward_hook(_normalise_outputs) for m in model.modules() if _is_normalised(m)]
+    try:
+        with torch.no_grad():
+            forward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+class ResidualBlock(nn.Module):
+    """ELU(shortcut(x) + conv(ELU(conv(x)))), 3×3 convolutions; with ``stride`` 2 the first convolution
+    and a 1×1 shortcut halve the size (rounding up: 7 → 4)."""
+
+    def __init__(self, n_in: int, n_out: int, stride: int = 1):
+        super().__init__()
+        self.first = normalised(nn.Conv2d(n_in, n_out, 3, stride, 1))
+        self.second = normalised(nn.Conv2d(n_out, n_out, 3, 1, 1))
+        self.shortcut = normalised(nn.Conv2d(n_in, n_out, 1, stride)) if stride != 1 or n_in != n_out else nn.Identity()
+
+    def forward(self, x):
+        return F.elu(self.shortcut(x) + self.second(F.elu(self.first(x))))
+
+
+class ResNetEncoder28(nn.Module):
+    """28×28 images → ``outputs`` values: residual blocks of ``channels`` each halving the size
+    (28 → 14 → 7 → 4), a 4×4 convolution to ``hidden`` units, ELU, a linear layer (not normalised)."""
+
+    def __init__(self, outputs: int, channels: tuple[int, ...] = (32, 64, 64), hidden: int = 512, in_channels: int = 1):
+        super().__init__()
+        sizes = [in_channels, *channels]
+        self.blocks = nn.Sequential(*(ResidualBlock(a, b, 2) for a, b in zip(sizes[:-1], sizes[1:])))
+        self.to_hidden = normalised(nn.Conv2d(channels[-1], hidden, 4))
+        # q's parameters come from a plain layer: initialised from data, they would start with unit
+        # spread over the batch and a gain so large that one Adam step took log-scales to -25 (seen
+        # under MAE's regulariser, whose gradient moves them all one way)
+        self.out = nn.Linear(hidden, outputs)
+
+    def forward(self, x):
+        x = x.reshape(-1, 1, 28, 28) if x.dim() < 4 else x
+        return self.out(F.elu(self.to_hidden(self.blocks(x)).flatten(1)))
+
+
+class LinearTrunk28(nn.Module):
+    """z [N, D] → ELU(linear) feature maps [N, ``channels``, 28, 28], what the PixelCNN is conditioned on
+    (Ma et al.'s ``pixelcnn_binary_28x28`` trunk)."""
+
+    def __init__(self, latent_dim: int, channels: int = 4):
+        super().__init__()
+        self.linear = normalised(nn.Linear(latent_dim, channels * 28 * 28))
+        self.channels = channels
+
+    def forward(self, z):
+        return F.elu(self.linear(z)).reshape(-1, self.channels, 28, 28)

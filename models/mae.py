@@ -1,0 +1,53 @@
+"""MAE: Mutual Posterior-Divergence Regularization (Ma, Zhou & Hovy, ICLR 2019): the VAE with an
+autoregressive-flow prior and a PixelCNN decoder (``models.vlossy``'s networks, sized by the spec)
+plus a regulariser on the geometry of a minibatch's posteriors q_i = N(μ_i, diag σ_i²), as the
+official code computes it (``XuezheMax/mae``, ``_postKL`` and ``MAE.loss``; the paper's equations
+are not in the sources consulted):
+
+    KL_d(i ‖ j) = ½ [σ²_id/σ²_jd + (μ_id − μ_jd)²/σ²_jd − log(σ²_id/σ²_jd) − 1]   for i ≠ j,
+    diversity   D̄_d = the mean of KL_d(i ‖ j) over the B(B − 1) ordered pairs,
+    smoothness  S = the unbiased standard deviation over those pairs of Σ_d KL_d(i ‖ j),
+    loss        = −E_q log p(x|z) + max(free bits, KL) − η Σ_d log sigmoid(D̄_d) + γ S
+
+(minimised, batch means). Diversity pushes the posteriors of different images apart, so that the
+code cannot collapse onto the prior; the smoothness term keeps them evenly spread. η = γ = 0 is
+the plain VAE with the same networks, the paper's baseline."""
+
+import torch
+import torch.nn.functional as F
+
+from models import register
+from models.vlossy import VariationalLossyAutoencoder
+
+
+def pairwise_kl(loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """KL_d(q_i ‖ q_j) [B, B, D] between the diagonal Gaussians of a batch (zero on the diagonal)."""
+    log_ratio = 2 * (log_scale[:, None] - log_scale[None, :])  # log σ²_i / σ²_j
+    squared = (loc[:, None] - loc[None, :]).pow(2) * torch.exp(-2 * log_scale[None, :])
+    return 0.5 * (log_ratio.exp() + squared - log_ratio - 1)
+
+
+def diversity_and_smoothness(loc: torch.Tensor, log_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """D̄ [D], each dimension's mean pairwise KL, and S, the unbiased standard deviation of the pairs'
+    total KL, over the ordered pairs i ≠ j of the batch."""
+    b = len(loc)
+    kl = pairwise_kl(loc, log_scale)
+    off_diagonal = ~torch.eye(b, dtype=torch.bool, device=loc.device)
+    pairs = kl[off_diagonal]  # [B(B − 1), D]
+    return pairs.mean(0), pairs.sum(-1).std()
+
+
+@register("mae")
+class MutualPosteriorDivergenceVAE(VariationalLossyAutoencoder):
+    def __init__(self, data_shape, likelihood="bernoulli", eta=0.0, gamma=0.0, **lossy_hyper):
+        super().__init__(data_shape, likelihood, **lossy_hyper)
+        if not (eta >= 0 and gamma >= 0):
+            raise ValueError(f"eta and gamma must be non-negative, got {eta!r} and {gamma!r}")
+        self.eta, self.gamma = eta, gamma
+
+    def loss(self, x):
+        q = self.variational_parameters(x)
+        loss, logged = self.free_bits_loss(x, q)
+        diversity, smoothness = diversity_and_smoothness(q["loc"], q["log_scale"])
+        loss = loss - self.eta * F.logsigmoid(diversity).sum() + self.gamma * smoothness
+        return loss, {**logged, "posterior_divergence": diversity.sum(), "posterior_divergence_std": smoothness}

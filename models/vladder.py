@@ -1,0 +1,141 @@
+"""Variational Ladder Autoencoder (Zhao, Song & Ermon, ICML 2017), the MNIST configuration of the
+official code (``ermongroup/Variational-Ladder-Autoencoder``, ``vladder_small.py``): L latent layers
+z_0 (lowest) .. z_{L−1} (top) with flat N(0, I) priors. Inference climbs a ladder: h_0 = x,
+h_{l+1} = g_l(h_l), and q(z_l|x) = N(μ_l(h_l), σ_l(h_l)), σ = sigmoid(·) + 0.001. Generation descends
+it: the top layer passes through the most layers, u = f_top(z_top), and each lower z_l is injected
+one depth closer to the pixels by a gated add, u ← f_l(u + g_l ⊙ W_l z_l) with the gate g_l started
+at 0.1, so that the higher a layer, the more abstract what it can express.
+
+Layer l of the latent is the part ``layer<l>`` (layer0 enters last, closest to the pixels): KL,
+active units and clustering come per layer.
+
+Where the suite departs from the code: the decoder gives Bernoulli logits and training maximises the
+ELBO (the code's reconstruction term is a weighted L1 error, not a likelihood, so it could not be
+compared), with the code's KL warm-up, weight 1 − exp(−step / ``warmup_steps``); no batch
+normalisation (the code normalises every layer; here a likelihood must not depend on the batch);
+PyTorch's default initialisation (the code draws N(0, 0.02))."""
+
+import math
+
+import torch
+from torch import nn
+
+from models import register
+from models.base import LatentVariableModel
+from models.networks import bernoulli_log_prob, diagonal_gaussian, standard_normal, standard_normal_kl
+
+
+def _convolutions(channels: tuple[int, int]) -> nn.Sequential:
+    """28×28 → 14×14 → 7×7, 4×4 kernels, leaky ReLU, flattened."""
+    a, b = channels
+    return nn.Sequential(
+        nn.Conv2d(1, a, 4, 2, 1), nn.LeakyReLU(0.1), nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.1), nn.Flatten()
+    )
+
+
+def _dense(n_in: int, n_out: int, hidden: int, activation=lambda: nn.LeakyReLU(0.1)) -> nn.Sequential:
+    """Two hidden layers of ``hidden`` units, then a linear layer to ``n_out``."""
+    return nn.Sequential(
+        nn.Linear(n_in, hidden), activation(), nn.Linear(hidden, hidden), activation(), nn.Linear(hidden, n_out)
+    )
+
+
+@register("vladder")
+class VariationalLadderAutoencoder(LatentVariableModel):
+    image_shapes = ((1, 28, 28), (28, 28))
+
+    def __init__(
+        self,
+        data_shape,
+        likelihood="bernoulli",
+        latent_dims=(2, 2, 2),
+        hidden=1024,
+        channels=(64, 128),
+        warmup_steps=2000,
+    ):
+        super().__init__()
+        latent_dims = list(latent_dims)
+        if tuple(data_shape) not in self.image_shapes:
+            raise ValueError(f"vladder's networks are for 28×28 images, not {tuple(data_shape)}")
+        if len(latent_dims) < 2 or not all(isinstance(d, int) and d >= 1 for d in latent_dims):
+            raise ValueError(f"latent_dims must list at least two positive sizes, bottom first; got {latent_dims!r}")
+        if not warmup_steps >= 0:
+            raise ValueError(f"warmup_steps must be non-negative, got {warmup_steps!r}")
+        features = channels[1] * 7 * 7
+        # inference: h_1 = g_0(x) (convolutions, then linear), h_{l+1} = g_l(h_l); heads μ_l, σ_l from h_l
+        self.climb = nn.ModuleList(
+            [nn.Sequential(_convolutions(channels), nn.Linear(features, hidden))]
+            + [_dense(hidden, hidden, hidden) for _ in latent_dims[1:-1]]
+        )
+        self.heads = nn.ModuleList(
+            [nn.Sequential(_convolutions(channels), nn.Linear(features, 2 * latent_dims[0]))]
+            + [_dense(hidden, 2 * d, hidden) for d in latent_dims[1:]]
+        )
+        # generation: the top layer through three layers, each lower one added by its gate, then the layers to its depth
+        self.top = _dense(latent_dims[-1], hidden, hidden, nn.ReLU)
+        self.inject = nn.ModuleList(nn.Linear(d, hidden) for d in latent_dims[:-1])
+        self.gates = nn.ParameterList(nn.Parameter(torch.full((hidden,), 0.1)) for _ in latent_dims[:-1])
+        a, b = channels
+        self.descend = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.ReLU(),
+                    nn.Linear(hidden, features),
+                    nn.ReLU(),
+                    nn.Unflatten(-1, (b, 7, 7)),
+                    nn.ConvTranspose2d(b, a, 4, 2, 1),
+                    nn.LeakyReLU(0.1),
+                    nn.ConvTranspose2d(a, 1, 4, 2, 1),
+                )
+            ]
+            + [nn.Sequential(nn.ReLU(), _dense(hidden, hidden, hidden, nn.ReLU)) for _ in latent_dims[1:-1]]
+        )
+        self.latent_dims, self.warmup_steps = latent_dims, warmup_steps
+        self.register_buffer("_origin", torch.zeros(sum(latent_dims)))
+        self.register_buffer("steps", torch.tensor(0))  # training steps taken: the KL warm-up's clock
+
+    def latent_parts(self):
+        return {f"layer{layer}": d for layer, d in enumerate(self.latent_dims)}
+
+    def prior(self):
+        return standard_normal(self._origin)
+
+    def variational_parameters(self, x):
+        h, locs, log_scales = x.reshape(-1, 1, 28, 28), [], []
+        for layer, head in enumerate(self.heads):
+            loc, raw_scale = head(h).chunk(2, dim=-1)
+            locs.append(loc)
+            log_scales.append(torch.log(torch.sigmoid(raw_scale) + 1e-3))
+            if layer < len(self.climb):
+                h = self.climb[layer](h)
+        return {"loc": torch.cat(locs, -1), "log_scale": torch.cat(log_scales, -1)}
+
+    def variational_family(self, parameters):
+        return diagonal_gaussian(parameters["loc"], parameters["log_scale"])
+
+    def pixel_logits(self, z):
+        """Bernoulli logits [..., 784] of the image generated from z [..., D] (its layers bottom first)."""
+        leading = z.shape[:-1]
+        parts = z.reshape(-1, z.shape[-1]).split(self.latent_dims, dim=-1)
+        u = self.top(parts[-1])
+        for layer in reversed(range(len(self.latent_dims) - 1)):
+            u = self.descend[layer](u + self.gates[layer] * self.inject[layer](parts[layer]))
+        return u.reshape(*leading, 28 * 28)
+
+    def log_likelihood(self, x, z):
+        return bernoulli_log_prob(self.pixel_logits(z), x.reshape(len(x), 28 * 28))
+
+    def kl_weight(self) -> float:
+        """The code's warm-up: 1 − exp(−step / warmup_steps) after ``step`` training steps."""
+        return 1.0 if self.warmup_steps == 0 else 1 - math.exp(-int(self.steps) / self.warmup_steps)
+
+    def loss(self, x):
+        q = self.variational_parameters(x)
+        z = q["loc"] + q["log_scale"].exp() * torch.randn_like(q["loc"])
+        recon = self.log_likelihood(x, z)
+        kl = standard_normal_kl(q["loc"], q["log_scale"])
+        weight = self.kl_weight()
+        if self.training:
+            self.steps += 1
+        elbo = recon - kl
+        return -(recon - weight * kl).mean(), {"elbo": elbo.mean(), "recon": recon.mean(), "kl": kl.mean()}

@@ -1,0 +1,141 @@
+"""The Variational Lossy Autoencoder (Chen et al. 2017) against what it must be: a decoder whose pixel
+i sees only z and earlier pixels (so p(x|z) is a distribution), free bits that switch the KL's
+gradient off below the floor and nowhere else, an unconditional decoder whose importance-sampled
+NLL is its exact likelihood, and every variant of the spec trained and evaluated by the harness."""
+
+import pytest
+import torch
+from images28 import assert_trains_and_evaluates, images
+
+import models
+from benchmarks import metrics, specs
+
+TINY = {"latent_dim": 4, "prior_hidden": [16], "pixelcnn_layers": 2, "pixelcnn_filters": 4}
+
+
+def built(seed=0, **hyper):
+    torch.manual_seed(seed)
+    return models.build("vlossy", (28, 28), {**TINY, **hyper}, "bernoulli")
+
+
+@pytest.mark.parametrize("decoder", ["pixelcnn", "unconditional"])
+def test_each_pixel_logit_depends_on_z_and_earlier_pixels_only(decoder):
+    model = built(decoder=decoder).double()
+    x = torch.rand(1, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    seen_any = False
+    for i in (5 * 28 + 3, 14 * 28 + 14, 27 * 28 + 27):  # pixels near the top, the middle, the last one
+        pixels = x.clone().requires_grad_()
+        z = torch.randn(1, 4, dtype=torch.float64, requires_grad=True)
+        model.pixel_logits(pixels, z)[0, i].backward()
+        seen = pixels.grad[0].flatten().nonzero().flatten()
+        assert len(seen) == 0 or seen.max() < i  # nothing at or after pixel i in raster order
+        seen_any |= len(seen) > 0
+        assert (z.grad is not None and bool(z.grad.abs().sum() > 0)) == (decoder == "pixelcnn")
+    assert seen_any
+
+
+def test_the_factorized_decoder_can_make_every_pixel_nearly_certain():
+    """Logits bounded below (an ELU output taken as logits stops at −1) would keep a blank image's
+    −log p(x|z) above 784 · log(1 + e^−1) = 245 nats, whatever the weights."""
+    model = built(decoder="factorized")
+    with torch.no_grad():
+        model.factorized_head[-1].weight.zero_()
+        model.factorized_head[-1].bias.fill_(-10.0)
+        assert -model.log_likelihood(torch.zeros(3, 28, 28), torch.randn(3, 4)).max().item() < 0.05
+
+
+def test_free_bits_switch_off_the_kl_gradient_below_the_floor_and_only_there():
+    x = images(8)
+    gradients = {}
+    for free_bits in (0.0, 1e6):  # a floor no KL reaches, and none
+        model = built(free_bits_per_dim=free_bits)
+        torch.manual_seed(1)
+        loss, logged = model.loss(x)
+        loss.backward()
+        gradients[free_bits] = [p.grad.clone() for p in model.encoder.parameters()]
+        if free_bits == 0.0:
+            torch.testing.assert_close(loss, -logged["elbo"])  # the plain ELBO
+        else:
+            torch.testing.assert_close(loss, -logged["recon"] + free_bits * 784)
+    # above the floor the KL's gradient reaches the encoder; below it only the reconstruction's does
+    model = built(free_bits_per_dim=1e6)
+    torch.manual_seed(1)
+    q = model.variational_parameters(x)
+    z = q["loc"] + q["log_scale"].exp() * torch.randn_like(q["loc"])[None]
+    (-model.log_likelihood(x, z).mean()).backward()
+    for reconstruction_only, floored in zip(model.encoder.parameters(), gradients[1e6], strict=True):
+        torch.testing.assert_close(floored, reconstruction_only.grad)
+    plain, floored = (torch.cat([g.flatten() for g in gradients[f]]) for f in (0.0, 1e6))
+    assert (plain - floored).norm() > 0.1 * floored.norm()
+
+
+def test_the_unconditional_decoders_importance_sampled_nll_is_its_exact_likelihood():
+    model = built(decoder="unconditional", prior_steps=0)
+    with torch.no_grad():  # q = p(z): every importance weight is p(x), whatever the draws
+        model.encoder.out.weight.zero_()
+        model.encoder.out.bias.zero_()
+    x = images(6)
+    exact = -model.log_likelihood(x, torch.zeros(6, 4)).mean().item()
+    estimated = metrics.density_metrics(model, x, samples=300)["nll"]["value"]
+    assert estimated == pytest.approx(exact, rel=1e-5)
+
+
+def test_the_prior_is_the_flow_and_its_density_changes_with_the_flow():
+    gaussian, flow = built(prior_steps=0), built(prior_steps=2, mean_only_prior=False)
+    z = torch.randn(5, 4)
+    assert isinstance(flow.prior(), torch.distributions.TransformedDistribution)
+    standard = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    torch.testing.assert_close(gaussian.prior().log_prob(z), standard)
+    assert not torch.allclose(flow.prior().log_prob(z), standard)
+
+
+def test_initialisation_is_data_dependent():
+    x = images(32)
+    model = built()
+    model.initialize(x, {})
+    hidden = model.encoder.to_hidden(model.encoder.blocks(x[:, None]))
+    torch.testing.assert_close(hidden.mean((0, 2, 3)), torch.zeros(hidden.shape[1]), atol=1e-4, rtol=0)
+
+
+LOSSY_ON_DIGITS = """
+[training]
+batch_size = 20
+optimizer = "adamax"
+learning_rate = 2e-3
+ema_decay = 0.998
+epochs = 2
+
+[datasets.mnist_static]
+
+[methods.vlossy]
+model = "vlossy"
+hyper = { latent_dim = 4, prior_hidden = [16], pixelcnn_layers = 2, pixelcnn_filters = 4 }
+
+[methods.vlossy_gaussian_prior]
+model = "vlossy"
+hyper = { latent_dim = 4, prior_steps = 0, pixelcnn_layers = 2, pixelcnn_filters = 4 }
+
+[methods.af_vae]
+model = "vlossy"
+hyper = { latent_dim = 4, prior_hidden = [16], decoder = "factorized" }
+
+[methods.pixelcnn]
+model = "vlossy"
+hyper = { latent_dim = 4, decoder = "unconditional", pixelcnn_layers = 2, pixelcnn_filters = 4 }
+"""
+
+
+@pytest.mark.parametrize("method", ["vlossy", "vlossy_gaussian_prior", "af_vae", "pixelcnn"])
+def test_each_variant_trains_and_every_metric_group_evaluates_through_the_harness(tmp_path, monkeypatch, method):
+    assert_trains_and_evaluates(tmp_path, monkeypatch, LOSSY_ON_DIGITS, method, "mnist_static")
+
+
+def test_the_spec_loads_with_its_reported_numbers_and_claims():
+    paper = specs.load_paper("chen2017lossy")
+    assert set(paper.methods) == {"vlossy", "vlossy_gaussian_prior", "af_vae", "pixelcnn"}
+    reported = {(r.method, r.dataset, r.metric): r.value for r in paper.reported}
+    assert reported[("vlossy", "mnist_static", "nll")] == 79.03 and reported[("vlossy", "mnist", "nll")] == 78.53
+    assert reported[("pixelcnn", "caltech101_silhouettes", "nll")] == 89.26
+    assert paper.training["optimizer"] == "adamax" and paper.training["ema_decay"] == 0.998
+    assert paper.evaluation["importance_samples"] == 4096
+    assert len(paper.claims) == 6

@@ -1,0 +1,106 @@
+"""MAE (Ma, Zhou & Hovy 2019) against what it must be: the pairwise KL of the official code against
+torch.distributions' closed form, its diversity and smoothness against a hand loop over the pairs,
+the plain VAE with the same networks at eta = gamma = 0, a regulariser that pushes posteriors apart,
+and both methods of the spec trained and evaluated by the harness."""
+
+import statistics
+
+import pytest
+import torch
+from images28 import assert_trains_and_evaluates, images
+from torch.distributions import Normal, kl_divergence
+
+import models
+from benchmarks import specs
+from models.mae import diversity_and_smoothness, pairwise_kl
+
+TINY = {"latent_dim": 4, "prior_hidden": [16], "pixelcnn_layers": 2, "pixelcnn_filters": 4}
+
+
+def posteriors(b=5, d=3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(b, d, generator=generator, dtype=torch.float64), 0.5 * torch.randn(
+        b, d, generator=generator, dtype=torch.float64
+    )
+
+
+def test_pairwise_kl_is_the_closed_form_of_every_ordered_pair_and_dimension():
+    loc, log_scale = posteriors()
+    kl = pairwise_kl(loc, log_scale)
+    for i in range(5):
+        for j in range(5):
+            expected = kl_divergence(Normal(loc[i], log_scale[i].exp()), Normal(loc[j], log_scale[j].exp()))
+            torch.testing.assert_close(kl[i, j], expected)
+
+
+def test_diversity_is_the_mean_over_pairs_and_smoothness_the_unbiased_std_of_their_totals():
+    loc, log_scale = posteriors()
+    diversity, smoothness = diversity_and_smoothness(loc, log_scale)
+    kl = pairwise_kl(loc, log_scale)
+    pairs = [(i, j) for i in range(5) for j in range(5) if i != j]  # the diagonal (zero) is not a pair
+    torch.testing.assert_close(diversity, sum(kl[i, j] for i, j in pairs) / len(pairs))
+    totals = [kl[i, j].sum().item() for i, j in pairs]
+    assert smoothness.item() == pytest.approx(statistics.stdev(totals), rel=1e-12)
+
+
+def test_a_step_on_the_diversity_term_pushes_the_posteriors_apart():
+    loc, log_scale = (t.requires_grad_() for t in posteriors())
+    before = diversity_and_smoothness(loc, log_scale)[0].sum().item()
+    regulariser = -torch.nn.functional.logsigmoid(diversity_and_smoothness(loc, log_scale)[0]).sum()
+    regulariser.backward()
+    with torch.no_grad():
+        after = diversity_and_smoothness(loc - 0.01 * loc.grad, log_scale - 0.01 * log_scale.grad)[0].sum().item()
+    assert after > before
+
+
+def test_with_eta_and_gamma_zero_it_is_the_vae_with_the_same_networks():
+    x = images(8)
+    torch.manual_seed(0)
+    plain = models.build("vlossy", (28, 28), TINY, "bernoulli")
+    torch.manual_seed(0)
+    mae = models.build("mae", (28, 28), {**TINY, "eta": 0.0, "gamma": 0.0}, "bernoulli")
+    torch.manual_seed(1)
+    expected = plain.loss(x)[0]
+    torch.manual_seed(1)
+    assert mae.loss(x)[0].item() == expected.item()
+    torch.manual_seed(0)
+    regularised = models.build("mae", (28, 28), {**TINY, "eta": 1.0, "gamma": 0.01}, "bernoulli")
+    torch.manual_seed(1)
+    loss, logged = regularised.loss(x)
+    q = regularised.variational_parameters(x)
+    diversity, smoothness = diversity_and_smoothness(q["loc"], q["log_scale"])
+    added = -torch.nn.functional.logsigmoid(diversity).sum() + 0.01 * smoothness
+    torch.testing.assert_close(loss, expected + added)
+    assert logged["posterior_divergence"].item() == pytest.approx(diversity.sum().item())
+
+
+MAE_SMALL = """
+[training]
+batch_size = 20
+clip_grad_norm = 5.0
+ema_decay = 0.999
+epochs = 2
+
+[datasets.mnist]
+
+[methods.mae]
+model = "mae"
+hyper = { eta = 1.0, gamma = 0.01, latent_dim = 4, prior_hidden = [16], pixelcnn_layers = 2, pixelcnn_kernel = [5, 3] }
+
+[methods.vae_pixelcnn]
+model = "mae"
+hyper = { latent_dim = 4, prior_hidden = [16], pixelcnn_layers = 2, pixelcnn_kernel = [5, 3] }
+"""
+
+
+@pytest.mark.parametrize("method", ["mae", "vae_pixelcnn"])
+def test_each_method_trains_and_every_metric_group_evaluates_through_the_harness(tmp_path, monkeypatch, method):
+    assert_trains_and_evaluates(tmp_path, monkeypatch, MAE_SMALL, method, "mnist")
+
+
+def test_the_spec_loads_with_every_number_missing_and_its_claims():
+    paper = specs.load_paper("ma2019mae")
+    assert set(paper.methods) == {"mae", "vae_pixelcnn"}
+    assert paper.methods["vae_pixelcnn"].hyper["eta"] == 0.0 and paper.methods["mae"].hyper["eta"] > 0
+    assert all(r.value is None for r in paper.reported)  # nothing guessed
+    assert paper.evaluation["importance_samples"] == 4096 and len(paper.claims) == 3
