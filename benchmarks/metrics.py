@@ -426,7 +426,7 @@ def fit_local_posteriors(
         with torch.enable_grad():
             for step in range(1, max_steps + 1):
                 q = model.variational_family(params)
-                loss = -reparameterized_elbo(model, x, q, optimizer["samples_per_step"])[0]
+                loss = -reparameterized_elbo(model, x, q, optimizer["samples_per_step"])
                 finite = torch.isfinite(loss.detach())
                 with torch.no_grad():
                     moving = finite & ~stopped

@@ -125,26 +125,26 @@ class LatentVariableModel(nn.Module):
 
 
 def reparameterized_elbo(
-    model: LatentVariableModel, x: torch.Tensor, q: Distribution, samples: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each point's ELBO E_q[log p(x, z) − log q(z|x)] and reconstruction E_q[log p(x|z)], from
-    ``samples`` draws, differentiable in q's parameters. A mixture (``MixtureSameFamily``) has no
+    model: LatentVariableModel, x: torch.Tensor, q: Distribution, samples: int, reconstruction: bool = False
+):
+    """Each point's ELBO E_q[log p(x, z) − log q(z|x)] from ``samples`` draws, differentiable in q's
+    parameters; with ``reconstruction`` also E_q[log p(x|z)] (a pair; one more prior density a draw,
+    which the inference gaps' inner loop does without). A mixture (``MixtureSameFamily``) has no
     reparameterized sample, but its ELBO is Σ_k π_k E_{q_k}[...]: each component is sampled with its
     own reparameterization and weighted by its probability."""
-    prior = model.prior()
     if isinstance(q, MixtureSameFamily):
         components = q.component_distribution
         z = components.rsample((samples,))  # [S, B, K, D]: every component of every point
         k = components.batch_shape[-1]
         z = z.movedim(-1 - len(q.event_shape), 0).flatten(0, 1)  # [K * S, B, D]
-        log_joint = model.log_joint(x, z)
-        log_w, recon = log_joint - q.log_prob(z), log_joint - prior.log_prob(z)
         weights = q.mixture_distribution.probs.movedim(-1, 0)  # [K, B]
-        per_component = lambda t: t.unflatten(0, (k, samples)).mean(1)
-        return (weights * per_component(log_w)).sum(0), (weights * per_component(recon)).sum(0)
-    z = q.rsample((samples,))
+        mean = lambda t: (weights * t.unflatten(0, (k, samples)).mean(1)).sum(0)  # noqa: E731
+    else:
+        z = q.rsample((samples,))
+        mean = lambda t: t.mean(0)  # noqa: E731
     log_joint = model.log_joint(x, z)
-    return (log_joint - q.log_prob(z)).mean(0), (log_joint - prior.log_prob(z)).mean(0)
+    elbo = mean(log_joint - q.log_prob(z))
+    return (elbo, mean(log_joint - model.prior().log_prob(z))) if reconstruction else elbo
 
 
 def sampled_elbo_loss(model: LatentVariableModel, x: torch.Tensor, samples: int = 1):

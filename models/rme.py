@@ -79,7 +79,7 @@ class RecursiveMixtureVAE(MixturePosteriorVAE):
         mixture = self.variational_family(
             {"logits": mixture_logits(epsilon_logits), "loc": newest(loc), "log_scale": newest(log_scale)}
         )
-        elbo, recon = reparameterized_elbo(self, x, mixture, self.samples)
+        elbo, recon = reparameterized_elbo(self, x, mixture, self.samples, reconstruction=True)
         criterion = self.new_component_criterion(x, loc, log_scale, epsilon_logits.detach())
         loss = -(elbo + criterion).mean()
         return loss, {

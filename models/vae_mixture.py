@@ -16,5 +16,5 @@ class JointMixtureVAE(MixturePosteriorVAE):
     def loss(self, x):
         if self.components == 1:
             return super().loss(x)
-        elbo, recon = reparameterized_elbo(self, x, self.posterior(x), self.samples)
+        elbo, recon = reparameterized_elbo(self, x, self.posterior(x), self.samples, reconstruction=True)
         return -elbo.mean(), {"elbo": elbo.mean(), "recon": recon.mean(), "kl": (recon - elbo).mean()}

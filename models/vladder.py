@@ -15,7 +15,6 @@ compared), with the code's KL warm-up, weight 1 − exp(−step / ``warmup_steps
 normalisation (the code normalises every layer; here a likelihood must not depend on the batch);
 PyTorch's default initialisation (the code draws N(0, 0.02))."""
 
-import math
 
 import torch
 from torch import nn
@@ -125,9 +124,11 @@ class VariationalLadderAutoencoder(LatentVariableModel):
     def log_likelihood(self, x, z):
         return bernoulli_log_prob(self.pixel_logits(z), x.reshape(len(x), 28 * 28))
 
-    def kl_weight(self) -> float:
+    def kl_weight(self) -> torch.Tensor:
         """The code's warm-up: 1 − exp(−step / warmup_steps) after ``step`` training steps."""
-        return 1.0 if self.warmup_steps == 0 else 1 - math.exp(-int(self.steps) / self.warmup_steps)
+        if self.warmup_steps == 0:
+            return torch.ones((), device=self.steps.device)
+        return 1 - torch.exp(-self.steps / self.warmup_steps)  # a tensor: no device sync in the step
 
     def loss(self, x):
         q = self.variational_parameters(x)

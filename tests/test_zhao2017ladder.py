@@ -64,7 +64,7 @@ def test_the_kl_weight_warms_up_as_the_code_does_one_training_step_at_a_time():
     x = images(8)
     weights = []
     for _ in range(3):
-        weights.append(model.kl_weight())
+        weights.append(model.kl_weight().item())
         model.loss(x)
     assert weights == pytest.approx([1 - math.exp(-k / 10) for k in range(3)])
     model.eval()
