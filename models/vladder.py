@@ -15,7 +15,6 @@ compared), with the code's KL warm-up, weight 1 − exp(−step / ``warmup_steps
 normalisation (the code normalises every layer; here a likelihood must not depend on the batch);
 PyTorch's default initialisation (the code draws N(0, 0.02))."""
 
-
 import torch
 from torch import nn
 
