@@ -110,6 +110,37 @@ def load_weights(results: Path, run_id: str, device) -> dict:
         raise UserError(f"{path}: not readable weights ({type(e).__name__}: {e})") from None
 
 
+def figures_dir(results: Path, run_id: str) -> Path:
+    """Where a run's pictures are (committed with its record)."""
+    return Path(results) / "figures" / _safe(run_id)
+
+
+def save_image_grids(results: Path, run_id: str, grids: dict) -> dict[str, str]:
+    """Each grid [rows, columns, *image shape] as ``<name>.png`` (a row of the grid a row of
+    pictures), written atomically; their paths relative to ``results``, by name. A flat image of a
+    square size is shown square; another shape has no picture."""
+    import torchvision.utils
+
+    written = {}
+    for name, grid in grids.items():
+        if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+            raise ValueError(f"image grid name {name!r}: letters, digits and underscores only")
+        rows, columns, *shape = grid.shape
+        side = math.isqrt(shape[0]) if len(shape) == 1 else 0
+        image = {1: (1, side, side), 2: (1, *shape), 3: tuple(shape)}[len(shape)]
+        if len(shape) == 1 and side * side != shape[0]:
+            continue
+        path = figures_dir(results, run_id) / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = _partial(path, os.getpid())
+        torchvision.utils.save_image(
+            grid.reshape(rows * columns, *image).clamp(0, 1).cpu(), partial, nrow=columns, format="png"
+        )
+        os.replace(partial, path)
+        written[name] = path.relative_to(results).as_posix()
+    return written
+
+
 def path_for(results: Path, config: dict, run_id: str) -> Path:
     """``<paper>__<method>__<dataset>__<budget>__seed<N>__<run id>.json``; a grid variant's name is
     written with its brackets and signs as dashes (``iwae[samples=5]`` -> ``iwae-samples-5``)."""

@@ -379,6 +379,8 @@ def run(
             if results is not None:
                 records.keep_weights(results, run_id, trained["evaluated"].state_dict())
             evaluate_into(record, trained["evaluated"], data, config["evaluation"], device)
+            if results is not None:
+                draw_figures(record, trained["evaluated"], results)
     except Exception as error:
         _failure(record, error)
     record["timing"].update(device_info(device), **peak_memory(device, reset))
@@ -410,6 +412,21 @@ def evaluate_into(record: dict, model, data: Dataset, evaluation: dict, device: 
     if bad:
         record.update(
             status="diverged", stop_reason="non_finite_metric", error=f"non-finite test metric(s): {', '.join(bad)}"
+        )
+
+
+def draw_figures(record: dict, model, results: Path) -> None:
+    """The method's ``image_grids`` (drawn from the run's seed) as PNGs under ``results``, listed in the
+    record's ``figures``; a method that fails to draw them makes the run ``partial``."""
+    torch.manual_seed(record["seed"])
+    try:
+        with torch.no_grad():
+            record["figures"] = records.save_image_grids(results, record["run_id"], model.image_grids())
+    except Exception:
+        if record["status"] == "ok":
+            record.update(status="partial", stop_reason="figure_error")
+        record["error"] = "\n".join(
+            filter(None, [record["error"], "image grids failed: " + traceback.format_exc()[-2000:]])
         )
 
 

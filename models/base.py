@@ -43,6 +43,10 @@ A method adds a training knob by overriding the hook it belongs to, not by editi
 
 ``latent_parts()`` names the parts of a structured latent (ladder layers): the metrics that can
 (KL, active units, clustering) then carry a value per part beside the whole.
+
+``image_grids()``: the pictures a trained method draws of itself (component-wise generation, layer
+traversals), by name, each [rows, columns, *data_shape] intensities in [0, 1]; the harness saves
+them as PNGs beside the run's record. None by default.
 """
 
 import torch
@@ -88,6 +92,9 @@ class LatentVariableModel(nn.Module):
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def image_grids(self) -> dict[str, torch.Tensor]:
+        return {}
 
     def latent_parts(self) -> dict[str, int] | None:
         """The named parts of the flattened latent, in order, with their sizes (a ladder's layers:

@@ -1,4 +1,11 @@
-"""Mixture posteriors shared by the methods (not a method itself): an amortized mixture of diagonal
+"""Gaussian mixtures shared by the methods (not a method itself).
+
+``gaussian_mixture``: a mixture of diagonal Gaussians as one distribution, its discrete component
+summed out (a mixture posterior; the Gaussian-mixture priors of GM-DGM and VLAC).
+``IndependentParts``: independent distributions over consecutive parts of one vector (a ladder's
+layers, each with its own mixture prior).
+
+``MixturePosteriorVAE``: an amortized mixture of diagonal
 Gaussians over the VAE's model, component 1 from the VAE's encoder and each further one from its own
 encoder, its weights unrolled from the recursion q_m = (1 − ε_m) q_{m−1} + ε_m h_m of Kim &
 Pavlovic (2020) (any point of the simplex is such an unrolling, so a jointly trained mixture uses it
@@ -11,12 +18,38 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Categorical, MixtureSameFamily
+from torch.distributions import Categorical, Distribution, MixtureSameFamily, constraints
 
 from models.networks import diagonal_gaussian, mlp
 from models.vae import VAE
 
 EPSILONS = ("amortized", "global")
+
+
+def gaussian_mixture(logits: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor) -> MixtureSameFamily:
+    """Σ_k softmax(logits)_k N(loc_k, diag(exp(log_scale_k)²)): ``logits`` [..., K], ``loc`` and
+    ``log_scale`` [..., K, D]; log_prob sums the component out exactly (log-sum-exp)."""
+    return MixtureSameFamily(Categorical(logits=logits), diagonal_gaussian(loc, log_scale), validate_args=False)
+
+
+class IndependentParts(Distribution):
+    """Independent distributions over consecutive parts of one vector: ``parts`` (each with an event
+    shape [size]) in order; log_prob splits the vector and adds their log-densities, sample draws each
+    part and concatenates."""
+
+    arg_constraints = {}
+    support = constraints.real_vector
+
+    def __init__(self, parts: list[Distribution]):
+        self.parts = parts
+        self.sizes = [part.event_shape[-1] for part in parts]
+        super().__init__(parts[0].batch_shape, torch.Size([sum(self.sizes)]), validate_args=False)
+
+    def log_prob(self, z):
+        return sum(part.log_prob(block) for part, block in zip(self.parts, z.split(self.sizes, -1)))
+
+    def sample(self, sample_shape=()):
+        return torch.cat([part.sample(sample_shape) for part in self.parts], -1)
 
 
 def mixture_logits(epsilon_logits: torch.Tensor) -> torch.Tensor:
@@ -71,7 +104,6 @@ class MixturePosteriorVAE(VAE):
         return {"logits": mixture_logits(epsilon_logits), "loc": loc, "log_scale": log_scale}
 
     def variational_family(self, parameters):
-        components = diagonal_gaussian(parameters["loc"], parameters["log_scale"])
         if "logits" not in parameters:
-            return components
-        return MixtureSameFamily(Categorical(logits=parameters["logits"]), components, validate_args=False)
+            return diagonal_gaussian(parameters["loc"], parameters["log_scale"])
+        return gaussian_mixture(parameters["logits"], parameters["loc"], parameters["log_scale"])

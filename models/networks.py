@@ -156,6 +156,11 @@ class PixelLikelihood(nn.Module):
         if self.family != "bernoulli" and "pixel_variance" in statistics:
             self.init_scale(statistics["pixel_variance"])
 
+    def mean(self, output: torch.Tensor) -> torch.Tensor:
+        """The pixels' intensities to show for the decoder's ``output``: their expectation (Bernoulli),
+        or the location of their density."""
+        return torch.sigmoid(output) if self.family == "bernoulli" else output
+
     def score_and_curvature(self, output: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The gradient of log p(x|output) in the decoder's ``output`` [B, D], and its curvature: the
         diagonal of minus its Hessian (Bernoulli: s(1 − s) with s = sigmoid(output); Gaussian: 1/σ²

@@ -7,27 +7,36 @@ one depth closer to the pixels by a gated add, u ← f_l(u + g_l ⊙ W_l z_l) wi
 at 0.1, so that the higher a layer, the more abstract what it can express.
 
 Layer l of the latent is the part ``layer<l>`` (layer0 enters last, closest to the pixels): KL,
-active units and clustering come per layer.
+active units and clustering come per layer. The networks take 28×28 grey images (the code's MNIST)
+or 32×32 colour ones (SVHN: the same layers with three channels; the code's SVHN model is deeper),
+with any of the suite's pixel likelihoods.
 
-Where the suite departs from the code: the decoder gives Bernoulli logits and training maximises the
-ELBO (the code's reconstruction term is a weighted L1 error, not a likelihood, so it could not be
-compared), with the code's KL warm-up, weight 1 − exp(−step / ``warmup_steps``); no batch
-normalisation (the code normalises every layer; here a likelihood must not depend on the batch);
-PyTorch's default initialisation (the code draws N(0, 0.02))."""
+Where the suite departs from the code: the decoder gives the pixel likelihood's parameters (Bernoulli
+logits for binary images) and training maximises the ELBO (the code's reconstruction term is a
+weighted L1 error, not a likelihood, so it could not be compared), with the code's KL warm-up, weight
+1 − exp(−step / ``warmup_steps``); no batch normalisation (the code normalises every layer; here a
+likelihood must not depend on the batch); PyTorch's default initialisation (the code draws
+N(0, 0.02))."""
+
+import math
 
 import torch
 from torch import nn
 
 from models import register
 from models.base import LatentVariableModel
-from models.networks import bernoulli_log_prob, diagonal_gaussian, standard_normal, standard_normal_kl
+from models.networks import PixelLikelihood, diagonal_gaussian, standard_normal, standard_normal_kl
 
 
-def _convolutions(channels: tuple[int, int]) -> nn.Sequential:
-    """28×28 → 14×14 → 7×7, 4×4 kernels, leaky ReLU, flattened."""
+def _convolutions(image_channels: int, channels: tuple[int, int]) -> nn.Sequential:
+    """H×W → H/2×W/2 → H/4×W/4, 4×4 kernels, leaky ReLU, flattened."""
     a, b = channels
     return nn.Sequential(
-        nn.Conv2d(1, a, 4, 2, 1), nn.LeakyReLU(0.1), nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.1), nn.Flatten()
+        nn.Conv2d(image_channels, a, 4, 2, 1),
+        nn.LeakyReLU(0.1),
+        nn.Conv2d(a, b, 4, 2, 1),
+        nn.LeakyReLU(0.1),
+        nn.Flatten(),
     )
 
 
@@ -40,7 +49,8 @@ def _dense(n_in: int, n_out: int, hidden: int, activation=lambda: nn.LeakyReLU(0
 
 @register("vladder")
 class VariationalLadderAutoencoder(LatentVariableModel):
-    image_shapes = ((1, 28, 28), (28, 28))
+    image_shapes = ((1, 28, 28), (28, 28), (3, 32, 32))
+    likelihoods = PixelLikelihood.FAMILIES
 
     def __init__(
         self,
@@ -54,19 +64,23 @@ class VariationalLadderAutoencoder(LatentVariableModel):
         super().__init__()
         latent_dims = list(latent_dims)
         if tuple(data_shape) not in self.image_shapes:
-            raise ValueError(f"vladder's networks are for 28×28 images, not {tuple(data_shape)}")
+            raise ValueError(
+                f"{self.key}'s networks are for 28×28 grey or 32×32 colour images, not {tuple(data_shape)}"
+            )
         if len(latent_dims) < 2 or not all(isinstance(d, int) and d >= 1 for d in latent_dims):
             raise ValueError(f"latent_dims must list at least two positive sizes, bottom first; got {latent_dims!r}")
         if not warmup_steps >= 0:
             raise ValueError(f"warmup_steps must be non-negative, got {warmup_steps!r}")
-        features = channels[1] * 7 * 7
+        self.image = (1, *data_shape[-2:]) if len(data_shape) == 2 else tuple(data_shape)  # (C, H, W)
+        c, height, width = self.image
+        features = channels[1] * (height // 4) * (width // 4)
         # inference: h_1 = g_0(x) (convolutions, then linear), h_{l+1} = g_l(h_l); heads μ_l, σ_l from h_l
         self.climb = nn.ModuleList(
-            [nn.Sequential(_convolutions(channels), nn.Linear(features, hidden))]
+            [nn.Sequential(_convolutions(c, channels), nn.Linear(features, hidden))]
             + [_dense(hidden, hidden, hidden) for _ in latent_dims[1:-1]]
         )
         self.heads = nn.ModuleList(
-            [nn.Sequential(_convolutions(channels), nn.Linear(features, 2 * latent_dims[0]))]
+            [nn.Sequential(_convolutions(c, channels), nn.Linear(features, 2 * latent_dims[0]))]
             + [_dense(hidden, 2 * d, hidden) for d in latent_dims[1:]]
         )
         # generation: the top layer through three layers, each lower one added by its gate, then the layers to its depth
@@ -80,14 +94,15 @@ class VariationalLadderAutoencoder(LatentVariableModel):
                     nn.ReLU(),
                     nn.Linear(hidden, features),
                     nn.ReLU(),
-                    nn.Unflatten(-1, (b, 7, 7)),
+                    nn.Unflatten(-1, (b, height // 4, width // 4)),
                     nn.ConvTranspose2d(b, a, 4, 2, 1),
                     nn.LeakyReLU(0.1),
-                    nn.ConvTranspose2d(a, 1, 4, 2, 1),
+                    nn.ConvTranspose2d(a, c, 4, 2, 1),
                 )
             ]
             + [nn.Sequential(nn.ReLU(), _dense(hidden, hidden, hidden, nn.ReLU)) for _ in latent_dims[1:-1]]
         )
+        self.pixels = PixelLikelihood(likelihood)
         self.latent_dims, self.warmup_steps = latent_dims, warmup_steps
         self.register_buffer("_origin", torch.zeros(sum(latent_dims)))
         self.register_buffer("steps", torch.tensor(0))  # training steps taken: the KL warm-up's clock
@@ -99,7 +114,7 @@ class VariationalLadderAutoencoder(LatentVariableModel):
         return standard_normal(self._origin)
 
     def variational_parameters(self, x):
-        h, locs, log_scales = x.reshape(-1, 1, 28, 28), [], []
+        h, locs, log_scales = x.reshape(-1, *self.image), [], []
         for layer, head in enumerate(self.heads):
             loc, raw_scale = head(h).chunk(2, dim=-1)
             locs.append(loc)
@@ -111,17 +126,18 @@ class VariationalLadderAutoencoder(LatentVariableModel):
     def variational_family(self, parameters):
         return diagonal_gaussian(parameters["loc"], parameters["log_scale"])
 
-    def pixel_logits(self, z):
-        """Bernoulli logits [..., 784] of the image generated from z [..., D] (its layers bottom first)."""
+    def decode(self, z):
+        """The pixel likelihood's parameters [..., C·H·W] (Bernoulli logits, or the pixels' means) of the
+        image generated from z [..., D] (its layers bottom first)."""
         leading = z.shape[:-1]
         parts = z.reshape(-1, z.shape[-1]).split(self.latent_dims, dim=-1)
         u = self.top(parts[-1])
         for layer in reversed(range(len(self.latent_dims) - 1)):
             u = self.descend[layer](u + self.gates[layer] * self.inject[layer](parts[layer]))
-        return u.reshape(*leading, 28 * 28)
+        return u.reshape(*leading, math.prod(self.image))
 
     def log_likelihood(self, x, z):
-        return bernoulli_log_prob(self.pixel_logits(z), x.reshape(len(x), 28 * 28))
+        return self.pixels(self.decode(z), x)
 
     def kl_weight(self) -> torch.Tensor:
         """The code's warm-up: 1 − exp(−step / warmup_steps) after ``step`` training steps."""
@@ -129,11 +145,15 @@ class VariationalLadderAutoencoder(LatentVariableModel):
             return torch.ones((), device=self.steps.device)
         return 1 - torch.exp(-self.steps / self.warmup_steps)  # a tensor: no device sync in the step
 
+    def latent_kl(self, loc, log_scale):
+        """Each point's KL(q(z|x) ‖ p(z)) [B] from q's means and log-scales [B, D]: closed form."""
+        return standard_normal_kl(loc, log_scale)
+
     def loss(self, x):
         q = self.variational_parameters(x)
         z = q["loc"] + q["log_scale"].exp() * torch.randn_like(q["loc"])
         recon = self.log_likelihood(x, z)
-        kl = standard_normal_kl(q["loc"], q["log_scale"])
+        kl = self.latent_kl(q["loc"], q["log_scale"])
         weight = self.kl_weight()
         if self.training:
             self.steps += 1

@@ -24,7 +24,9 @@ NARROW = {
     "vlossy": PIXELCNN_NARROW,
     "mae": {**PIXELCNN_NARROW, "eta": 1.0, "gamma": 0.01},
     "vladder": {"hidden": 64, "channels": [8, 16]},
+    "vlac": {"hidden": 64, "channels": [8, 16]},
     "hvae_chain": {"hidden": 64},
+    "gmdgm": {"hidden": [64], "latent_dim": 8},
 }
 
 

@@ -24,7 +24,7 @@ def built(**hyper):
 def reached(model, z):
     """Which layers of z the generated image depends on (by the gradient of its logits)."""
     z = z.clone().requires_grad_()
-    model.pixel_logits(z).sum().backward()
+    model.decode(z).sum().backward()
     return {f"layer{layer}" for layer, g in enumerate(z.grad.split(model.latent_dims, -1)) if g.abs().sum() > 0}
 
 
@@ -53,7 +53,7 @@ def test_each_layer_is_injected_at_the_codes_depth():
     for module in model.modules():
         if isinstance(module, (torch.nn.Linear, torch.nn.ConvTranspose2d)):
             module.register_forward_hook(lambda m, _i, _o: called.append(m))
-    model.pixel_logits(torch.randn(1, 6))
+    model.decode(torch.randn(1, 6))
     entries = [0] + [called.index(inject) for inject in reversed(model.inject)]  # top, layer1, layer0
     depths = {f"layer{2 - k}": sum(m not in list(model.inject) for m in called[at:]) for k, at in enumerate(entries)}
     assert depths == {"layer2": 9, "layer1": 6, "layer0": 3}
