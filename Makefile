@@ -38,7 +38,7 @@ benchmark: install
 # The nightly CI benchmark job, on a GPU runner.
 nightly: install
 	$(BIN)/vlaebench run --paper all --budget nightly --seeds 0,1,2 --device cuda --quiet
-	$(BIN)/vlaebench tables
+	$(BIN)/vlaebench report
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -1,8 +1,9 @@
-"""The ``vlaebench`` command: ``list``, ``run`` and ``tables``."""
+"""The ``vlaebench`` command: ``list``, ``run``, ``evaluate``, ``data``, ``tables`` and ``report``."""
 
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -231,6 +232,17 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_report(args) -> None:
+    from report import document
+
+    started = time.perf_counter()
+    written = document.write_report(args.results, args.out)
+    seconds = time.perf_counter() - started
+    print(
+        f"wrote {len(written)} files in {seconds:.1f} s; start at {args.out / 'README.md'} or {args.out / 'index.html'}"
+    )
+
+
 def cmd_tables(args) -> None:
     from report import generate
 
@@ -283,6 +295,11 @@ def parser() -> argparse.ArgumentParser:
     tables = sub.add_parser("tables", help="regenerate Markdown and LaTeX tables from the records (never trains)")
     tables.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     tables.add_argument("--out", type=Path, default=DEFAULT_REPORT)
+    report = sub.add_parser(
+        "report", help="the whole report (README.md, index.html, figures, tables) from the records (never trains)"
+    )
+    report.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    report.add_argument("--out", type=Path, default=ROOT / "report")
     return top
 
 
@@ -297,6 +314,8 @@ def main(argv=None) -> int:
             return cmd_evaluate(args)
         elif args.command == "data":
             return cmd_data(args)
+        elif args.command == "report":
+            cmd_report(args)
         else:
             cmd_tables(args)
     except UserError as e:

@@ -4,7 +4,8 @@ Each value is returned with the settings of its estimator, as it goes into the r
 
 - density: test NLL by importance sampling (with its Monte-Carlo standard error), ELBO, KL (analytic
   or Monte-Carlo, with the per-dimension KL where q factorizes), reconstruction, bits/dim;
-- representation: active units, and clustering accuracy / NMI / ARI of the test labels;
+- representation: active units, clustering accuracy / NMI / ARI and the linear-probe accuracy of
+  the test labels;
 - inference: the amortization and approximation gaps of Cremer, Li & Duvenaud (2018);
 - cost: the test-time inference latency per batch (the rest of the timing block is ``train.py``'s).
 """
@@ -67,6 +68,13 @@ METRICS = {
         "higher",
         digits=3,
     ),
+    "probe_acc": Metric(
+        "Probe acc.",
+        "linear-probe accuracy: a logistic regression from the posterior means to the test labels, "
+        "5-fold cross-validated on the test points",
+        "higher",
+        digits=3,
+    ),
     "nmi": Metric("NMI", "normalized mutual information of clusters and test labels", "higher", digits=3),
     "ari": Metric("ARI", "adjusted Rand index of clusters and test labels", "higher", digits=3),
     # Gaps in nats, 2 decimals; lower: a tighter amortized q (amortization), a richer family (approximation).
@@ -121,12 +129,17 @@ def _flat(z) -> torch.Tensor:
 
 
 @torch.no_grad()
-def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 10_000, proposal=None) -> dict:
+def importance_sampled_terms(
+    model, x: torch.Tensor, samples: int, rows_per_chunk: int = 10_000, proposal=None, parts=None
+) -> dict:
     """Per data point: log p̂(x) = logmeanexp_k [log p(x, z_k) − log q(z_k|x)], z_k ~ q(z|x), and
     the Monte-Carlo variance of that estimate (``log_px_var``, by the delta method); from the
     same samples E_q log p(x|z); and KL(q || p), analytic where torch.distributions has it (then
     ``kl_analytic`` is True), else the Monte-Carlo mean over those samples. ``kl_per_dim`` is the
-    analytic KL of each latent dimension where q and p factorize over them (else None).
+    analytic KL of each latent dimension where q and p factorize over them (else None). With a
+    structured latent's ``parts``, where there is no per-dimension KL but q and p give each part's
+    (conditional) log-density (``part_log_probs``), ``kl_parts`` is the Monte-Carlo KL of each part
+    from the same samples, E_q[log q(z_l | ·) − log p(z_l | ·)], which add up to the KL.
 
     ``proposal(rows)`` gives q for the points ``x[rows]``; by default the method's q(z|x).
     Work is chunked so that at most ``rows_per_chunk`` (point, sample) pairs go through the decoder
@@ -140,19 +153,26 @@ def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chun
     rows_per_pass = rows_per_chunk
     if x.device.type == "cpu":
         rows_per_pass = min(rows_per_pass, max(1, CPU_CACHE_VALUES // x[0].numel()))
-    out = {"log_px": [], "log_px_var": [], "recon": [], "kl": [], "kl_per_dim": [], "ess": [], "pareto_k": []}
+    out = {"log_px": [], "log_px_var": [], "recon": [], "kl": [], "kl_per_dim": [], "kl_parts": [], "ess": []}
+    out["pareto_k"] = []
     prior = model.prior()
     analytic = None
     for start in range(0, len(x), points_per_chunk):
         rows = slice(start, start + points_per_chunk)
         x_chunk, q = x[rows], proposal(rows)
         analytic = has_analytic_kl(q, prior) if analytic is None else analytic
+        per_dim = _kl_per_dim(q, prior)
         passes = math.ceil(samples / max(1, rows_per_pass // len(x_chunk)))
         terms, tail = [], diagnostics.RunningTail(samples)  # the largest weights, for Pareto k̂
+        part_kl = None
         for i in range(passes):
             z = q.sample((samples // passes + (i < samples % passes),))
             log_prior = prior.log_prob(z)
             log_q = q.log_prob(z)
+            if parts and per_dim is None:
+                by_part = _part_log_probs(q, z, parts), _part_log_probs(prior, z, parts)
+                if None not in by_part:
+                    part_kl = (0 if part_kl is None else part_kl) + (by_part[0] - by_part[1]).sum(0)
             log_joint = model.log_joint(x_chunk, z)
             log_w = log_joint - log_q
             tail.update(log_w)
@@ -173,15 +193,31 @@ def importance_sampled_terms(model, x: torch.Tensor, samples: int, rows_per_chun
         out["log_px_var"].append(relative.clamp_min(0) / samples)
         out["recon"].append(sum(t[2] for t in terms) / samples)
         out["kl"].append(kl_divergence(q, prior) if analytic else sum(t[3] for t in terms) / samples)
-        out["kl_per_dim"].append(_kl_per_dim(q, prior))
+        out["kl_per_dim"].append(per_dim)
+        out["kl_parts"].append(None if part_kl is None else part_kl / samples)
         out["ess"].append(diagnostics.ess_from_sums(log_sum_w, log_sum_w2))
         out["pareto_k"].append(tail.result())
-    per_dim = None if any(k is None for k in out["kl_per_dim"]) else torch.cat(out["kl_per_dim"])
+    joined = {
+        key: None if any(t is None for t in out[key]) else torch.cat(out[key]) for key in ("kl_per_dim", "kl_parts")
+    }
     return {
         **{key: torch.cat(out[key]) for key in ("log_px", "log_px_var", "recon", "kl", "ess", "pareto_k")},
-        "kl_per_dim": per_dim,
+        **joined,
         "kl_analytic": analytic,
     }
+
+
+def _part_log_probs(distribution: Distribution, z: torch.Tensor, parts: dict[str, int]) -> torch.Tensor | None:
+    """[..., parts] the log-density of each part of z: the distribution's own ``part_log_probs`` (a
+    chain's conditionals, independent parts' densities) where its parts are ``parts``; summed per part
+    where it is independent over the dimensions (a diagonal Gaussian); else None."""
+    sizes = list(parts.values())
+    if hasattr(distribution, "part_log_probs"):
+        return distribution.part_log_probs(z) if distribution.part_sizes == sizes else None
+    if isinstance(distribution, Independent) and distribution.reinterpreted_batch_ndims == 1:
+        per_dim = distribution.base_dist.log_prob(z)
+        return torch.stack([block.sum(-1) for block in per_dim.split(sizes, -1)], -1)
+    return None
 
 
 def weight_diagnostics(ess: torch.Tensor, pareto_k: torch.Tensor, samples: int) -> dict:
@@ -226,14 +262,18 @@ def _entry(values: torch.Tensor, unit: str, estimator: dict, **extra) -> dict:
     return {"value": mean, "sem": sem, "unit": unit, "estimator": estimator, **extra}
 
 
-def density_metrics(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 10_000, discrete: bool = False) -> dict:
+def density_metrics(
+    model, x: torch.Tensor, samples: int, rows_per_chunk: int = 10_000, discrete: bool = False, parts=None
+) -> dict:
     """nll, elbo, kl, recon, each with ``sem``, the standard error of the mean over the test points;
     the nll also with ``mc_sem``, the Monte-Carlo standard error of the importance-sampling estimate
     itself (it shrinks with K; ``sem`` does not); and bits_per_dim
     when the likelihood is a probability of discrete pixels (``discrete``: Bernoulli, discretized
-    logistic); a Gaussian density on continuous intensities has none."""
+    logistic); a Gaussian density on continuous intensities has none. With a structured latent's
+    ``parts``, the KL of each part (``kl`` ``parts``): the sum of its dimensions' analytic KL, or
+    else its Monte-Carlo KL (``parts_estimator``)."""
     model.eval()
-    terms = importance_sampled_terms(model, x, samples, rows_per_chunk)
+    terms = importance_sampled_terms(model, x, samples, rows_per_chunk, parts=parts)
     kl = terms["kl"]
     kl_estimator = {"name": "analytic"} if terms["kl_analytic"] else {"name": "monte_carlo", "samples": samples}
     common = {"points": len(x), "split": "test"}
@@ -261,6 +301,12 @@ def density_metrics(model, x: torch.Tensor, samples: int, rows_per_chunk: int = 
         "kl": _entry(kl, "nats", {**kl_estimator, **common}, **per_dim),
         "recon": _entry(terms["recon"], "nats", {"name": "monte_carlo", "samples": samples, **common}),
     }
+    if parts and terms["kl_per_dim"] is not None:
+        per_dim_mean = terms["kl_per_dim"].mean(0)
+        metrics["kl"]["parts"] = {name: per_dim_mean[where].sum().item() for name, where in part_slices(parts).items()}
+    elif parts and terms["kl_parts"] is not None:
+        metrics["kl"]["parts"] = dict(zip(parts, terms["kl_parts"].double().mean(0).tolist()))
+        metrics["kl"]["parts_estimator"] = {"name": "monte_carlo", "samples": samples, "of": "conditional_densities"}
     if discrete:
         dims = x[0].numel()
         metrics["bits_per_dim"] = _entry(
@@ -392,6 +438,44 @@ def clustering(model, x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor
             entry["value"] = entry["parts"][entry["best_part"]]
         result[name] = entry
     return result
+
+
+PROBE_FOLDS = 5
+
+
+def linear_probe(means: torch.Tensor, labels: torch.Tensor, seed: int, parts=None) -> dict:
+    """probe_acc: how linearly the posterior means hold the labels. A multinomial logistic regression
+    (scikit-learn's, on standardised means) is fitted on four fifths of the test points and scored
+    on the fifth, over 5 stratified folds (shuffled with the run's seed); the mean accuracy, for the
+    whole latent and for each part (which layer holds the digit identity). With fewer test points of
+    some label than folds, as many folds as that label has points; below two, no probe."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = labels.cpu().numpy()
+    n_folds = min(PROBE_FOLDS, int(np.unique(labels, return_counts=True)[1].min()))
+    if n_folds < 2:
+        return {}
+    folds = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    score = lambda features: float(cross_val_score(probe, features.cpu().double().numpy(), labels, cv=folds).mean())
+    entry = {
+        "value": score(means),
+        "unit": "fraction",
+        "estimator": {
+            "name": "logistic_regression_cross_validated",
+            "folds": n_folds,
+            "features": "posterior_means",
+            "points": len(labels),
+            "split": "test",
+            "random_state": seed,
+        },
+    }
+    if parts:
+        entry["parts"] = {name: score(means[:, where]) for name, where in part_slices(parts).items()}
+    return {"probe_acc": entry}
 
 
 def fit_local_posteriors(
@@ -554,7 +638,7 @@ def evaluate(
 ) -> tuple[dict, dict, dict]:
     """Every test metric of a trained model on the (binarized) test points ``x``; the wall-clock each
     group of them took and the inference latency; and the groups that failed, with their traceback.
-    Each group (density, posterior means and active units, clustering, gaps, latency) is evaluated on
+    Each group (density, posterior means and active units, clustering, linear probe, gaps, latency) is evaluated on
     its own: one that fails leaves the others' values in the record. ``evaluation`` is the run
     config's: importance_samples, gap_points (None: no gaps), gap_max_steps, gap_samples, gap_start,
     and the chunk sizes importance_rows_per_chunk and gap_points_per_chunk."""
@@ -576,18 +660,16 @@ def evaluate(
     density = group(
         "density",
         lambda: density_metrics(
-            model, x, evaluation["importance_samples"], evaluation["importance_rows_per_chunk"], discrete
+            model, x, evaluation["importance_samples"], evaluation["importance_rows_per_chunk"], discrete, parts
         ),
     )
     metrics.update(density or {})
-    if density and parts and "per_dim" in density["kl"]:
-        per_dim = torch.tensor(density["kl"]["per_dim"])
-        density["kl"]["parts"] = {name: per_dim[where].sum().item() for name, where in part_slices(parts).items()}
     means, noise = group("posterior_means", lambda: posterior_means(model, x)) or (None, None)
     if means is not None:
         metrics["active_units"] = active_units(means, parts=parts, noise=noise, samples=POSTERIOR_MEAN_SAMPLES)
         if labels is not None:
             metrics.update(group("clustering", lambda: clustering(model, x, labels, means, seed, parts)) or {})
+            metrics.update(group("probe", lambda: linear_probe(means, labels, seed, parts)) or {})
     if evaluation.get("gap_points"):
         torch.manual_seed(seed)
         gaps = lambda: inference_gaps(

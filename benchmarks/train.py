@@ -232,8 +232,9 @@ def _git(*args) -> str | None:
 
 
 def provenance() -> dict:
-    # Run records and generated tables are outputs, not code: they do not make the tree dirty.
-    changes = _git("status", "--porcelain", "--", ".", ":!results", ":!report/tables")
+    # Run records, their pictures and the generated report are outputs, not code: they do not make the tree dirty.
+    outputs = (":!results", ":!report/tables", ":!report/figures", ":!report/README.md", ":!report/index.html")
+    changes = _git("status", "--porcelain", "--", ".", *outputs)
     return {
         "git_sha": _git("rev-parse", "HEAD"),
         "git_dirty": None if changes is None else bool(changes),

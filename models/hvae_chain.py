@@ -55,13 +55,24 @@ class GaussianChain(Distribution):
         order = sorted(range(len(self.blocks)), key=lambda k: self.blocks[k][0])
         return torch.cat([drawn[k] for k in order], -1)
 
-    def log_prob(self, z):
+    @property
+    def part_sizes(self) -> list[int]:
+        """The blocks' sizes in the vector's order."""
+        return [size for _, size in sorted(self.blocks)]
+
+    def part_log_probs(self, z):
+        """[..., blocks] each block's conditional log-density given the block before it in the chain,
+        in the vector's order: they add up to ``log_prob`` (a layer's share of a KL)."""
         parts = self._split(z)
-        total = _gaussian_log_prob(parts[0], self.loc, self.log_scale)
+        conditionals = [_gaussian_log_prob(parts[0], self.loc, self.log_scale)]
         for step, previous, block in zip(self.steps, parts[:-1], parts[1:]):
             loc, log_scale = step(previous)
-            total = total + _gaussian_log_prob(block, loc, log_scale)
-        return total
+            conditionals.append(_gaussian_log_prob(block, loc, log_scale))
+        order = sorted(range(len(self.blocks)), key=lambda k: self.blocks[k][0])
+        return torch.stack([conditionals[k] for k in order], -1)
+
+    def log_prob(self, z):
+        return self.part_log_probs(z).sum(-1)
 
 
 class _Conditional(nn.Module):

@@ -45,8 +45,16 @@ class IndependentParts(Distribution):
         self.sizes = [part.event_shape[-1] for part in parts]
         super().__init__(parts[0].batch_shape, torch.Size([sum(self.sizes)]), validate_args=False)
 
+    @property
+    def part_sizes(self) -> list[int]:
+        return self.sizes
+
+    def part_log_probs(self, z):
+        """[..., parts] each part's log-density."""
+        return torch.stack([part.log_prob(block) for part, block in zip(self.parts, z.split(self.sizes, -1))], -1)
+
     def log_prob(self, z):
-        return sum(part.log_prob(block) for part, block in zip(self.parts, z.split(self.sizes, -1)))
+        return self.part_log_probs(z).sum(-1)
 
     def sample(self, sample_shape=()):
         return torch.cat([part.sample(sample_shape) for part in self.parts], -1)

@@ -102,8 +102,7 @@ class GaussianMixtureLadder(VariationalLadderAutoencoder):
         columns = 8
         shared = self.prior().sample((columns,))  # [columns, D]
         grids = {}
-        starts = [sum(self.latent_dims[:layer]) for layer in range(len(self.latent_dims))]
-        for layer, (start, size) in enumerate(zip(starts, self.latent_dims)):
+        for layer, (start, size) in enumerate(self._layer_slices()):
             loc, log_scale = self.component_locs[layer], self.component_log_scales[layer]
             z = shared.expand(len(loc), -1, -1).clone()  # [K, columns, D]
             z[..., start : start + size] = loc.unsqueeze(1) + log_scale.exp().unsqueeze(1) * torch.randn_like(

@@ -22,6 +22,7 @@ import math
 
 import torch
 from torch import nn
+from torch.distributions import Normal
 
 from models import register
 from models.base import LatentVariableModel
@@ -51,6 +52,7 @@ def _dense(n_in: int, n_out: int, hidden: int, activation=lambda: nn.LeakyReLU(0
 class VariationalLadderAutoencoder(LatentVariableModel):
     image_shapes = ((1, 28, 28), (28, 28), (3, 32, 32))
     likelihoods = PixelLikelihood.FAMILIES
+    TRAVERSAL_STEPS = 8
 
     def __init__(
         self,
@@ -138,6 +140,29 @@ class VariationalLadderAutoencoder(LatentVariableModel):
 
     def log_likelihood(self, x, z):
         return self.pixels(self.decode(z), x)
+
+    def image_grids(self):
+        """Latent traversals, one grid per layer (the paper's figures): that layer's first two
+        dimensions run over the prior's 5%..95% quantiles down the rows and across the columns (its
+        other dimensions at 0), every other layer held at one draw from its prior."""
+        values = Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, self.TRAVERSAL_STEPS)).to(self._origin)
+        held = self.prior().sample()
+        grids = {}
+        for layer, (start, size) in enumerate(self._layer_slices()):
+            z = held.expand(len(values), len(values), -1).clone()  # [rows, columns, D]
+            z[..., start : start + size] = 0
+            z[..., start] = values[:, None]
+            if size > 1:
+                z[..., start + 1] = values[None, :]
+            else:  # one dimension: one row
+                z = z[:1].clone()
+                z[..., start] = values
+            grids[f"traversal_layer{layer}"] = self.pixels.mean(self.decode(z)).reshape(*z.shape[:2], *self.image)
+        return grids
+
+    def _layer_slices(self) -> list[tuple[int, int]]:
+        """(start, size) of each layer in the flattened latent, bottom first."""
+        return [(sum(self.latent_dims[:layer]), size) for layer, size in enumerate(self.latent_dims)]
 
     def kl_weight(self) -> torch.Tensor:
         """The code's warm-up: 1 − exp(−step / warmup_steps) after ``step`` training steps."""

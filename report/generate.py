@@ -138,6 +138,37 @@ def _reproduced(runs: pd.DataFrame, reference: str) -> tuple[str, float | None, 
     return cell, (statistics.mean(values) if values else None), marks
 
 
+def reported_verdict(reported, mean: float | None, marks: set[str]) -> tuple[str, float | None]:
+    """A reported number against the mean of its reproductions (None: none kept; ``marks`` of the
+    cell say whether they were stale): the verdict and Δ = reproduced − reported."""
+    if reported is None or reported.value is None:
+        return "not reported", None
+    if mean is None:
+        return ("stale" if "stale" in marks else "no runs"), None
+    delta = mean - reported.value
+    return ("within tolerance" if abs(delta) <= reported.tolerance else "outside"), delta
+
+
+def reported_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
+    """Each reported number of ``paper`` with its verdict at each budget whose runs of its method and
+    dataset are kept (one row with budget None where there are none)."""
+    rows = []
+    for reported in paper.reported:
+        runs = _kept(
+            frame[
+                (frame["paper"] == paper.key)
+                & (frame["method"] == reported.method)
+                & (frame["dataset"] == reported.dataset)
+                & (frame["evaluation"] == "")
+            ]
+        )
+        for budget_name in sorted(runs["budget"].unique()) or [None]:
+            _, mean, marks = _reproduced(runs[runs["budget"] == budget_name], reported.metric)
+            verdict, _ = reported_verdict(reported, mean, marks)
+            rows.append({"reported": reported, "budget": budget_name, "verdict": verdict})
+    return rows
+
+
 def _row(paper, dataset, method, runs: pd.DataFrame, compare, show) -> tuple[list[str], list[str], set[str]]:
     kept = _kept(runs)
     counts = runs["status"].where(runs["current"], "stale").value_counts()
@@ -147,19 +178,15 @@ def _row(paper, dataset, method, runs: pd.DataFrame, compare, show) -> tuple[lis
         marks |= cell_marks
         digits = _digits(reference)
         reported = paper.reported_for(method, dataset, reference)
+        verdict, delta = reported_verdict(reported, mean, cell_marks)
         if reported is None or reported.value is None:
-            shown, delta, verdict = ("–" if reported is None else "missing"), None, "not reported"
+            shown = "–" if reported is None else "missing"
             if reported is not None:
                 notes.append(f"{method} {_label(reference)}: missing; transcribe from {reported.missing}")
         else:
             shown = _fmt(reported.value, digits) + (
                 f" ± {_fmt(reported.std, digits)}" if reported.std is not None else ""
             )
-            delta = None if mean is None else mean - reported.value
-            if mean is None:
-                verdict = "stale" if "stale" in cell_marks else "no runs"
-            else:
-                verdict = "within tolerance" if abs(delta) <= reported.tolerance else "outside"
             source = reported.source + (f", {reported.note}" if reported.note else "")
             notes.append(f"{method} {_label(reference)}: {source} (tolerance ±{reported.tolerance:g})")
         cells += [shown, shown_reproduced, _fmt(delta, digits, sign=True), verdict]
@@ -497,17 +524,16 @@ def _side(method: str, metric: str, runs: pd.DataFrame, named: bool = False) -> 
     return values, f"{name}: {summary}" + (f" ({stale} stale)" if stale else ""), stale
 
 
-def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
-    """One row per claim and budget at which its dataset has runs (a claim without any: one row)."""
-    header = ["Claim", "Dataset", "Metric", "Budget", "Method", "Than", "p", "Verdict"]
-    rows, notes, any_stale = [], [], False
+def claim_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
+    """Each claim (``index`` from 1) at each budget at which its dataset has kept runs (a claim without
+    any: one row, budget None): both sides as shown, whether a side lost stale values, and the
+    verdict (``report.claims``). Only the runs' own evaluation counts (no re-evaluation is mixed in)."""
+    checked = []
     for i, claim in enumerate(paper.claims, 1):
-        # the runs' own evaluation (a re-evaluation's records are not mixed in)
         runs = _kept(
             frame[(frame["paper"] == paper.key) & (frame["dataset"] == claim.dataset) & (frame["evaluation"] == "")]
         )
-        budgets = sorted(runs["budget"].unique()) or [None]
-        for budget_name in budgets:
+        for budget_name in sorted(runs["budget"].unique()) or [None]:
             at_budget = runs[runs["budget"] == budget_name]
             named = claim.than_metric not in (None, claim.metric)
             values, shown, stale = _side(claim.method, claim.metric, at_budget, named)
@@ -515,22 +541,42 @@ def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
                 than, shown_than, stale_than = _side(claim.than, claim.than_metric or claim.metric, at_budget, named)
             else:  # a number of the spec: as written there
                 than, shown_than, stale_than = float(claim.than), f"{float(claim.than):g}", 0
-            any_stale |= bool(stale or stale_than)
-            result = claim_checks.verdict(claim, values, than)
-            rows.append(
-                [
-                    f"({i}) {claim.text}",
-                    claim.dataset,
-                    f"{_label(claim.metric)}, {claim.direction}"
-                    + (f" by ×{claim.ratio:g}" if claim.ratio else f" by {claim.margin:g}" if claim.margin else ""),
-                    budget_name or "–",
-                    shown,
-                    shown_than,
-                    "–" if result["p"] is None else f"{result['p']:.3g}",
-                    result["verdict"],
-                ]
+            checked.append(
+                {
+                    "index": i,
+                    "claim": claim,
+                    "budget": budget_name,
+                    "shown": shown,
+                    "shown_than": shown_than,
+                    "stale": bool(stale or stale_than),
+                    **claim_checks.verdict(claim, values, than),
+                }
             )
-        notes.append(f"({i}) {claim.source}; level {claim.level:g}")
+    return checked
+
+
+def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
+    """One row per claim and budget at which its dataset has runs (a claim without any: one row)."""
+    header = ["Claim", "Dataset", "Metric", "Budget", "Method", "Than", "p", "Verdict"]
+    rows = []
+    checked = claim_verdicts(paper, frame)
+    for row in checked:
+        claim = row["claim"]
+        rows.append(
+            [
+                f"({row['index']}) {claim.text}",
+                claim.dataset,
+                f"{_label(claim.metric)}, {claim.direction}"
+                + (f" by ×{claim.ratio:g}" if claim.ratio else f" by {claim.margin:g}" if claim.margin else ""),
+                row["budget"] or "–",
+                row["shown"],
+                row["shown_than"],
+                "–" if row["p"] is None else f"{row['p']:.3g}",
+                row["verdict"],
+            ]
+        )
+    notes = [f"({i}) {claim.source}; level {claim.level:g}" for i, claim in enumerate(paper.claims, 1)]
+    any_stale = any(row["stale"] for row in checked)
     notes.insert(
         0,
         "Verdict: holds when a one-sided Welch t-test over the seeds (ok or partial runs, current config) finds "

@@ -224,6 +224,23 @@ def test_clusters_are_read_from_the_model_where_it_has_a_discrete_latent_else_k_
     assert result["cluster_acc"]["estimator"]["name"] == "kmeans_on_posterior_means"
 
 
+def test_the_linear_probe_reads_the_labels_from_the_part_that_holds_them_linearly():
+    """Part ``digit`` places each label at a corner of a simplex (linearly separable: a probe scores
+    1); part ``noise`` is independent of the labels (chance, 0.1)."""
+    rng = np.random.default_rng(0)
+    labels = torch.arange(1000) % 10
+    digit = torch.from_numpy(np.eye(10)[labels.numpy()] * 3 + rng.normal(0, 0.3, (1000, 10)))
+    noise = torch.from_numpy(rng.normal(0, 1, (1000, 4)))
+    result = metrics.linear_probe(torch.cat([digit, noise], 1), labels, seed=0, parts={"digit": 10, "noise": 4})
+    probe = result["probe_acc"]
+    assert probe["parts"]["digit"] == 1.0 and probe["value"] == 1.0
+    assert abs(probe["parts"]["noise"] - 0.1) < 0.05
+    assert probe["estimator"]["folds"] == 5 and probe["estimator"]["points"] == 1000
+    # as many folds as the rarest label has points; a label with one point: nothing to cross-validate
+    assert metrics.linear_probe(digit[:20], labels[:20], seed=0)["probe_acc"]["estimator"]["folds"] == 2
+    assert metrics.linear_probe(digit[:10], labels[:10], seed=0) == {}
+
+
 def test_a_point_whose_elbo_turns_non_finite_keeps_its_last_finite_q_star(points):
     class Fragile(LinearGaussian):
         """log p(x, z) is -inf once the first latent's sample goes past 3 for the first point."""

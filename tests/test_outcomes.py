@@ -62,6 +62,7 @@ def test_the_wall_clock_cap_ends_the_run_as_timeout_and_it_is_still_evaluated():
         "cluster_acc",
         "nmi",
         "ari",
+        "probe_acc",
         "amortization_gap",
         "approximation_gap",
         "inference_gap",

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.distributions import Normal, kl_divergence
 
 import models
-from benchmarks import specs, train
+from benchmarks import metrics, specs, train
 
 SMALL_LADDER = {"hidden": 32, "channels": [4, 8]}
 
@@ -38,6 +38,24 @@ def test_with_one_component_at_the_standard_normal_the_mixture_elbo_is_the_ladde
     torch.testing.assert_close(losses[1][1]["kl"], losses[0][1]["kl"])
     z = torch.randn(4, 7)
     torch.testing.assert_close(vlac.prior().log_prob(z), ladder.prior().log_prob(z))
+
+
+def test_each_layers_monte_carlo_kl_is_the_ladders_analytic_one_with_one_standard_component():
+    hyper = {**SMALL_LADDER, "latent_dims": [2, 3, 2]}
+    torch.manual_seed(0)
+    ladder = models.build("vladder", (28, 28), hyper, "bernoulli")
+    torch.manual_seed(0)
+    vlac = models.build("vlac", (28, 28), {**hyper, "components": 1}, "bernoulli")
+    with torch.no_grad():
+        for parameter in [*vlac.component_locs, *vlac.component_log_scales]:
+            parameter.zero_()
+    x = (torch.rand(6, 28, 28) > 0.5).float()
+    exact, sampled = (
+        metrics.density_metrics(model, x, samples=4000, parts=model.latent_parts())["kl"] for model in (ladder, vlac)
+    )
+    assert "parts_estimator" not in exact and sampled["parts_estimator"]["name"] == "monte_carlo"
+    for layer in ("layer0", "layer1", "layer2"):
+        assert sampled["parts"][layer] == pytest.approx(exact["parts"][layer], abs=0.05)
 
 
 def test_the_clusters_summed_out_in_closed_form_equal_the_sum_over_every_assignment():
