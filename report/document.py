@@ -53,14 +53,19 @@ def _budget_order(name) -> int:
     return order.index(name) if name in order else len(order)
 
 
+JUDGED = ("within tolerance", "outside", "holds", "fails", "inconclusive")  # a verdict from runs
+
+
 def _largest(rows: list[dict]) -> list[dict]:
-    """Of each item's rows (one per budget), the one at the largest budget with runs."""
+    """Of each item's rows (one per budget), the one at the largest budget whose runs judge it (a
+    claim: both sides have runs); else its row without runs."""
     best = {}
     for row in rows:
         key = id(row.get("reported") or row.get("claim"))
-        if key not in best or _budget_order(row["budget"]) > _budget_order(best[key]["budget"]):
-            best[key] = row
-    return list(best.values())
+        rank = (row["verdict"] in JUDGED, _budget_order(row["budget"]))
+        if key not in best or rank > best[key][0]:
+            best[key] = (rank, row)
+    return [row for _, row in best.values()]
 
 
 def summary_rows(frame: pd.DataFrame) -> list[list[str]]:
@@ -265,9 +270,9 @@ def write_report(results: Path, out: Path) -> list[Path]:
         "run's that the committed code performed; the tables are also in [tables/](tables/README.md) (Markdown",
         "and LaTeX).\n",
         "## Summary\n",
-        "A reported number is judged, and a claim checked, at the largest budget with runs of it (each",
-        "budget's own verdicts are in the paper's tables); *missing*: not yet transcribed from the paper;",
-        "*not run*: no current run of its method and dataset.\n",
+        "A reported number is judged, and a claim checked, at the largest budget whose runs judge it (for a",
+        "claim, both sides have runs; each budget's own verdicts are in the paper's tables); *missing*: not yet",
+        "transcribed from the paper; *not run*: no current run of its method and dataset.\n",
         _table(SUMMARY_HEADER, summary_rows(frame)),
     ]
     for key in specs.paper_keys():

@@ -58,11 +58,10 @@ def test_the_summary_judges_each_number_and_claim_at_the_largest_budget(report):
     # at short, alpha's 200.5 is outside 90.5 ± 1; beta has runs at smoke only: 101 is outside 95 ± 1; gamma missing
     assert reported == "0 within tolerance, 2 outside, 1 missing, 0 not run"
     assert budgets == "smoke, short" and hardware == "Hand-written CPU"
-    verdicts = re.findall(r"\| (holds|fails|inconclusive|no runs) +\|$", readme, flags=re.M)
-    assert sum(int(n) for n in re.findall(r"(\d+) (?:holds|fails|inconclusive|no runs)", claims)) == len(
-        specs.load_paper("demo").claims
-    )
-    assert verdicts  # the claims table is in the page
+    # "alpha below 95": at short, two seeds (inconclusive); "alpha below beta": beta has no short runs,
+    # so it is judged at smoke, where beta has two ok seeds (inconclusive), not called "no runs"
+    assert claims == "0 holds, 0 fails, 2 inconclusive, 0 no runs"
+    assert re.search(r"\| inconclusive +\|$", readme, flags=re.M)  # the claims table is in the page
 
 
 def test_budgets_are_never_averaged_together(report):
