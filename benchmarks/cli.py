@@ -243,6 +243,17 @@ def cmd_report(args) -> None:
     )
 
 
+def cmd_compare(args) -> int:
+    from report import compare
+
+    findings = compare.compare(args.baseline, args.results, args.quality_threshold, args.speed_threshold)
+    text = compare.summary(findings, args.baseline, args.results)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+    print(text, end="")
+    return 1 if any(f.regression for f in findings) else 0
+
+
 def cmd_tables(args) -> None:
     from report import generate
 
@@ -300,6 +311,16 @@ def parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     report.add_argument("--out", type=Path, default=ROOT / "report")
+    comparison = sub.add_parser(
+        "compare", help="what regressed against a baseline's records (quality, claims, speed); exit 1 if anything did"
+    )
+    comparison.add_argument("--baseline", type=Path, required=True, help="the results folder to compare against")
+    comparison.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    comparison.add_argument(
+        "--quality-threshold", type=float, default=0.02, help="relative, where no tolerance is given"
+    )
+    comparison.add_argument("--speed-threshold", type=float, default=0.1, help="relative slow-down that regresses")
+    comparison.add_argument("--out", type=Path, help="also write the Markdown summary here")
     return top
 
 
@@ -316,6 +337,8 @@ def main(argv=None) -> int:
             return cmd_data(args)
         elif args.command == "report":
             cmd_report(args)
+        elif args.command == "compare":
+            return cmd_compare(args)
         else:
             cmd_tables(args)
     except UserError as e:
