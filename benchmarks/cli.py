@@ -243,6 +243,23 @@ def cmd_report(args) -> None:
     )
 
 
+def cmd_sweep(args) -> int:
+    from benchmarks import sweep
+
+    gpus = None if args.gpus is None else [int(g) for g in args.gpus.split(",") if g.strip()]
+    sweep.check(args.launcher, args.max_parallel, gpus)
+    plan = _plan(args)
+    jobs, skipped = sweep.pending(plan, args.results)
+    limit = sweep.hard_limit_s(specs.budget(args.budget), args.hard_limit_s)
+    print(f"sweep: {len(plan)} runs planned, {skipped} with an ok record, {len(jobs)} to run ({args.launcher})")
+    if args.launcher == "local":
+        outcomes = sweep.run_local(jobs, args.results, args.max_parallel, gpus, limit, args.data_dir, not args.quiet)
+    else:
+        outcomes = sweep.run_slurm(jobs, args.results, args.max_parallel, limit, args.data_dir, args.partition)
+    print(sweep.summary(outcomes, skipped))
+    return 0 if all(status == "ok" for status in outcomes.values()) else 1
+
+
 def cmd_compare(args) -> int:
     from report import compare
 
@@ -311,6 +328,22 @@ def parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     report.add_argument("--out", type=Path, default=ROOT / "report")
+    sweep_ = sub.add_parser("sweep", help="every run of the matrix, each in its own process, locally or on Slurm")
+    sweep_.add_argument("--budget", required=True)
+    sweep_.add_argument("--paper", default="all", help="a paper key, or all (the default)")
+    sweep_.add_argument("--method", help="as for run")
+    sweep_.add_argument("--dataset", help="as for run")
+    sweep_.add_argument("--seeds", default="0,1,2")
+    sweep_.add_argument("--launcher", default="local", help="local or slurm")
+    sweep_.add_argument("--max-parallel", type=int, default=1, help="runs at once (slurm: tasks of the array at once)")
+    sweep_.add_argument("--gpus", help="local: the GPU indices, one worker each, e.g. 0,1 (default: the CPU)")
+    sweep_.add_argument(
+        "--hard-limit-s", type=float, help="kill a run's process after this long (default: 3 × max_wall_s)"
+    )
+    sweep_.add_argument("--partition", help="slurm: the partition")
+    sweep_.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    sweep_.add_argument("--data-dir")
+    sweep_.add_argument("--quiet", action="store_true", help="a line per finished run instead of a progress bar")
     comparison = sub.add_parser(
         "compare", help="what regressed against a baseline's records (quality, claims, speed); exit 1 if anything did"
     )
@@ -339,6 +372,8 @@ def main(argv=None) -> int:
             cmd_report(args)
         elif args.command == "compare":
             return cmd_compare(args)
+        elif args.command == "sweep":
+            return cmd_sweep(args)
         else:
             cmd_tables(args)
     except UserError as e:

@@ -1,0 +1,147 @@
+"""A sweep of three tiny runs, each in its own process, where one diverges and one crashes (its process
+is killed mid-training, as a segfault or the OOM killer would): the third completes, the divergence is
+recorded, the crash is reported, the sweep exits 1 with a summary; a rerun runs only the two that did
+not end ok; a run past its hard limit is killed and reported as such."""
+
+import pytest
+
+from benchmarks import records
+from benchmarks.cli import main
+
+SPEC = """
+[paper]
+title = "Sweep faults"
+citation = "tests"
+
+[evaluation]
+importance_samples = 5
+compare = ["nll"]
+
+[training]
+batch_size = 100
+epochs = 1
+
+[datasets.digits]
+
+[methods.fine]
+model = "vae"
+hyper = { latent_dim = 2, hidden = [8] }
+
+[methods.diverges]
+model = "vae"
+hyper = { latent_dim = 3, hidden = [8] }
+
+[methods.crashes]
+model = "vae"
+hyper = { latent_dim = 4, hidden = [8] }
+"""
+
+BUDGET = """
+[tiny]
+description = "one epoch, a tiny evaluation"
+max_epochs = 1
+max_wall_s = 60
+importance_samples = 5
+test_points = 50
+valid_points = 50
+"""
+
+# Loaded by every Python process started with this folder on PYTHONPATH: the faults, by latent size.
+SITECUSTOMIZE = """
+import os
+import signal
+
+from models.vae import VAE
+
+_loss = VAE.loss
+
+
+def loss(self, x):
+    value, logged = _loss(self, x)
+    if self._origin.numel() == 3:
+        return value * float("nan"), logged
+    if self._origin.numel() == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value, logged
+
+
+VAE.loss = loss
+"""
+
+
+@pytest.fixture
+def sweep(tmp_path, monkeypatch):
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "sweepfaults.toml").write_text(SPEC)
+    (tmp_path / "budgets.toml").write_text(BUDGET)
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path / "specs"))
+    monkeypatch.setenv("VLAEBENCH_BUDGETS", str(tmp_path / "budgets.toml"))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "inject"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    arguments = ["sweep", "--paper", "sweepfaults", "--dataset", "digits", "--budget", "tiny", "--seeds", "0"]
+    return lambda *extra: main([*arguments, "--results", str(tmp_path / "results"), "--quiet", *extra])
+
+
+def test_failures_stay_in_their_process_and_a_rerun_runs_only_them(sweep, tmp_path, capsys):
+    assert sweep("--max-parallel", "2") == 1
+    out = capsys.readouterr().out
+    assert "sweep: 3 runs planned, 0 with an ok record, 3 to run (local)" in out
+    assert "sweep: 1 crashed, 1 diverged, 1 ok; 0 skipped (an ok record exists)" in out
+    statuses = {r["method"]: r["status"] for r in records.load_all(tmp_path / "results")}
+    assert statuses == {"fine": "ok", "diverges": "diverged"}  # the crash left no record
+
+    assert sweep("--hard-limit-s", "0.5") == 1  # both killed before they could train
+    assert "sweep: 2 killed; 1 skipped" in capsys.readouterr().out
+
+    assert sweep("--max-parallel", "2") == 1
+    out = capsys.readouterr().out
+    assert "3 runs planned, 1 with an ok record, 2 to run" in out and "1 crashed, 1 diverged" in out
+
+
+def test_bad_sweep_options_are_refused_before_anything_runs(sweep, tmp_path, capsys):
+    assert sweep("--launcher", "cloud") == 2
+    assert "unknown launcher 'cloud'; valid: local, slurm" in capsys.readouterr().err
+    assert sweep("--max-parallel", "0") == 2
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_slurm_launcher_submits_one_capped_array_with_the_budgets_time_limit(sweep, tmp_path, monkeypatch):
+    """Without a cluster: sbatch is replaced by a function that keeps the script it is given (and an
+    srun that does nothing stands on PATH, where submitit looks for Slurm)."""
+    import os
+
+    import submitit.core.utils
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+
+    scripts = []
+
+    def sbatch(self):
+        scripts.append(open(self.command[-1]).read())
+        return "Submitted batch job 4242"
+
+    monkeypatch.setattr(submitit.core.utils.CommandFunction, "__call__", sbatch)
+    from benchmarks import specs, sweep
+
+    plan = [
+        specs.resolve(specs.load_paper("sweepfaults"), m, "digits", specs.budget("tiny"), 0)
+        for m in ("fine", "diverges", "crashes")
+    ]
+    jobs, _ = sweep.pending(plan, tmp_path / "results")
+    limit = sweep.hard_limit_s(specs.budget("tiny"), None)
+    submitted = sweep.submit_slurm(jobs, tmp_path / "results", 2, limit)
+    assert len(submitted) == 3 and [job.job_id for job in submitted] == ["4242_0", "4242_1", "4242_2"]
+    (script,) = scripts
+    assert "#SBATCH --array=0-2%2" in script  # three runs, two at once
+    assert "#SBATCH --time=3" in script  # 3 × the budget's max_wall_s of 60 s, in minutes
+    assert "#SBATCH --gpus-per-node=1" in script and "--signal=USR2" in script  # a GPU each; requeued when preempted
+    # requeued after a preemption, a task that started a failed run afresh continues from its checkpoint
+    rerun = sweep.Job(jobs[0].config, jobs[0].run_id, rerun=True)
+    requeued = sweep.SlurmRun(rerun, tmp_path / "results", None).checkpoint().function
+    assert "--force" in sweep.command(rerun, tmp_path / "results", "cuda", None)
+    assert "--force" not in sweep.command(requeued.job, tmp_path / "results", "cuda", None)
