@@ -37,7 +37,7 @@ benchmark: install
 
 # The nightly CI benchmark job, on a GPU runner.
 nightly: install
-	$(BIN)/vlaebench run --paper all --budget nightly --seeds 0,1,2 --device cuda --quiet
+	$(BIN)/vlaebench sweep --budget nightly --seeds 0,1,2 --launcher local --gpus 0 --quiet
 	$(BIN)/vlaebench report
 
 clean:

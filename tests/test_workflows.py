@@ -33,11 +33,11 @@ def test_the_nightly_job_runs_compares_and_reports_on_a_gpu_runner():
     assert {"self-hosted", "gpu"} <= set(job["runs-on"])
     invoked = [line for command in _commands(nightly) for line in command.splitlines() if "vlaebench " in line]
     subcommands = [shlex.split(line.strip())[1] for line in invoked]
-    assert subcommands == ["run", "compare", "report"]
+    assert subcommands == ["sweep", "compare", "report"]
     for line in invoked:
         args = shlex.split(line.strip())[1:]
         try:
             parser().parse_args(args)
         except SystemExit:
             pytest.fail(f"the nightly job calls a command the CLI refuses: {line.strip()}")
-    assert "--budget nightly" in invoked[0] and "--device cuda" in invoked[0]
+    assert "--budget nightly" in invoked[0] and "--gpus" in invoked[0]
