@@ -85,7 +85,7 @@ def sweep(tmp_path, monkeypatch):
 
 
 def test_failures_stay_in_their_process_and_a_rerun_runs_only_them(sweep, tmp_path, capsys):
-    assert sweep("--max-parallel", "2") == 1
+    assert sweep("--max-parallel", "3") == 1
     out = capsys.readouterr().out
     assert "sweep: 3 runs planned, 0 with an ok record, 3 to run (local)" in out
     assert "sweep: 1 crashed, 1 diverged, 1 ok; 0 skipped (an ok record exists)" in out
