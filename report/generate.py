@@ -383,13 +383,18 @@ def _booktabs(header: list[str], rows: list[list[str]], align: str = "") -> str:
 LATEX_START = "\\begin{table}[t]\n\\centering\n\\small\n\\caption{"
 
 
+def _md(text: str) -> str:
+    """``text`` as Markdown shows it: an asterisk (q*, the optimal q) is a character, not emphasis."""
+    return text.replace("*", "\\*")
+
+
 def _documents(title: str, caption: str, header, rows, notes, align: str = "") -> tuple[str, str]:
     """The same table as Markdown (GitHub) and as a LaTeX table float, notes below it."""
     markdown = (
-        f"### {title}\n\n{caption}\n\n"
-        + tabulate(rows, header, tablefmt="github", disable_numparse=True)
+        f"### {title}\n\n{_md(caption)}\n\n"
+        + tabulate([[_md(c) for c in row] for row in rows], header, tablefmt="github", disable_numparse=True)
         + "\n\n"
-        + "".join(f"- {n}\n" for n in notes)
+        + "".join(f"- {_md(n)}\n" for n in notes)
     )
     latex = (
         LATEX_START
