@@ -112,7 +112,8 @@ def cmd_run(args) -> int:
         run_id = specs.run_id(config)
         path = records.path_for(args.results, config, run_id)
         existing = records.read(path) if path.exists() else None
-        if existing and not args.force:
+        redo = args.force or (args.rerun_failed and existing and existing["status"] != "ok")
+        if existing and not redo:
             records.discard_tensors(
                 records.checkpoint_path(args.results, run_id)
             )  # left if killed just after the record
@@ -298,6 +299,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     run.add_argument("--data-dir", help="folder with the datasets in torchvision's layout (or set VLAEBENCH_DATA)")
     run.add_argument("--force", action="store_true", help="redo runs whose record exists")
+    run.add_argument(
+        "--rerun-failed",
+        action="store_true",
+        help="redo runs whose record is not ok (from a checkpoint where one is left); keep the ok ones",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate = sub.add_parser("evaluate", help="re-evaluate kept runs with other evaluation settings (no training)")
     for name, kwargs in (

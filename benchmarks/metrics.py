@@ -153,8 +153,7 @@ def importance_sampled_terms(
     rows_per_pass = rows_per_chunk
     if x.device.type == "cpu":
         rows_per_pass = min(rows_per_pass, max(1, CPU_CACHE_VALUES // x[0].numel()))
-    out = {"log_px": [], "log_px_var": [], "recon": [], "kl": [], "kl_per_dim": [], "kl_parts": [], "ess": []}
-    out["pareto_k"] = []
+    out = {key: [] for key in ("log_px", "log_px_var", "recon", "kl", "kl_per_dim", "kl_parts", "ess", "pareto_k")}
     prior = model.prior()
     analytic = None
     for start in range(0, len(x), points_per_chunk):

@@ -115,10 +115,18 @@ def figures_dir(results: Path, run_id: str) -> Path:
     return Path(results) / "figures" / _safe(run_id)
 
 
+def _image_shape(shape: list[int]) -> tuple[int, ...] | None:
+    """(C, H, W) of a data shape: (H, W) is grey, a flat vector of a square size a square; else None."""
+    if len(shape) == 1:
+        side = math.isqrt(shape[0])
+        return (1, side, side) if side * side == shape[0] else None
+    return (1, *shape) if len(shape) == 2 else tuple(shape)
+
+
 def save_image_grids(results: Path, run_id: str, grids: dict) -> dict[str, str]:
     """Each grid [rows, columns, *image shape] as ``<name>.png`` (a row of the grid a row of
-    pictures), written atomically; their paths relative to ``results``, by name. A flat image of a
-    square size is shown square; another shape has no picture."""
+    pictures), written atomically; their paths relative to ``results``, by name. A grid whose images
+    have no picture shape (``_image_shape``) is left out."""
     import torchvision.utils
 
     written = {}
@@ -126,17 +134,18 @@ def save_image_grids(results: Path, run_id: str, grids: dict) -> dict[str, str]:
         if not re.fullmatch(r"[A-Za-z0-9_]+", name):
             raise ValueError(f"image grid name {name!r}: letters, digits and underscores only")
         rows, columns, *shape = grid.shape
-        side = math.isqrt(shape[0]) if len(shape) == 1 else 0
-        image = {1: (1, side, side), 2: (1, *shape), 3: tuple(shape)}[len(shape)]
-        if len(shape) == 1 and side * side != shape[0]:
+        image = _image_shape(shape)
+        if image is None:
             continue
         path = figures_dir(results, run_id) / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = _partial(path, os.getpid())
-        torchvision.utils.save_image(
-            grid.reshape(rows * columns, *image).clamp(0, 1).cpu(), partial, nrow=columns, format="png"
-        )
-        os.replace(partial, path)
+        try:
+            pictures = grid.reshape(rows * columns, *image).clamp(0, 1).cpu()
+            torchvision.utils.save_image(pictures, partial, nrow=columns, format="png")
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
         written[name] = path.relative_to(results).as_posix()
     return written
 

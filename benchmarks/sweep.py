@@ -3,8 +3,8 @@ budget), each run in a process of its own, so that one that crashes, hangs or ru
 takes nothing else down.
 
 - What runs: every planned run without an ``ok`` record. A run with a record that is not ``ok``
-  (failed, diverged, timed out, partial) is run again from the start; a run killed before its record
-  was written continues from its checkpoint (``vlaebench run`` does both).
+  (failed, diverged, timed out, partial) is redone; a run killed before its record was written
+  continues from its checkpoint (``vlaebench run --rerun-failed`` does both).
 - ``local``: at most ``max_parallel`` runs at once on this machine. With ``gpus``, each worker holds
   one GPU (``CUDA_VISIBLE_DEVICES`` pinned, ``--device cuda``); on the CPU the cores are shared out
   (``OMP_NUM_THREADS``, unless set). Each process is killed at a hard wall-clock limit: by default
@@ -25,7 +25,6 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ LAUNCHERS = ("local", "slurm")
 class Job:
     config: dict
     run_id: str
-    rerun: bool  # a record that is not ok exists: start again from scratch
+    previous: dict | None = None  # the provenance of a record that is not ok: the run is redone
 
     @property
     def label(self) -> str:
@@ -56,11 +55,11 @@ def pending(plan: list[dict], results: Path) -> tuple[list[Job], int]:
     for config in plan:
         run_id = specs.run_id(config)
         path = records.path_for(results, config, run_id)
-        status = records.read(path)["status"] if path.exists() else None
-        if status == "ok":
+        record = records.read(path) if path.exists() else None
+        if record and record["status"] == "ok":
             done += 1
         else:
-            jobs.append(Job(config, run_id, rerun=status is not None))
+            jobs.append(Job(config, run_id, record and record["provenance"]))
     return jobs, done
 
 
@@ -76,17 +75,17 @@ def command(job: Job, results: Path, device: str, data_dir: str | None) -> list[
     c = job.config
     args = [sys.executable, "-m", "benchmarks.cli", "run", "--paper", c["paper"], "--method", c["method"]]
     args += ["--dataset", c["dataset"], "--budget", c["budget"], "--seeds", str(c["seed"])]
-    args += ["--results", str(results), "--device", device, "--quiet"]
-    args += ["--force"] if job.rerun else []
+    args += ["--results", str(results), "--device", device, "--quiet", "--rerun-failed"]
     return args + (["--data-dir", data_dir] if data_dir else [])
 
 
-def outcome(job: Job, results: Path, returncode: int, output: str, started: float) -> str:
-    """What became of a job whose process ended, launched at ``started`` (``time.time()``): the
-    status of the record it wrote; else unavailable (no data here) or crashed."""
+def outcome(job: Job, results: Path, returncode: int, output: str) -> str:
+    """What became of a job whose process ended: the status of the record it wrote; else unavailable
+    (no data here) or crashed."""
     path = records.path_for(results, job.config, job.run_id)
-    if path.exists() and path.stat().st_mtime >= started:  # this attempt's record, not an earlier one's
-        return records.read(path)["status"]
+    record = records.read(path) if path.exists() else None
+    if record and record["provenance"] != job.previous:  # this attempt's record, not the earlier one
+        return record["status"]
     return "unavailable" if returncode == 0 and "unavailable" in output else "crashed"
 
 
@@ -116,7 +115,6 @@ def run_local(
             env.setdefault("OMP_NUM_THREADS", str(threads))
         with lock:
             running.add(job.label)
-        started = time.time()
         try:
             done = subprocess.run(
                 command(job, results, "cuda" if gpus else "cpu", data_dir),
@@ -125,7 +123,7 @@ def run_local(
                 text=True,
                 timeout=limit_s,
             )
-            return outcome(job, results, done.returncode, done.stdout + done.stderr, started)
+            return outcome(job, results, done.returncode, done.stdout + done.stderr)
         except subprocess.TimeoutExpired:
             return "killed"
         finally:
@@ -176,17 +174,14 @@ class SlurmRun:
         self.job, self.results, self.data_dir = job, results, data_dir
 
     def __call__(self) -> str:
-        started = time.time()
         done = subprocess.run(command(self.job, self.results, "cuda", self.data_dir), capture_output=True, text=True)
-        return outcome(self.job, self.results, done.returncode, done.stdout + done.stderr, started)
+        return outcome(self.job, self.results, done.returncode, done.stdout + done.stderr)
 
     def checkpoint(self):
         import submitit
 
-        # requeued as it is: `vlaebench run` finds the checkpoint and no record, so it continues
-        return submitit.helpers.DelayedSubmission(
-            SlurmRun(Job(self.job.config, self.job.run_id, False), self.results, self.data_dir)
-        )
+        # requeued as it is: `vlaebench run --rerun-failed` finds its checkpoint and continues from it
+        return submitit.helpers.DelayedSubmission(self)
 
 
 def submit_slurm(

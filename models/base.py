@@ -45,8 +45,8 @@ A method adds a training knob by overriding the hook it belongs to, not by editi
 (KL, active units, clustering) then carry a value per part beside the whole.
 
 ``image_grids()``: the pictures a trained method draws of itself (component-wise generation, layer
-traversals), by name, each [rows, columns, *data_shape] intensities in [0, 1]; the harness saves
-them as PNGs beside the run's record. None by default.
+traversals), by name, each [rows, columns, *data_shape] (or [rows, columns, C, H, W]) intensities in
+[0, 1]; the harness saves them as PNGs beside the run's record. None by default.
 """
 
 import torch

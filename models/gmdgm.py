@@ -27,8 +27,7 @@ from torch import nn
 from models import register
 from models.base import LatentVariableModel
 from models.mixtures import gaussian_mixture
-from models.networks import PixelLikelihood, mlp
-from models.vlac import gaussian_kl
+from models.networks import PixelLikelihood, diagonal_gaussian_kl, mlp
 
 
 @register("gmdgm")
@@ -88,7 +87,7 @@ class GaussianMixtureDGM(LatentVariableModel):
         z = q["loc"] + q["log_scale"].exp() * torch.randn_like(q["loc"])  # [B, K, d]
         recon = self.log_likelihood(x, z.movedim(1, 0)).movedim(0, 1)  # the decoder once per cluster
         _, prior_loc, prior_log_scale = self.cluster_prior()
-        kl = gaussian_kl(q["loc"], q["log_scale"], prior_loc, prior_log_scale)
+        kl = diagonal_gaussian_kl(q["loc"], q["log_scale"], prior_loc, prior_log_scale).sum(-1)
         return {"log_q_y": F.log_softmax(q["logits"], -1), "recon": recon, "kl": kl}
 
     def loss(self, x):
@@ -106,5 +105,4 @@ class GaussianMixtureDGM(LatentVariableModel):
         z = loc.unsqueeze(1) + log_scale.exp().unsqueeze(1) * torch.randn(
             self.clusters, 8, self.latent_dim, device=loc.device
         )
-        image = (1, *self.data_shape) if len(self.data_shape) == 2 else self.data_shape
-        return {"components": self.pixels.mean(self.decoder(z)).reshape(self.clusters, 8, *image)}
+        return {"components": self.pixels.mean(self.decoder(z)).reshape(self.clusters, 8, *self.data_shape)}

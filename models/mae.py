@@ -17,14 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from models import register
+from models.networks import diagonal_gaussian_kl
 from models.vlossy import VariationalLossyAutoencoder
 
 
 def pairwise_kl(loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """KL_d(q_i ‖ q_j) [B, B, D] between the diagonal Gaussians of a batch (zero on the diagonal)."""
-    log_ratio = 2 * (log_scale[:, None] - log_scale[None, :])  # log σ²_i / σ²_j
-    squared = (loc[:, None] - loc[None, :]).pow(2) * torch.exp(-2 * log_scale[None, :])
-    return 0.5 * (log_ratio.exp() + squared - log_ratio - 1)
+    return diagonal_gaussian_kl(loc[:, None], log_scale[:, None], loc[None, :], log_scale[None, :])
 
 
 def diversity_and_smoothness(loc: torch.Tensor, log_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

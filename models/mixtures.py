@@ -42,16 +42,13 @@ class IndependentParts(Distribution):
 
     def __init__(self, parts: list[Distribution]):
         self.parts = parts
-        self.sizes = [part.event_shape[-1] for part in parts]
-        super().__init__(parts[0].batch_shape, torch.Size([sum(self.sizes)]), validate_args=False)
-
-    @property
-    def part_sizes(self) -> list[int]:
-        return self.sizes
+        self.part_sizes = [part.event_shape[-1] for part in parts]
+        super().__init__(parts[0].batch_shape, torch.Size([sum(self.part_sizes)]), validate_args=False)
 
     def part_log_probs(self, z):
         """[..., parts] each part's log-density."""
-        return torch.stack([part.log_prob(block) for part, block in zip(self.parts, z.split(self.sizes, -1))], -1)
+        blocks = z.split(self.part_sizes, -1)
+        return torch.stack([part.log_prob(block) for part, block in zip(self.parts, blocks)], -1)
 
     def log_prob(self, z):
         return self.part_log_probs(z).sum(-1)

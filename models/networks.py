@@ -71,6 +71,15 @@ def standard_normal_kl(loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tens
     return 0.5 * (loc.pow(2) + (2 * log_scale).exp() - 1 - 2 * log_scale).sum(-1)
 
 
+def diagonal_gaussian_kl(
+    loc: torch.Tensor, log_scale: torch.Tensor, other_loc: torch.Tensor, other_log_scale: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(loc, exp(log_scale)²) ‖ N(other_loc, exp(other_log_scale)²)) of each dimension, in closed
+    form (broadcasting; sum the last dimension for two diagonal Gaussians)."""
+    log_ratio = 2 * (log_scale - other_log_scale)  # log σ² / σ'²
+    return 0.5 * (log_ratio.exp() + (loc - other_loc).pow(2) * torch.exp(-2 * other_log_scale) - log_ratio - 1)
+
+
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I) over the last dimension."""
     return -0.5 * z.pow(2).sum(-1) - z.shape[-1] * 0.5 * math.log(2 * math.pi)

@@ -27,14 +27,8 @@ from torch import nn
 
 from models import register
 from models.mixtures import IndependentParts, gaussian_mixture
+from models.networks import diagonal_gaussian_kl
 from models.vladder import VariationalLadderAutoencoder
-
-
-def gaussian_kl(loc, log_scale, prior_loc, prior_log_scale):
-    """KL(N(loc, e^{2 log_scale}) ‖ N(prior_loc, e^{2 prior_log_scale})) of diagonal Gaussians, summed
-    over the last dimension (broadcasting)."""
-    ratio = (2 * (log_scale - prior_log_scale)).exp()
-    return 0.5 * (ratio + (loc - prior_loc).pow(2) * (-2 * prior_log_scale).exp() - 1 - ratio.log()).sum(-1)
 
 
 @register("vlac")
@@ -76,9 +70,8 @@ class GaussianMixtureLadder(VariationalLadderAutoencoder):
         for layer, (mean, scale) in enumerate(
             zip(loc.split(self.latent_dims, -1), log_scale.split(self.latent_dims, -1))
         ):
-            kl = gaussian_kl(
-                mean.unsqueeze(-2), scale.unsqueeze(-2), self.component_locs[layer], self.component_log_scales[layer]
-            )
+            components = self.component_locs[layer], self.component_log_scales[layer]
+            kl = diagonal_gaussian_kl(mean.unsqueeze(-2), scale.unsqueeze(-2), *components).sum(-1)
             terms.append(self._log_weights(layer) - kl)
         return terms
 

@@ -48,34 +48,35 @@ code { background: #f4f4f4; padding: 0 0.2em; }
 """
 
 
-def _budget_order(name) -> int:
+def _budget_order():
+    """A sort key of budget names, smallest budget first (budgets.toml's order; unknown ones last)."""
     order = list(specs.load_budgets())
-    return order.index(name) if name in order else len(order)
+    return lambda name: order.index(name) if name in order else len(order)
 
 
 JUDGED = ("within tolerance", "outside", "holds", "fails", "inconclusive")  # a verdict from runs
 
 
-def _largest(rows: list[dict]) -> list[dict]:
+def _largest(rows: list[dict], budget_order) -> list[dict]:
     """Of each item's rows (one per budget), the one at the largest budget whose runs judge it (a
     claim: both sides have runs); else its row without runs."""
     best = {}
     for row in rows:
         key = id(row.get("reported") or row.get("claim"))
-        rank = (row["verdict"] in JUDGED, _budget_order(row["budget"]))
+        rank = (row["verdict"] in JUDGED, budget_order(row["budget"]))
         if key not in best or rank > best[key][0]:
             best[key] = (rank, row)
     return [row for _, row in best.values()]
 
 
-def summary_rows(frame: pd.DataFrame) -> list[list[str]]:
+def summary_rows(frame: pd.DataFrame, papers: list) -> list[list[str]]:
     """Per paper: its reported numbers by verdict and its claims by verdict, each at the largest
     budget with runs of it; the budgets and devices of its kept runs."""
-    rows = []
-    for key in specs.paper_keys():
-        paper = specs.load_paper(key)
+    rows, budget_order = [], _budget_order()
+    for paper in papers:
+        key = paper.key
         reported = {verdict: 0 for verdict in REPORTED_VERDICTS}
-        for row in _largest(generate.reported_verdicts(paper, frame)):
+        for row in _largest(generate.reported_verdicts(paper, frame), budget_order):
             if row["reported"].value is None:
                 reported["missing"] += 1
             elif row["verdict"] in ("within tolerance", "outside"):
@@ -83,10 +84,10 @@ def summary_rows(frame: pd.DataFrame) -> list[list[str]]:
             else:  # no runs, or only stale ones
                 reported["not run"] += 1
         claims = {verdict: 0 for verdict in CLAIM_VERDICTS}
-        for row in _largest(generate.claim_verdicts(paper, frame)):
+        for row in _largest(generate.claim_verdicts(paper, frame), budget_order):
             claims[row["verdict"]] += 1
         kept = generate._kept(frame[frame["paper"] == key])
-        budgets = sorted(kept["budget"].unique(), key=_budget_order)
+        budgets = sorted(kept["budget"].unique(), key=budget_order)
         devices = sorted(kept["device_name"].fillna("?").unique())
         rows.append(
             [
@@ -205,11 +206,11 @@ def paper_figures(
 # --- the page ------------------------------------------------------------------------------------
 
 
-def _provenance(runs: list[dict], frame: pd.DataFrame) -> list[list[str]]:
+def _provenance(runs: list[dict], frame: pd.DataFrame, budget_order) -> list[list[str]]:
     current = dict(zip(frame["run_id"], frame["current"]))
     rows = []
     for record in sorted(
-        runs, key=lambda r: (r["dataset"], _budget_order(r["budget"]), r["method"], r["seed"], r["run_id"])
+        runs, key=lambda r: (r["dataset"], budget_order(r["budget"]), r["method"], r["seed"], r["run_id"])
     ):
         provenance, timing = record["provenance"], record["timing"]
         sha = (provenance.get("git_sha") or "?")[:10] + (" (dirty)" if provenance.get("git_dirty") else "")
@@ -252,9 +253,11 @@ def _run_pictures(paper, kept: pd.DataFrame, by_id: dict, results: Path, image) 
 
 def write_report(results: Path, out: Path) -> list[Path]:
     """Write the whole report into ``out`` (see the module's docstring); returns the files written."""
-    frame = generate.annotated_frame(results)
     all_records = records.load_all(results)
+    frame = generate.annotated_frame(results, all_records)
     by_id = {record["run_id"]: record for record in all_records}
+    papers = [specs.load_paper(key) for key in specs.paper_keys()]
+    budget_order = _budget_order()
     _refuse_foreign(out)
     written = generate.write_tables(results, out / "tables")
     figures_dir = out / "figures"
@@ -273,14 +276,14 @@ def write_report(results: Path, out: Path) -> list[Path]:
         "A reported number is judged, and a claim checked, at the largest budget whose runs judge it (for a",
         "claim, both sides have runs; each budget's own verdicts are in the paper's tables); *missing*: not yet",
         "transcribed from the paper; *not run*: no current run of its method and dataset.\n",
-        _table(SUMMARY_HEADER, summary_rows(frame)),
+        _table(SUMMARY_HEADER, summary_rows(frame, papers)),
     ]
-    for key in specs.paper_keys():
-        paper = specs.load_paper(key)
+    for paper in papers:
+        key = paper.key
         mine = frame[frame["paper"] == key]
         lines += [f'<a id="{key}"></a>\n', f"## {paper.title} ({key})\n", f"{paper.citation}.\n"]
         for dataset in paper.datasets:
-            budgets = sorted(mine.loc[mine["dataset"] == dataset, "budget"].unique(), key=_budget_order)
+            budgets = sorted(mine.loc[mine["dataset"] == dataset, "budget"].unique(), key=budget_order)
             if not budgets and any(r.dataset == dataset for r in paper.reported):
                 lines.append(_demote(generate.render(paper, dataset, None, frame)[0]))  # what is to reproduce
             for budget_name in budgets:
@@ -306,7 +309,7 @@ def write_report(results: Path, out: Path) -> list[Path]:
                 "Every record of the paper, kept or not (stale: made under an older spec or method version).\n\n"
                 + _table(
                     ["Run", "Method", "Dataset", "Budget", "Seed", "Status", "Git", "Device", "Finished (UTC)"],
-                    _provenance(runs, frame),
+                    _provenance(runs, frame, budget_order),
                 )
             )
         else:
@@ -314,8 +317,8 @@ def write_report(results: Path, out: Path) -> list[Path]:
     template = "\n".join(lines)
     readme = _resolve(template, lambda path: os.path.relpath(path, out).replace(os.sep, "/"))
     page = _html(_resolve(template, _data_uri))
-    _write_owned(out / "README.md", readme)
-    _write_owned(out / "index.html", page)
+    _write_atomically(out / "README.md", readme)
+    _write_atomically(out / "index.html", page)
     _replace_figures(figures_dir, drawn)
     return written + [out / "README.md", out / "index.html"] + [figures_dir / name for name in drawn]
 
@@ -366,7 +369,7 @@ def _replace_figures(figures: Path, drawn: list[str]) -> None:
     (figures / FIGURES_MANIFEST).write_text(text + "".join(f"{name}\n" for name in sorted(drawn)), encoding="utf-8")
 
 
-def _write_owned(path: Path, text: str) -> None:
+def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

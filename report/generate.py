@@ -66,11 +66,11 @@ def _mean_std(values: list[float], digits: int = 2) -> str:
     return f"{_fmt(statistics.mean(values), digits)} ± {_fmt(statistics.stdev(values), digits)}"
 
 
-def annotated_frame(results: Path) -> pd.DataFrame:
-    """Every record under ``results`` as a row (``records.frame``), with ``current`` (made under the
-    config the current spec resolves to) and ``orphan`` (the specs no longer have its paper, method,
-    dataset or budget)."""
-    all_records = records.load_all(results)
+def annotated_frame(results: Path, all_records: list[dict] | None = None) -> pd.DataFrame:
+    """Every record under ``results`` (or ``all_records``, already read from there) as a row
+    (``records.frame``), with ``current`` (made under the config the current spec resolves to) and
+    ``orphan`` (the specs no longer have its paper, method, dataset or budget)."""
+    all_records = records.load_all(results) if all_records is None else all_records
     if not all_records:
         raise UserError(
             f"no run records in {records.runs_dir(results)}; run `vlaebench run` first or pass --results DIR"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import tree_digest
 
-from benchmarks import cli, specs
+from benchmarks import cli, records, specs
 
 RUN = ("run", "--paper", "baselines", "--method", "vae", "--dataset", "digits", "--budget", "smoke", "--seeds", "0")
 
@@ -405,6 +405,18 @@ def test_force_keeps_an_ok_record_when_the_rerun_fails(run_cli, results, monkeyp
     assert code == 1
     assert out.startswith("failed") and "kept the earlier ok record" in out
     assert path.read_bytes() == before
+
+
+def test_rerun_failed_redoes_only_the_runs_whose_record_is_not_ok(run_cli, results):
+    (path,) = record_files(results)
+    before = tree_digest(results)
+    code, out, _ = run_cli(*RUN, "--results", results, "--quiet", "--rerun-failed")
+    assert code == 0 and out.startswith("skipped") and tree_digest(results) == before  # ok: kept
+    failed = {**json.loads(path.read_text()), "status": "failed", "stop_reason": "exception"}
+    records.write(failed, path)
+    code, out, err = run_cli(*RUN, "--results", results, "--quiet", "--rerun-failed")
+    assert code == 0, err
+    assert out.startswith("ok") and json.loads(path.read_text())["status"] == "ok"
 
 
 def test_data_status_lists_every_dataset(run_cli, tmp_path):

@@ -159,7 +159,7 @@ def test_the_committed_report_sums_up_the_committed_records(monkeypatch):
     committed records give now."""
     monkeypatch.delenv("VLAEBENCH_SPECS", raising=False)
     repo = HERE.parent
-    summary = document._table(
-        document.SUMMARY_HEADER, document.summary_rows(document.generate.annotated_frame(repo / "results"))
-    )
+    papers = [specs.load_paper(key) for key in specs.paper_keys()]
+    frame = document.generate.annotated_frame(repo / "results")
+    summary = document._table(document.SUMMARY_HEADER, document.summary_rows(frame, papers))
     assert summary in (repo / "report" / "README.md").read_text()

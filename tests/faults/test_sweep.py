@@ -138,8 +138,7 @@ def test_the_slurm_launcher_submits_one_capped_array_with_the_budgets_time_limit
     assert "#SBATCH --array=0-2%2" in script  # three runs, two at once
     assert "#SBATCH --time=3" in script  # 3 × the budget's max_wall_s of 60 s, in minutes
     assert "#SBATCH --gpus-per-node=1" in script and "--signal=USR2" in script  # a GPU each; requeued when preempted
-    # requeued after a preemption, a task that started a failed run afresh continues from its checkpoint
-    rerun = sweep.Job(jobs[0].config, jobs[0].run_id, rerun=True)
-    requeued = sweep.SlurmRun(rerun, tmp_path / "results", None).checkpoint().function
-    assert "--force" in sweep.command(rerun, tmp_path / "results", "cuda", None)
-    assert "--force" not in sweep.command(requeued.job, tmp_path / "results", "cuda", None)
+    # preempted, a task is requeued as it is: its run redoes what has no ok record, from its checkpoint
+    assert "--rerun-failed" in sweep.command(jobs[0], tmp_path / "results", "cuda", None)
+    task = sweep.SlurmRun(jobs[0], tmp_path / "results", None)
+    assert task.checkpoint().function is task
