@@ -233,6 +233,10 @@ def frame(all_records: list[dict]) -> pd.DataFrame:
     for record in all_records:
         row = {key: record[key] for key in (*IDENTITY, "seed", "status")}
         row["device_name"] = record["timing"].get("device_name")
+        provenance = record["provenance"]  # where the run came from, for the tables' footnotes
+        row["git_sha"] = provenance.get("git_sha")
+        row["git_dirty"] = provenance.get("git_dirty")
+        row["finished"] = provenance.get("finished")
         # a re-evaluation (``vlaebench evaluate``): the run it evaluates, and what it changed
         row["evaluation_of"] = record["config"].get("evaluation_of")
         overrides = record["config"].get("evaluation_overrides") or {}
@@ -249,4 +253,5 @@ def frame(all_records: list[dict]) -> pd.DataFrame:
                 if key != "value" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     row[f"{name}.{key}"] = value
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*IDENTITY, "seed", "status", "device_name"] if not rows else None)
+    empty = [*IDENTITY, "seed", "status", "device_name", "git_sha", "git_dirty", "finished"]
+    return pd.DataFrame(rows, columns=empty if not rows else None)

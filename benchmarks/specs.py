@@ -102,6 +102,8 @@ CLAIM_KEYS = {
     "level",
 }
 DIRECTIONS = ("lower", "higher")
+LAYOUT_KEYS = {"nll_as", "bold_best"}
+NLL_AS = ("nll", "log-likelihood")
 NAME = re.compile(r"[A-Za-z0-9_]+")  # method names: safe in file names and selectable on the command line
 
 
@@ -165,6 +167,15 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How the paper's own tables look, which the suite's tables follow. Display only: no run's
+    config or id depends on it."""
+
+    nll_as: str = "nll"  # "log-likelihood": the paper reports log p(x) = −NLL, higher is better
+    bold_best: bool = False  # the paper bolds the best result of each column
+
+
+@dataclass(frozen=True)
 class PaperSpec:
     key: str
     path: Path
@@ -176,6 +187,7 @@ class PaperSpec:
     training: dict = field(default_factory=dict)  # the paper's [training] table as written
     reported: list[Reported] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
+    layout: Layout = Layout()
 
     def reported_for(self, method: str, dataset: str, metric: str) -> Reported | None:
         for entry in self.reported:
@@ -295,6 +307,7 @@ def load_paper(key: str) -> PaperSpec:
             "reported_tables",
             "claims",
             "claim_tables",
+            "layout",
         },
         {"paper", "evaluation", "datasets", "methods"},
     )
@@ -333,7 +346,19 @@ def load_paper(key: str) -> PaperSpec:
         dict(paper_training),
         reported,
         claims,
+        _layout(path, raw.get("layout", {})),
     )
+
+
+def _layout(path: Path, layout: dict) -> Layout:
+    _check_keys(f"{path}: [layout]", layout, LAYOUT_KEYS)
+    nll_as = layout.get("nll_as", "nll")
+    if nll_as not in NLL_AS:
+        raise UserError(f"{path}: layout.nll_as: {nll_as!r}; valid: {', '.join(NLL_AS)}")
+    bold_best = layout.get("bold_best", False)
+    if not isinstance(bold_best, bool):
+        raise UserError(f"{path}: layout.bold_best: expected true or false, got {bold_best!r}")
+    return Layout(nll_as, bold_best)
 
 
 def _evaluation(path: Path, evaluation: dict) -> dict:

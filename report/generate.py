@@ -27,11 +27,13 @@ written as a LaTeX command (``_latex_escape``).
 manifest (``MANIFEST``); see there.
 """
 
+import dataclasses
 import math
 import re
 import statistics
 import unicodedata
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 from tabulate import tabulate
@@ -46,16 +48,129 @@ GAPS = ("amortization_gap", "approximation_gap", "inference_gap")
 DAGGER = "†"
 
 
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """A table cell with more than text: ``text`` (bold when it is its column's best), ``rest`` after
+    it (never bold), and the footnote (``marker`` > 0, at ``anchor``) naming the runs it comes from."""
+
+    text: str
+    rest: str = ""
+    value: float | None = None  # what "best" compares: the mean, with the sign shown
+    bold: bool = False
+    marker: int = 0
+    anchor: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Footnote:
+    """The provenance of a set of runs: their ids (each with its status where it is not simply ok),
+    then git sha, budget, hardware and the day they finished."""
+
+    marker: int
+    anchor: str
+    runs: tuple[tuple[str, str], ...]
+    where: str
+
+
+SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _known(value) -> str:
+    return value if isinstance(value, str) and value else "?"
+
+
+class Footnotes:
+    """The footnotes of one table: each distinct set of runs gets a number, in order of first use."""
+
+    def __init__(self, title: str):
+        self.prefix = "runs-" + re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+        self.notes: dict[frozenset, Footnote] = {}
+
+    def mark(self, cell: Cell, runs: pd.DataFrame) -> Cell:
+        """``cell`` with the footnote of ``runs`` (none if there are no runs)."""
+        if not len(runs):
+            return cell
+        key = frozenset(runs["run_id"])
+        if key not in self.notes:
+            number = len(self.notes) + 1
+            ordered = runs.sort_values(["seed", "run_id"])
+            listed = tuple(
+                (row.run_id, "stale" if not row.current else "" if row.status == "ok" else row.status)
+                for row in ordered.itertuples()
+            )
+            shas = sorted(
+                {
+                    _known(sha)[:10] + (" (dirty)" if pd.notna(dirty) and bool(dirty) else "")
+                    for sha, dirty in zip(ordered["git_sha"], ordered["git_dirty"])
+                }
+            )
+            days = sorted({_known(finished)[:10] for finished in ordered["finished"]})
+            where = "; ".join(
+                [
+                    "git " + ", ".join(shas),
+                    "budget " + ", ".join(sorted({_known(b) for b in ordered["budget"]})),
+                    ", ".join(sorted({_known(d) for d in ordered["device_name"]})),
+                    "finished " + (days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"),
+                ]
+            )
+            self.notes[key] = Footnote(number, f"{self.prefix}-{number}", listed, where)
+        note = self.notes[key]
+        return dataclasses.replace(cell, marker=note.marker, anchor=note.anchor)
+
+    def __iter__(self):
+        return iter(self.notes.values())
+
+
+def _bold_best(rows: list[list], groups: list[tuple[list[int], str, int]]) -> None:
+    """Bold, in each group of columns (their indices, the better direction, the digits shown), the
+    cells whose value shows as the best of the group: the paper's own habit (``layout.bold_best``).
+    A group with fewer than two values has no best."""
+    for columns, better, digits in groups:
+        cells = [(row, c) for row in rows for c in columns if isinstance(row[c], Cell) and row[c].value is not None]
+        if len(cells) < 2:
+            continue
+        best = _fmt((min if better == "lower" else max)(row[c].value for row, c in cells), digits)
+        for row, c in cells:
+            if _fmt(row[c].value, digits) == best:
+                row[c] = dataclasses.replace(row[c], bold=True)
+
+
+class View(NamedTuple):
+    """A metric as a paper's tables show it: label, description, which way is better, and the sign
+    its values are multiplied by."""
+
+    label: str
+    description: str
+    better: str | None
+    sign: int
+
+
+# What a paper that reports log p(x) (``layout.nll_as = "log-likelihood"``) shows instead of an NLL.
+AS_LOG_LIKELIHOOD = {"nll": "log p(x)", "ais_nll": "log p(x) (AIS)"}
+
+
+def _view(paper, reference: str) -> View:
+    name, part = metric_reference(reference)
+    metric = METRICS[name]
+    if paper.layout.nll_as == "log-likelihood" and name in AS_LOG_LIKELIHOOD:
+        label = AS_LOG_LIKELIHOOD[name] + (f" ({part})" if part else "")
+        return View(label, f"the log-likelihood as the paper reports it, −NLL (NLL: {metric.description})", "higher", -1)
+    return View(_label(reference), metric.description, metric.better, 1)
+
+
 def _digits(reference: str) -> int:
     return METRICS[metric_reference(reference)[0]].digits
 
 
 def _fmt(value: float | None, digits: int = 2, sign: bool = False) -> str:
-    """``value`` to ``digits`` decimals; a value that rounds to zero prints without a minus sign."""
+    """``value`` to ``digits`` decimals with a true minus sign; a value that rounds to zero prints
+    without one."""
     if value is None:
         return "–"
     text = f"{value:{'+' if sign else ''}.{digits}f}"
-    return text.replace("-", "+" if sign else "") if float(text) == 0 else text
+    if float(text) == 0:
+        return text.replace("-", "+" if sign else "")
+    return text.replace("-", "−")  # a minus sign, not a hyphen (LaTeX: $-$)
 
 
 def _mean_std(values: list[float], digits: int = 2) -> str:
@@ -108,14 +223,29 @@ def _kept(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["current"] & runs["status"].isin(KEPT)]
 
 
-def _reproduced(runs: pd.DataFrame, reference: str) -> tuple[str, float | None, set[str]]:
-    """The cell of a metric over the kept runs: mean ± std of the current values, the convergence
-    of a gap's local optimisation, the count of stale values; its mean; the marks it carries
-    ("conv.", "dagger", "stale": the notes that explain them)."""
+class Reproduced(NamedTuple):
+    """A metric over the kept runs: ``text`` mean ± std of the current values; ``rest`` what goes
+    with it (the convergence of a gap's local optimisation, unreliable importance weights, the count
+    of stale values, a dagger); ``mean``; ``marks``, the notes that explain ``rest`` ("conv.",
+    "dagger", "pareto", "stale"); ``runs``, the runs the values come from."""
+
+    text: str
+    rest: str
+    mean: float | None
+    marks: set[str]
+    runs: pd.DataFrame
+
+    @property
+    def shown(self) -> str:
+        return self.text + self.rest
+
+
+def _reproduced(runs: pd.DataFrame, reference: str, sign: int = 1) -> Reproduced:
+    """The cell of a metric (times ``sign``: −1 shows an NLL as a log-likelihood) over the kept runs."""
     with_value, stale = _current(runs, reference)
-    values = [float(v) for v in with_value[reference]]
+    values = [sign * float(v) for v in with_value[reference]]
     name = metric_reference(reference)[0]
-    cell, extras, marks = _mean_std(values, _digits(reference)), [], set()
+    extras, marks = [], set()
     stopped = f"{name}.stopped_fraction"
     if name in GAPS and values and stopped in with_value and with_value[stopped].notna().any():
         converged = float(with_value[stopped].dropna().mean())
@@ -133,9 +263,9 @@ def _reproduced(runs: pd.DataFrame, reference: str) -> tuple[str, float | None, 
     if stale:
         extras.append(f"{stale} stale")
         marks.add("stale")
-    cell += f" ({'; '.join(extras)})" if extras else ""
-    cell += DAGGER if "dagger" in marks else ""
-    return cell, (statistics.mean(values) if values else None), marks
+    rest = (f" ({'; '.join(extras)})" if extras else "") + (DAGGER if "dagger" in marks else "")
+    mean = statistics.mean(values) if values else None
+    return Reproduced(_mean_std(values, _digits(reference)), rest, mean, marks, with_value)
 
 
 def reported_verdict(reported, mean: float | None, marks: set[str]) -> tuple[str, float | None]:
@@ -163,45 +293,51 @@ def reported_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
             ]
         )
         for budget_name in sorted(runs["budget"].unique()) or [None]:
-            _, mean, marks = _reproduced(runs[runs["budget"] == budget_name], reported.metric)
-            verdict, _ = reported_verdict(reported, mean, marks)
+            reproduced = _reproduced(runs[runs["budget"] == budget_name], reported.metric)
+            verdict, _ = reported_verdict(reported, reproduced.mean, reproduced.marks)
             rows.append({"reported": reported, "budget": budget_name, "verdict": verdict})
     return rows
 
 
-def _row(paper, dataset, method, runs: pd.DataFrame, compare, show) -> tuple[list[str], list[str], set[str]]:
+def _row(paper, dataset, method, runs: pd.DataFrame, compare, show, footnotes) -> tuple[list, list[str], set[str]]:
     kept = _kept(runs)
     counts = runs["status"].where(runs["current"], "stale").value_counts()
     cells, notes, marks = [method], [], set()
     for reference in compare:
-        shown_reproduced, mean, cell_marks = _reproduced(kept, reference)
-        marks |= cell_marks
+        view = _view(paper, reference)
+        reproduced = _reproduced(kept, reference, view.sign)
+        marks |= reproduced.marks
         digits = _digits(reference)
         reported = paper.reported_for(method, dataset, reference)
-        verdict, delta = reported_verdict(reported, mean, cell_marks)
+        mean = None if reproduced.mean is None else view.sign * reproduced.mean  # in the spec's sign
+        verdict, delta = reported_verdict(reported, mean, reproduced.marks)
         if reported is None or reported.value is None:
-            shown = "–" if reported is None else "missing"
+            shown = Cell("–" if reported is None else "missing")
             if reported is not None:
-                notes.append(f"{method} {_label(reference)}: missing; transcribe from {reported.missing}")
+                notes.append(f"{method} {view.label}: missing; transcribe from {reported.missing}")
         else:
-            shown = _fmt(reported.value, digits) + (
-                f" ± {_fmt(reported.std, digits)}" if reported.std is not None else ""
-            )
+            value = view.sign * reported.value
+            std = f" ± {_fmt(reported.std, digits)}" if reported.std is not None else ""
+            shown = Cell(_fmt(value, digits) + std, value=value)
             source = reported.source + (f", {reported.note}" if reported.note else "")
-            notes.append(f"{method} {_label(reference)}: {source} (tolerance ±{reported.tolerance:g})")
-        cells += [shown, shown_reproduced, _fmt(delta, digits, sign=True), verdict]
+            notes.append(f"{method} {view.label}: {source} (tolerance ±{reported.tolerance:g})")
+        shown_delta = _fmt(None if delta is None else view.sign * delta, digits, sign=True)
+        cells += [shown, _cell(reproduced, footnotes), shown_delta, verdict]
     for reference in show:
-        shown_reproduced, _, cell_marks = _reproduced(kept, reference)
-        marks |= cell_marks
-        cells.append(shown_reproduced)
+        reproduced = _reproduced(kept, reference, _view(paper, reference).sign)
+        marks |= reproduced.marks
+        cells.append(_cell(reproduced, footnotes))
     per_epoch, stale = _current(kept, "s_per_epoch")
-    cells.append(
-        (_fmt(per_epoch["s_per_epoch"].mean(), _digits("s_per_epoch")) if len(per_epoch) else "–")
-        + (f" ({stale} stale)" if stale else "")
-    )
+    speed = _fmt(per_epoch["s_per_epoch"].mean(), _digits("s_per_epoch")) if len(per_epoch) else "–"
+    cells.append(footnotes.mark(Cell(speed, f" ({stale} stale)" if stale else ""), per_epoch))
     marks |= {"stale"} if stale else set()
-    cells.append(", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "0")
+    tally = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "0"
+    cells.append(footnotes.mark(Cell(tally), runs))  # every run, failed and stale ones too
     return cells, notes, marks
+
+
+def _cell(reproduced: Reproduced, footnotes: Footnotes) -> Cell:
+    return footnotes.mark(Cell(reproduced.text, reproduced.rest, reproduced.mean), reproduced.runs)
 
 
 def _caption(paper, dataset, budget_name, runs: pd.DataFrame) -> str:
@@ -225,15 +361,14 @@ MARK_NOTES = {
     "gap is under-estimated and the approximation gap over-estimated (the inference gap, their sum, is "
     "affected only through q* as the importance-sampling proposal); a larger gap_max_steps cap converges more",
     "pareto": "k̂ > 0.7 on n %: on most test points the importance weights' Pareto k̂ (Vehtari et al.) says the "
-    "importance-sampled estimate is unreliable (q is a poor proposal): trust the AIS column (ais_nll) more",
+    "importance-sampled estimate is unreliable (q is a poor proposal): trust the AIS column more",
     "stale": "n stale: values made by an earlier version of the metric's estimator, left out of that metric "
     "only; rerun the runs (vlaebench run --force) to refresh them",
 }
 
 
-def _describe(reference: str) -> str:
-    metric = METRICS[metric_reference(reference)[0]]
-    return f"{_label(reference)}: {metric.description}" + (f", {metric.better} is better" if metric.better else "")
+def _describe(view: View) -> str:
+    return f"{view.label}: {view.description}" + (f", {view.better} is better" if view.better else "")
 
 
 # LaTeX for every character that is not plain ASCII text; anything else non-ASCII is decomposed
@@ -366,8 +501,24 @@ def _latex_escape(text: str) -> str:
     return _escape(unicodedata.normalize("NFC", text))
 
 
-def _booktabs(header: list[str], rows: list[list[str]], align: str = "") -> str:
-    line = lambda cells: " & ".join(_latex_escape(c) for c in cells) + " \\\\\n"
+def _latex_cell(cell: "str | Cell") -> str:
+    if not isinstance(cell, Cell):
+        return _latex_escape(cell)
+    text = rf"\textbf{{{_latex_escape(cell.text)}}}" if cell.bold else _latex_escape(cell.text)
+    return text + _latex_escape(cell.rest) + (rf"\textsuperscript{{{cell.marker}}}" if cell.marker else "")
+
+
+def _md_cell(cell: "str | Cell") -> str:
+    """A cell as Markdown; a footnote marker links to its footnote."""
+    if not isinstance(cell, Cell):
+        return _md(cell)
+    text = f"**{_md(cell.text)}**" if cell.bold else _md(cell.text)
+    marker = f" [{str(cell.marker).translate(SUPERSCRIPT)}](#{cell.anchor})" if cell.marker else ""
+    return text + _md(cell.rest) + marker
+
+
+def _booktabs(header: list[str], rows: list[list], align: str = "") -> str:
+    line = lambda cells: " & ".join(_latex_cell(c) for c in cells) + " \\\\\n"
     align = align or "l" + "r" * (len(header) - 1)
     return (
         "\\begin{tabular}{"
@@ -388,20 +539,36 @@ def _md(text: str) -> str:
     return text.replace("*", "\\*")
 
 
-def _documents(title: str, caption: str, header, rows, notes, align: str = "") -> tuple[str, str]:
-    """The same table as Markdown (GitHub) and as a LaTeX table float, notes below it."""
+def _documents(title: str, caption: str, header, rows, notes, align: str = "", footnotes=()) -> tuple[str, str]:
+    """The same table as Markdown (GitHub) and as a LaTeX table float, notes below it, then the
+    footnotes that give each marked cell's runs (in Markdown, an anchor the marker links to)."""
+    markdown_runs = lambda note: ", ".join(f"`{run}`" + (f" ({status})" if status else "") for run, status in note.runs)
+    latex_runs = lambda note: ", ".join(
+        rf"\texttt{{{_latex_escape(run)}}}" + (f" ({status})" if status else "") for run, status in note.runs
+    )
     markdown = (
         f"### {title}\n\n{_md(caption)}\n\n"
-        + tabulate([[_md(c) for c in row] for row in rows], header, tablefmt="github", disable_numparse=True)
+        + tabulate([[_md_cell(c) for c in row] for row in rows], header, tablefmt="github", disable_numparse=True)
         + "\n\n"
         + "".join(f"- {_md(n)}\n" for n in notes)
+        + "".join(
+            f'- <a id="{note.anchor}"></a>{str(note.marker).translate(SUPERSCRIPT)} runs {markdown_runs(note)}; '
+            f"{_md(note.where)}\n"
+            for note in footnotes
+        )
     )
     latex = (
         LATEX_START
         + f"{_latex_escape(caption)}}}\n"
         + _booktabs(header, rows, align)
         + "\\par\\footnotesize\n"
-        + "\\\\\n".join(_latex_escape(n) for n in notes)
+        + "\\\\\n".join(
+            [_latex_escape(n) for n in notes]
+            + [
+                rf"\textsuperscript{{{note.marker}}} runs {latex_runs(note)}; {_latex_escape(note.where)}"
+                for note in footnotes
+            ]
+        )
         + "\n\\end{table}\n"
     )
     return markdown, latex
@@ -409,15 +576,24 @@ def _documents(title: str, caption: str, header, rows, notes, align: str = "") -
 
 def render(paper, dataset, budget_name, frame: pd.DataFrame, evaluation: str = "") -> tuple[str, str]:
     """The table of one paper, dataset and budget; ``evaluation`` names a re-evaluation's changed
-    settings (``vlaebench evaluate``): its records get their own table, never mixed with the runs'."""
+    settings (``vlaebench evaluate``): its records get their own table, never mixed with the runs'.
+    Laid out as the paper's (``layout``): its sign of the likelihood, its best results in bold."""
     compare = paper.evaluation.get("compare", [])
     show = paper.evaluation.get("show", [])
-    header = ["Method"]
+    header, best = ["Method"], []  # best: the columns that may hold a bold best value
     for reference in compare:
-        label = _label(reference)
-        header += [f"{label} reported", f"{label} reproduced", f"Δ {label}", "Verdict"]
-    header += [f"{_label(m)} reproduced" for m in show] + ["s/epoch", "Runs"]
-    rows, notes, marks = [], [], set()
+        view = _view(paper, reference)
+        best += [([column], view.better, _digits(reference)) for column in (len(header), len(header) + 1)]
+        header += [f"{view.label} reported", f"{view.label} reproduced", f"Δ {view.label}", "Verdict"]
+    for reference in show:
+        view = _view(paper, reference)
+        best.append(([len(header)], view.better, _digits(reference)))
+        header.append(f"{view.label} reproduced")
+    header += ["s/epoch", "Runs"]
+    title = f"{paper.key} / {dataset} / {budget_name or 'no runs'}" + (
+        f" / re-evaluated: {evaluation}" if evaluation else ""
+    )
+    rows, notes, marks, footnotes = [], [], set(), Footnotes(title)
     here = frame[
         (frame["paper"] == paper.key)
         & (frame["dataset"] == dataset)
@@ -425,22 +601,39 @@ def render(paper, dataset, budget_name, frame: pd.DataFrame, evaluation: str = "
         & (frame["evaluation"] == evaluation)
     ]
     for method in paper.methods:
-        cells, row_notes, row_marks = _row(paper, dataset, method, here[here["method"] == method], compare, show)
+        cells, row_notes, row_marks = _row(
+            paper, dataset, method, here[here["method"] == method], compare, show, footnotes
+        )
         rows.append(cells)
         notes += row_notes
         marks |= row_marks
+    if paper.layout.bold_best:
+        _bold_best(rows, [group for group in best if group[1]])
     caption = _caption(paper, dataset, budget_name, here)
     if evaluation:
         caption += f" Re-evaluated without retraining (vlaebench evaluate): {evaluation}."
     notes = (
-        ["; ".join(_describe(m) for m in compare + show)] + [MARK_NOTES[m] for m in MARK_NOTES if m in marks] + notes
+        ["; ".join(_describe(_view(paper, m)) for m in compare + show)]
+        + [MARK_NOTES[m] for m in MARK_NOTES if m in marks]
+        + notes
     )
+    if paper.layout.bold_best:
+        notes.append(BOLD_NOTE)
     if "note" in paper.datasets[dataset]:
         notes.append(f"Dataset: {paper.datasets[dataset]['note']}")
-    title = f"{paper.key} / {dataset} / {budget_name or 'no runs'}" + (
-        f" / re-evaluated: {evaluation}" if evaluation else ""
-    )
-    return _documents(title, caption, header, rows, notes)
+    if footnotes.notes:
+        notes.append(FOOTNOTES_NOTE + "; the runs column's: every run of the row, failed and stale ones too")
+    return _documents(title, caption, header, rows, notes, footnotes=footnotes)
+
+
+BOLD_NOTE = (
+    "Bold: the best value of its column as shown (as the paper bolds its best results); reported and "
+    "reproduced columns each have their own best"
+)
+GRID_BOLD_NOTE = "Bold: the best value of the whole grid as shown (as the paper bolds its best results)"
+FOOTNOTES_NOTE = (
+    "¹, ²…: the runs a reproduced value comes from, with the git commit, budget, hardware and day they finished"
+)
 
 
 def grid_keys(paper) -> list[str]:
@@ -467,30 +660,31 @@ def render_grid(paper, dataset, budget_name, frame: pd.DataFrame, key: str) -> t
         ]
     )
     metric = paper.evaluation["compare"][0]
+    view = _view(paper, metric)
     values = list(dict.fromkeys(m.grid_point[key] for m in paper.methods.values() if key in m.grid_point))
     reference = paper.evaluation.get("cost_relative_to")
     reference_runs = here[here["method"] == reference]
     costs = {column: _mean_of(reference_runs, column) for column in ("s_per_epoch", "inference_latency_ms")}
+    title = f"{paper.key} / {dataset} / {budget_name} / by {key}"
+    marks, footnotes = set(), Footnotes(title)
 
-    marks = set()
-
-    def cell(method: str) -> str:
+    def cell(method: str) -> Cell:
         runs = here[here["method"] == method]
-        shown, _, metric_marks = _reproduced(runs, metric)
-        marks.update(metric_marks)
+        reproduced = _reproduced(runs, metric, view.sign)
+        marks.update(reproduced.marks)
+        extras = [reproduced.rest] if reproduced.rest else []
         reported = paper.reported_for(method, dataset, metric)
         if reported is not None and reported.value is not None:
-            shown += f" (paper {_fmt(reported.value, _digits(metric))})"
-        extras = []
+            extras.append(f" (paper {_fmt(view.sign * reported.value, _digits(metric))})")
         if "amortization_gap" in runs and runs["amortization_gap"].notna().any():
-            gap, _, gap_marks = _reproduced(runs, "amortization_gap")
-            extras.append(f"gap {gap}")
-            marks.update(gap_marks)
+            gap = _reproduced(runs, "amortization_gap")
+            extras.append(f"; gap {gap.shown}")
+            marks.update(gap.marks)
         for column, label in (("s_per_epoch", "train"), ("inference_latency_ms", "test")):
             mine = _mean_of(runs, column)
             if mine is not None and costs[column]:
-                extras.append(f"{label} ×{mine / costs[column]:.2g}")
-        return "; ".join([shown, *extras])
+                extras.append(f"; {label} ×{mine / costs[column]:.2g}")
+        return footnotes.mark(Cell(reproduced.text, "".join(extras), reproduced.mean), runs)
 
     rows = {}
     for name, method in paper.methods.items():
@@ -505,28 +699,44 @@ def render_grid(paper, dataset, budget_name, frame: pd.DataFrame, key: str) -> t
         [base, *(cell(variants[v]) if v in variants else "–" for v in [None, *values])]
         for base, variants in rows.items()
     ]
+    if paper.layout.bold_best and view.better:  # the best of the whole grid: every cell holds the same metric
+        _bold_best(table, [(list(range(1, len(header))), view.better, _digits(metric))])
     caption = _caption(paper, dataset, budget_name, here) + f" In the paper's layout: methods × {key}."
-    notes = [
-        f"Each cell: {_describe(metric)}, mean ± std over the seeds (paper: the reported value)"
-        + ("; gap: the amortization gap (nats)" if "amortization_gap" in here else "")
-        + (
-            f"; train and test: seconds per training epoch and test-time inference latency (q(z|x) and one "
-            f"sample, a batch of 100) as multiples of {reference}'s, on the same devices"
-            if reference
-            else ""
-        )
-    ] + [MARK_NOTES[m] for m in MARK_NOTES if m in marks]
-    return _documents(f"{paper.key} / {dataset} / {budget_name} / by {key}", caption, header, table, notes)
+    notes = (
+        [
+            f"Each cell: {_describe(view)}, mean ± std over the seeds (paper: the reported value)"
+            + ("; gap: the amortization gap (nats)" if "amortization_gap" in here else "")
+            + (
+                f"; train and test: seconds per training epoch and test-time inference latency (q(z|x) and one "
+                f"sample, a batch of 100) as multiples of {reference}'s, on the same devices"
+                if reference
+                else ""
+            )
+        ]
+        + [MARK_NOTES[m] for m in MARK_NOTES if m in marks]
+        + ([GRID_BOLD_NOTE] if paper.layout.bold_best else [])
+        + ([FOOTNOTES_NOTE] if footnotes.notes else [])
+    )
+    return _documents(title, caption, header, table, notes, footnotes=footnotes)
 
 
-def _side(method: str, metric: str, runs: pd.DataFrame, named: bool = False) -> tuple[list[float], str, int]:
-    """A side of a claim: ``method``'s current values of ``metric``, their summary (``named``: with
-    the metric's name) and how many values were left out as stale."""
+class Side(NamedTuple):
+    """A side of a claim: its values, their summary as shown, how many values were left out as
+    stale, and the runs the values come from (none for a number of the spec)."""
+
+    values: list[float] | float
+    shown: str
+    stale: int
+    runs: pd.DataFrame | None = None
+
+
+def _side(method: str, metric: str, runs: pd.DataFrame, named: bool = False) -> Side:
+    """``method``'s current values of ``metric`` (``named``: the summary names the metric)."""
     with_value, stale = _current(runs[runs["method"] == method], metric)
     values = [float(v) for v in with_value[metric]]
     summary = claim_checks.summary(values, _digits(metric))
     name = f"{method} {metric}" if named else method
-    return values, f"{name}: {summary}" + (f" ({stale} stale)" if stale else ""), stale
+    return Side(values, f"{name}: {summary}" + (f" ({stale} stale)" if stale else ""), stale, with_value)
 
 
 def claim_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
@@ -541,20 +751,22 @@ def claim_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
         for budget_name in sorted(runs["budget"].unique()) or [None]:
             at_budget = runs[runs["budget"] == budget_name]
             named = claim.than_metric not in (None, claim.metric)
-            values, shown, stale = _side(claim.method, claim.metric, at_budget, named)
+            side = _side(claim.method, claim.metric, at_budget, named)
             if isinstance(claim.than, str):
-                than, shown_than, stale_than = _side(claim.than, claim.than_metric or claim.metric, at_budget, named)
+                than = _side(claim.than, claim.than_metric or claim.metric, at_budget, named)
             else:  # a number of the spec: as written there
-                than, shown_than, stale_than = float(claim.than), f"{float(claim.than):g}", 0
+                than = Side(float(claim.than), f"{float(claim.than):g}", 0)
             checked.append(
                 {
                     "index": i,
                     "claim": claim,
                     "budget": budget_name,
-                    "shown": shown,
-                    "shown_than": shown_than,
-                    "stale": bool(stale or stale_than),
-                    **claim_checks.verdict(claim, values, than),
+                    "shown": side.shown,
+                    "shown_than": than.shown,
+                    "runs": side.runs,
+                    "runs_than": than.runs,
+                    "stale": bool(side.stale or than.stale),
+                    **claim_checks.verdict(claim, side.values, than.values),
                 }
             )
     return checked
@@ -563,10 +775,12 @@ def claim_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
 def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
     """One row per claim and budget at which its dataset has runs (a claim without any: one row)."""
     header = ["Claim", "Dataset", "Metric", "Budget", "Method", "Than", "p", "Verdict"]
-    rows = []
+    rows, title = [], f"{paper.key} / claims"
+    footnotes = Footnotes(title)
     checked = claim_verdicts(paper, frame)
     for row in checked:
         claim = row["claim"]
+        than = Cell(row["shown_than"])
         rows.append(
             [
                 f"({row['index']}) {claim.text}",
@@ -574,8 +788,8 @@ def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
                 f"{_label(claim.metric)}, {claim.direction}"
                 + (f" by ×{claim.ratio:g}" if claim.ratio else f" by {claim.margin:g}" if claim.margin else ""),
                 row["budget"] or "–",
-                row["shown"],
-                row["shown_than"],
+                footnotes.mark(Cell(row["shown"]), row["runs"]),
+                than if row["runs_than"] is None else footnotes.mark(than, row["runs_than"]),
                 "–" if row["p"] is None else f"{row['p']:.3g}",
                 row["verdict"],
             ]
@@ -591,8 +805,10 @@ def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
     )
     if any_stale:
         notes.insert(1, MARK_NOTES["stale"])
+    if footnotes.notes:
+        notes.append(FOOTNOTES_NOTE)
     caption = f"{paper.title} ({paper.key}): the paper's claims, checked against the seeds."
-    return _documents(f"{paper.key} / claims", caption, header, rows, notes, align="p{5cm}lllllrl")
+    return _documents(title, caption, header, rows, notes, align="p{5cm}lllllrl", footnotes=footnotes)
 
 
 # --- the output folder -------------------------------------------------------------------------------------------

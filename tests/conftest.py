@@ -1,4 +1,5 @@
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,17 @@ def tree_digest(folder: Path) -> dict[str, str]:
         for p in sorted(Path(folder).rglob("*"))
         if p.is_file()
     }
+
+
+FOOTNOTE_LINK = re.compile(r" \[[⁰¹²³⁴⁵⁶⁷⁸⁹]+\]\(#[a-z0-9-]+\)")
+
+
+def table_rows(markdown: str, links: bool = False) -> dict[str, list[str]]:
+    """The rows of the Markdown tables in ``markdown`` by their first cell; without the footnote
+    links to the runs a cell comes from, unless ``links``."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
+    rows = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = [c if links else FOOTNOTE_LINK.sub("", c) for c in cells[1:]]
+    return rows

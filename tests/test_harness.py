@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import table_rows
 from toy_hooks import ToyHooks
 
 import models
@@ -516,11 +517,9 @@ def test_a_grid_gets_a_table_in_the_papers_layout_with_costs_relative_to_the_ref
         "latent_dim = 2",
         "latent_dim = 4",
     ]
-    (vae,) = [line for line in markdown.splitlines() if line.startswith("| vae ")]
-    (small,) = [line for line in markdown.splitlines() if line.startswith("| small ")]
-    cells = lambda row: [c.strip() for c in row.strip().strip("|").split("|")]
-    assert cells(vae)[1:] == ["50.50 ± 0.71; train ×1; test ×1", "–", "–"]
-    assert cells(small)[1:] == ["–", "45.50 ± 0.71 (paper 40.00); train ×3; test ×1", "–"]
+    rows = table_rows(markdown)
+    assert rows["vae"] == ["50.50 ± 0.71; train ×1; test ×1", "–", "–"]
+    assert rows["small"] == ["–", "45.50 ± 0.71 (paper 40.00); train ×3; test ×1", "–"]
 
 
 def test_a_claim_naming_an_unknown_method_is_refused(tmp_path, monkeypatch, toy):

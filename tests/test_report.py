@@ -97,6 +97,19 @@ def test_figures_are_drawn_and_the_html_page_embeds_everything(report):
     assert "](figures/demo__digits__smoke__curves.png)" in readme
 
 
+def test_every_reproduced_cell_links_to_its_runs_on_the_page(report):
+    out, _ = report
+    page = (out / "index.html").read_text()
+    targets = re.findall(r'href="#([^"]+)"', page)
+    anchors = set(re.findall(r'id="([^"]+)"', page))
+    assert sum(t.startswith("runs-") for t in targets) > 10
+    assert not set(targets) - anchors  # no link leads nowhere
+    # alpha's smoke NLL cell links to a footnote naming its three kept runs, not the stale one
+    cell = re.search(r"<td>91.00 ± 1.00 <a href=\"#([^\"]+)\">", page)
+    footnote = re.search(rf'<li><a id="{cell[1]}"></a>(.*?)</li>', page)[1]
+    assert footnote.count("<code>") == 3 and "0123456789" in footnote and "2026-11-25" in footnote
+
+
 def test_a_rerun_on_unchanged_records_is_byte_identical_and_never_trains(report, monkeypatch):
     out, written = report
     before = {p: p.read_bytes() for p in written}

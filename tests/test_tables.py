@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import tree_digest
+from conftest import table_rows, tree_digest
 
 from benchmarks import UserError, records, specs
 from benchmarks.metrics import METRICS
@@ -92,17 +92,12 @@ def tables(tmp_path, monkeypatch):
     return tmp_path / "out"
 
 
-def _rows(markdown: str) -> dict[str, list[str]]:
-    lines = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
-    return {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines)}
-
-
 def _notes(markdown: str) -> list[str]:
     return [line[2:] for line in markdown.splitlines() if line.startswith("- ")]
 
 
 def test_rows_aggregate_ok_current_runs_and_give_verdicts(tables):
-    rows = _rows((tables / "demo__digits__smoke.md").read_text())
+    rows = table_rows((tables / "demo__digits__smoke.md").read_text())
     # reported, reproduced, delta, verdict, KL reproduced, s/epoch, runs
     assert rows["alpha"] == [
         "90.50",
@@ -157,7 +152,7 @@ def test_any_metric_can_be_a_column(metric, tmp_path, monkeypatch):
     markdown = (tmp_path / "out" / "demo__digits__smoke.md").read_text()
     assert f"{METRICS[metric].label} reproduced" in markdown
     digits = METRICS[metric].digits
-    assert _rows(markdown)["alpha"][4] == f"{4:.{digits}f} ± {math.sqrt(2):.{digits}f}"
+    assert table_rows(markdown)["alpha"][4] == f"{4:.{digits}f} ± {math.sqrt(2):.{digits}f}"
     assert generate._md(METRICS[metric].description) in markdown  # as Markdown writes it (q* escaped)
 
 
@@ -189,18 +184,18 @@ def test_each_metric_prints_with_its_own_digits(tmp_path, monkeypatch):
             },
         )
     generate.write_tables(tmp_path / "results", tmp_path / "out")
-    rows = _rows((tmp_path / "out" / "demo__digits__smoke.md").read_text())
+    rows = table_rows((tmp_path / "out" / "demo__digits__smoke.md").read_text())
     # reported, reproduced, delta, verdict, cluster acc., AU, ex/s, s/epoch, runs
     assert rows["alpha"][:7] == [
         "0.1597",
         "0.1565 ± 0.0001",
-        "-0.0032",
+        "−0.0032",
         "within tolerance",
         "0.574 ± 0.001",
         "20.5 ± 0.7",
         "1268 ± 47",
     ]
-    claims = _rows((tmp_path / "out" / "demo__claims.md").read_text().replace("| Claim", "| Method"))
+    claims = table_rows((tmp_path / "out" / "demo__claims.md").read_text().replace("| Claim", "| Method"))
     (row,) = [cells for first, cells in claims.items() if first.startswith("(1)")]
     assert row[3] == "alpha: 0.574 ± 0.001 (n=2)"
 
@@ -208,7 +203,7 @@ def test_each_metric_prints_with_its_own_digits(tmp_path, monkeypatch):
 def test_a_rounded_zero_has_no_minus_sign():
     assert generate._fmt(-0.001, 2) == "0.00"
     assert generate._fmt(-0.001, 2, sign=True) == "+0.00"
-    assert generate._fmt(-0.01, 2, sign=True) == "-0.01"
+    assert generate._fmt(-0.01, 2, sign=True) == "−0.01"
     assert generate._fmt(1234.5, 0) == "1234"
 
 
@@ -245,7 +240,7 @@ def test_a_gap_shows_its_convergence_and_a_dagger_where_most_points_did_not_conv
     _write(results, "gamma", 0, {"nll": 88.0, "amortization_gap": 1.0})  # an older record: no stopped_fraction
     generate.write_tables(results, tmp_path / "out")
     markdown = (tmp_path / "out" / "demo__digits__smoke.md").read_text()
-    rows = _rows(markdown)
+    rows = table_rows(markdown)
     assert rows["alpha"][4:6] == ["0.71 ± 0.01 (conv. 12 %)†", "1.60 ± 0.14 (conv. 12 %)†"]
     assert rows["beta"][4:6] == ["2.00 ± 0.00 (conv. 85 %)", "3.00 ± 0.00 (conv. 85 %)"]
     assert rows["gamma"][4:6] == ["1.00", "–"]
@@ -266,7 +261,7 @@ def test_an_nll_whose_importance_weights_are_unreliable_says_so(tmp_path, monkey
     _write(results, "beta", 0, {"nll": {"value": 95.0, "pareto_k_above_0_7": 0.1}, "kl": 1.0})
     generate.write_tables(results, tmp_path / "out")
     markdown = (tmp_path / "out" / "demo__digits__smoke.md").read_text()
-    rows = _rows(markdown)
+    rows = table_rows(markdown)
     assert rows["alpha"][1] == "90.50 ± 0.71 (k̂ > 0.7 on 85 %)" and rows["beta"][1] == "95.00"
     assert any(n.startswith("k̂ > 0.7 on n %") and "trust the AIS column" in n for n in _notes(markdown))
     assert (tmp_path / "out" / "demo__digits__smoke.tex").read_text().isascii()
@@ -278,7 +273,7 @@ def test_fifty_percent_is_never_shown_beside_a_dagger(tmp_path, monkeypatch):
     _write(tmp_path / "results", "alpha", 0, {"inference_gap": entry(0.499)})
     _write(tmp_path / "results", "beta", 0, {"inference_gap": entry(0.29)})  # 0.29 * 100 = 28.999...
     generate.write_tables(tmp_path / "results", tmp_path / "out")
-    rows = _rows((tmp_path / "out" / "demo__digits__smoke.md").read_text())
+    rows = table_rows((tmp_path / "out" / "demo__digits__smoke.md").read_text())
     assert rows["alpha"][4] == "1.00 (conv. 49 %)†"
     assert rows["beta"][4] == "1.00 (conv. 29 %)†"
 
@@ -297,7 +292,7 @@ def test_a_value_of_an_older_estimator_version_is_stale_for_its_metric_only(tmp_
     _write(results, "beta", 1, {"nll": 101.0, "kl": 22.0})
     generate.write_tables(results, tmp_path / "out")
     markdown = (tmp_path / "out" / "demo__digits__smoke.md").read_text()
-    rows = _rows(markdown)
+    rows = table_rows(markdown)
     assert rows["alpha"] == [
         "90.50",
         "90.50 ± 0.71 (1 stale)",
@@ -330,7 +325,7 @@ def test_partial_runs_count_for_the_metrics_they_have(tmp_path, monkeypatch):
     _write(results, "alpha", 4, {}, status="failed")
     generate.write_tables(results, tmp_path / "out")
     markdown = (tmp_path / "out" / "demo__digits__smoke.md").read_text()
-    assert _rows(markdown)["alpha"] == [
+    assert table_rows(markdown)["alpha"] == [
         "90.50",
         "91.00 ± 1.00",
         "+0.50",
