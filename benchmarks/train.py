@@ -381,7 +381,7 @@ def run(
                 records.keep_weights(results, run_id, trained["evaluated"].state_dict())
             evaluate_into(record, trained["evaluated"], data, config["evaluation"], device)
             if results is not None:
-                draw_figures(record, trained["evaluated"], results)
+                draw_figures(record, trained["evaluated"], data, results)
     except Exception as error:
         _failure(record, error)
     record["timing"].update(device_info(device), **peak_memory(device, reset))
@@ -416,13 +416,36 @@ def evaluate_into(record: dict, model, data: Dataset, evaluation: dict, device: 
         )
 
 
-def draw_figures(record: dict, model, results: Path) -> None:
-    """The method's ``image_grids`` (drawn from the run's seed) as PNGs under ``results``, listed in the
-    record's ``figures``; a method that fails to draw them makes the run ``partial``."""
+GRID_SIDE = 8  # samples: 8 × 8; reconstructions: 4 rows of 8 test images, each row over its reconstructions
+
+
+def picture_grids(model, data: Dataset) -> dict[str, torch.Tensor]:
+    """Every picture of a trained method, [rows, columns, *data shape] in the data's space: samples
+    from its prior and reconstructions of the first test images, drawn as the mean of p(x|z) (none
+    for a method without ``mean_image``), and the method's own ``image_grids``."""
+    grids = {}
+    samples = model.mean_image(model.prior().sample((GRID_SIDE, GRID_SIDE)))
+    if samples is not None:
+        x = data.test[: GRID_SIDE * GRID_SIDE // 2]
+        rows = len(x) // GRID_SIDE
+        reconstructed = model.mean_image(model.posterior(x).sample())
+        pairs = torch.stack([x.reshape(rows, GRID_SIDE, -1), reconstructed.reshape(rows, GRID_SIDE, -1)], 1)
+        grids = {"samples": samples, "reconstructions": pairs.reshape(2 * rows, GRID_SIDE, -1)}
+    grids.update(model.image_grids())
+    return {name: grid.reshape(*grid.shape[:2], *data.shape) for name, grid in grids.items()}
+
+
+def draw_figures(record: dict, model, data: Dataset, results: Path) -> None:
+    """``picture_grids`` (drawn from the run's seed; centred data with its training mean added back)
+    as PNGs under ``results``, listed in the record's ``figures``; a method that fails to draw them
+    makes the run ``partial``."""
     torch.manual_seed(record["seed"])
     try:
         with torch.no_grad():
-            record["figures"] = records.save_image_grids(results, record["run_id"], model.image_grids())
+            grids = picture_grids(model, data)
+            if data.pixel_mean is not None:
+                grids = {name: grid + data.pixel_mean for name, grid in grids.items()}
+            record["figures"] = records.save_image_grids(results, record["run_id"], grids)
     except Exception:
         if record["status"] == "ok":
             record.update(status="partial", stop_reason="figure_error")

@@ -44,9 +44,13 @@ A method adds a training knob by overriding the hook it belongs to, not by editi
 ``latent_parts()`` names the parts of a structured latent (ladder layers): the metrics that can
 (KL, active units, clustering) then carry a value per part beside the whole.
 
-``image_grids()``: the pictures a trained method draws of itself (component-wise generation, layer
-traversals), by name, each [rows, columns, *data_shape] (or [rows, columns, C, H, W]) intensities in
-[0, 1]; the harness saves them as PNGs beside the run's record. None by default.
+``mean_image(z)``: the mean of p(x|z) [..., C·H·W] (Bernoulli probabilities, a Gaussian's means), with
+which the harness draws every method's samples from the prior and reconstructions of test images;
+None (the default) where the decoder has no mean to draw in one pass (an autoregressive PixelCNN).
+``image_grids()``: the other pictures a trained method draws of itself (component-wise generation,
+layer traversals), by name, each [rows, columns, *data_shape] (or [rows, columns, C·H·W]) in the
+data's space; the harness adds back the training mean of centred data and saves them as PNGs beside
+the run's record. None by default.
 """
 
 import torch
@@ -92,6 +96,9 @@ class LatentVariableModel(nn.Module):
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def mean_image(self, z) -> torch.Tensor | None:
+        return None
 
     def image_grids(self) -> dict[str, torch.Tensor]:
         return {}

@@ -80,6 +80,9 @@ class GaussianMixtureDGM(LatentVariableModel):
     def log_likelihood(self, x, z):
         return self.pixels(self.decoder(z), x)
 
+    def mean_image(self, z):
+        return self.pixels.mean(self.decoder(z))
+
     def bound_terms(self, x) -> dict[str, torch.Tensor]:
         """log q(y|x) [B, K] and, per cluster y, one reparameterized draw's log p(x|z) and
         KL(q(z|x,y) ‖ p(z|y)) [B, K]."""

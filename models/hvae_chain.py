@@ -123,5 +123,8 @@ class MarkovChainHierarchicalVAE(LatentVariableModel):
     def log_likelihood(self, x, z):
         return self.likelihood(self.decoder(z[..., : self.latent_dims[0]]), x)
 
+    def mean_image(self, z):
+        return self.likelihood.mean(self.decoder(z[..., : self.latent_dims[0]]))
+
     def loss(self, x):
         return sampled_elbo_loss(self, x, self.samples)

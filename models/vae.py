@@ -68,6 +68,9 @@ class VAE(LatentVariableModel):
     def log_likelihood(self, x, z):
         return self.likelihood(self.decoder(z), x)
 
+    def mean_image(self, z):
+        return self.likelihood.mean(self.decoder(z))
+
     def loss(self, x):
         # Plain tensors rather than posterior() and prior(), and one draw of z without a sample
         # dimension: the distribution objects and a [1, B, D] latent each cost about 5 % of a step at

@@ -141,6 +141,9 @@ class VariationalLadderAutoencoder(LatentVariableModel):
     def log_likelihood(self, x, z):
         return self.pixels(self.decode(z), x)
 
+    def mean_image(self, z):
+        return self.pixels.mean(self.decode(z))
+
     def image_grids(self):
         """Latent traversals, one grid per layer (the paper's figures): that layer's first two
         dimensions run over the prior's 5%..95% quantiles down the rows and across the columns (its

@@ -5,7 +5,7 @@
   tolerance, outside, missing (not yet transcribed) and not run; its claims that hold, fail, are
   inconclusive or have no runs; the budgets and the hardware of its runs. Then per paper its tables
   and claims (those of ``vlaebench tables``, also written as ``.md`` and ``.tex`` under ``tables/``),
-  its figures, the pictures its runs drew, and the provenance of every run, failed and stale ones
+  its figures, the pictures its runs drew (samples, reconstructions, the method's own), and the provenance of every run, failed and stale ones
   included (never silently dropped);
 - ``index.html``: the same page, self-contained (styles inline, every image embedded as a data URI);
 - ``figures/*.png`` (matplotlib): per paper, dataset and budget, the validation ELBO against the
@@ -165,17 +165,21 @@ def paper_figures(
 
     timed = kept[kept["nll"].notna() & (kept["train_wall_s"] > 0)] if {"nll", "train_wall_s"} <= set(kept) else kept[:0]
     if len(timed):
+        view = generate._view(paper, "nll")  # the paper's sign: NLL, or log p(x)
         fig, axis = plt.subplots(figsize=(6, 4))
         for method in methods:
             mine = timed[timed["method"] == method]
             if len(mine):
-                axis.scatter(mine["train_wall_s"], mine["nll"], color=colours[method], label=method)
+                axis.scatter(mine["train_wall_s"], view.sign * mine["nll"], color=colours[method], label=method)
         axis.set_xscale("log")
         axis.set_xlabel("training wall-clock (s, log scale)")
-        axis.set_ylabel("test NLL (nats)")
+        axis.set_ylabel(f"test {view.label} (nats)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-        caption = "Test NLL against training wall-clock: every method of the paper at one budget, each seed a point."
+        caption = (
+            f"Test {view.label} ({view.better} is better) against training wall-clock: every method of the paper "
+            "at one budget, each seed a point."
+        )
         made.append(_save(fig, out, f"{stem}__nll_vs_time.png", caption))
 
     gaps = [m for m in methods if kept.loc[kept["method"] == m].get("amortization_gap", pd.Series()).notna().any()]

@@ -63,10 +63,12 @@ def test_run_digits_smoke_writes_one_record(digits_run):
     assert "Traceback" not in out + err
     files = record_files(results)
     assert len(files) == 1
-    # the record and the kept weights, no stray temporary file, no checkpoint left
+    # the record, the kept weights and the pictures (samples, reconstructions), no stray temporary
+    # file, no checkpoint left
     run_id = files[0].stem.rsplit("__", 1)[1]
+    pictures = [results / "figures" / run_id / f"{name}.png" for name in ("samples", "reconstructions")]
     assert sorted(p for p in results.rglob("*") if p.is_file()) == sorted(
-        [*files, results / "weights" / f"{run_id}.pt"]
+        [*files, results / "weights" / f"{run_id}.pt", *pictures]
     )
     path = files[0]
     assert path.name.startswith("baselines__vae__digits__smoke__seed0__")
@@ -330,7 +332,7 @@ def test_force_reruns_with_identical_metrics(run_cli, results):
     assert "skipped" not in out
     assert out.startswith("ok")
     assert record_files(results) == [path]  # rewritten in place, same name, nothing else
-    assert [p for p in results.rglob("*") if p.is_file() and p.suffix != ".pt"] == [path]
+    assert [p for p in results.rglob("*") if p.is_file() and p.suffix not in (".pt", ".png")] == [path]
     assert os.stat(path).st_ino != old_inode  # a new file renamed over the old one
     new = json.loads(path.read_text())
     assert new["run_id"] == old["run_id"]

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import table_rows
@@ -14,6 +15,7 @@ from toy_hooks import ToyHooks
 
 import models
 from benchmarks import UserError, data, metrics, records, specs, train
+from benchmarks.data import Dataset
 from report import claims, generate
 
 HERE = Path(__file__).parent
@@ -547,3 +549,23 @@ def test_records_frame_has_a_row_per_run_and_a_column_per_metric():
     row = frame.set_index("run_id").loc[committed[0]["run_id"]]
     assert row["nll"] == committed[0]["metrics"]["nll"]["value"]
     assert row["s_per_epoch"] == committed[0]["timing"]["s_per_epoch"]
+
+
+def test_pictures_of_centred_data_add_the_training_mean_back(tmp_path):
+    """A Gaussian decoder whose means are all 0 draws, in centred data's space, the training mean: the
+    saved pictures must show it (0.25 → grey 64), not black."""
+    from PIL import Image
+
+    mean = torch.full((1, 8, 8), 0.25)
+    test = torch.zeros(32, 1, 8, 8)  # centred test images: each is the mean
+    data = Dataset("centred", (1, 8, 8), "gaussian", test, test, test, None, pixel_variance=1.0, pixel_mean=mean)
+    model = models.build("vae", (1, 8, 8), {"latent_dim": 2, "hidden": [4]}, "gaussian")
+    torch.nn.init.zeros_(model.decoder[-1].weight)
+    torch.nn.init.zeros_(model.decoder[-1].bias)
+    record = {"seed": 0, "run_id": "0123456789abcdef", "status": "ok", "error": None}
+    train.draw_figures(record, model, data, tmp_path)
+    assert set(record["figures"]) == {"samples", "reconstructions"} and record["status"] == "ok"
+    for path in record["figures"].values():
+        with Image.open(tmp_path / path) as image:
+            first = np.asarray(image.convert("L"))[2:10, 2:10]  # the first picture, inside the 2-pixel padding
+        assert (first == 64).all(), first

@@ -1,13 +1,15 @@
 """Every registered method conforms to the model protocol (models/base.py): registering a method is
 enough to have it tested here."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from torch.distributions import Distribution
 
 import models
-from benchmarks import metrics, specs
+from benchmarks import metrics, specs, train
 from benchmarks.data import binarize, load
 from models.base import has_analytic_kl
 from models.networks import discretized_logistic_log_prob
@@ -132,3 +134,20 @@ def test_discretized_logistic_is_a_distribution_over_the_256_intensities():
             mass = logistic.cdf(high, loc, scale) - logistic.cdf(low, loc, scale)
             if mass > 1e-12:  # scipy's difference of CDFs underflows where the log-space formula does not
                 assert log_p[k].item() == pytest.approx(np.log(mass), rel=1e-6)
+
+
+def test_pictures_show_prior_samples_and_each_test_image_over_its_reconstruction(model, x, case):
+    data = SimpleNamespace(test=x, shape=shape(case))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        grids = train.picture_grids(model, data)
+    if type(model).mean_image is models.base.LatentVariableModel.mean_image:  # an autoregressive decoder
+        assert not {"samples", "reconstructions"} & set(grids)
+        return
+    assert grids["samples"].shape == (8, 8, *shape(case))
+    pairs = grids["reconstructions"]
+    assert pairs.shape == (4, 8, *shape(case))  # 16 test images: 2 rows of originals, each over its reconstructions
+    assert torch.equal(pairs[0::2].reshape(x.shape), x)
+    assert not torch.equal(pairs[1::2], pairs[0::2]) and torch.isfinite(pairs).all()
+    if case[1] == "bernoulli":  # probabilities
+        assert 0 <= pairs[1::2].min() and pairs[1::2].max() <= 1 and 0 <= grids["samples"].min()

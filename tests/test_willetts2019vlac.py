@@ -210,11 +210,10 @@ def test_on_well_separated_clusters_each_method_recovers_them_at_the_smoke_budge
         accuracies.append(record["metrics"]["cluster_acc"]["value"])
     assert sum(accuracies) / 3 >= 0.5, accuracies
     # the last run's component-wise generation: a PNG per layer, a row of 28-pixel images per component
-    assert set(record["figures"]) == (
-        {"components_layer0", "components_layer1", "components_layer2"} if method == "vlac" else {"components"}
-    )
-    for path in record["figures"].values():
-        with Image.open(tmp_path / "results" / path) as image:
+    components = {"components_layer0", "components_layer1", "components_layer2"} if method == "vlac" else {"components"}
+    assert set(record["figures"]) == components | {"samples", "reconstructions"}
+    for name in components:
+        with Image.open(tmp_path / "results" / record["figures"][name]) as image:
             assert image.size == (8 * 30 + 2, 4 * 30 + 2)  # torchvision's grid: 2 pixels of padding
     if method == "vlac":
         clusters = record["metrics"]["cluster_acc"]

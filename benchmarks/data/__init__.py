@@ -44,6 +44,7 @@ class Dataset:
     info: dict = field(default_factory=dict)  # variant, split, binarization, origin, verified: goes into the record
     binarize_batches: bool = False  # dynamic binarization: each training batch is a fresh draw
     pixel_variance: float | None = None  # set when centred: the likelihood's scale starts at it (VLAE's code)
+    pixel_mean: torch.Tensor | None = None  # set when centred: the training mean subtracted, [*shape] (pictures add it back)
 
     @property
     def discrete(self) -> bool:
@@ -62,7 +63,7 @@ class Dataset:
 
     def to(self, device) -> "Dataset":
         """A copy with the tensors on ``device`` (the same tensors where they are already there)."""
-        moved = {name: getattr(self, name) for name in ("train", "valid", "test", "test_labels")}
+        moved = {name: getattr(self, name) for name in ("train", "valid", "test", "test_labels", "pixel_mean")}
         return dataclasses.replace(self, **{k: None if v is None else v.to(device) for k, v in moved.items()})
 
 
@@ -92,7 +93,7 @@ def prepare(
     VLAE code's preprocessing for Gaussian pixels)."""
     x = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
     info = {"likelihood": likelihood, **dataset.info}
-    pixel_variance = None
+    pixel_variance = mean = None
     if likelihood == "bernoulli":
         g = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
         # validation and test first: the same draw under a static binarization as under a dynamic one
@@ -125,6 +126,7 @@ def prepare(
         info,
         binarize_batches=likelihood == "bernoulli" and binarization == "dynamic",
         pixel_variance=pixel_variance,
+        pixel_mean=mean,
     )
 
 
