@@ -34,7 +34,7 @@ import torch
 
 import models
 from benchmarks import UserError
-from benchmarks.data import DATASETS, resolve_options
+from benchmarks.data import DATASETS, resolve_options, shape_of
 from benchmarks.metrics import GAP_STARTS, METRICS, metric_reference
 from models.optim import LR_SCHEDULES, OPTIMIZERS
 
@@ -143,6 +143,11 @@ class MethodSpec:
     citation: str = ""
     note: str = ""
     grid_point: dict = field(default_factory=dict)  # the variant's grid values: {"T": 4}
+    dataset_options: dict = field(default_factory=dict)  # per dataset, options this method sets over the paper's
+
+    def options_on(self, paper_datasets: dict, dataset: str) -> dict:
+        """The dataset options this method runs ``dataset`` with: the paper's, then its own."""
+        return {**dataset_options(paper_datasets[dataset]), **self.dataset_options.get(dataset, {})}
 
 
 @dataclass(frozen=True)
@@ -396,7 +401,7 @@ def _datasets(path: Path, datasets) -> dict:
     return datasets
 
 
-METHOD_KEYS = {"model", "include", "hyper", "grid", "training", "citation", "note"}
+METHOD_KEYS = {"model", "include", "hyper", "grid", "training", "datasets", "citation", "note"}
 
 
 def _method_table(path: Path, paper: str, name: str, table, including: tuple[str, ...] = ()) -> dict:
@@ -475,6 +480,15 @@ def _methods(path: Path, name: str, table: dict, training: dict, datasets: dict)
     for key in grid:
         if key in chosen_hyper or key.removeprefix("training.") in chosen_training:
             raise UserError(f"{where} grid: {key} is also set outside the grid; set it in one place")
+    own_options = table.get("datasets", {})
+    _check_keys(f"{where} datasets", own_options, set(datasets))
+    merged_options = {d: {**dataset_options(t), **own_options.get(d, {})} for d, t in datasets.items()}
+    for dataset, options in own_options.items():
+        _check_keys(f"{where} datasets.{dataset}", options, set(DATASETS[dataset].options()))
+        try:
+            resolve_options(dataset, merged_options[dataset])
+        except UserError as e:
+            raise UserError(f"{where} datasets.{dataset}: {e}") from None
     variants = []
     for point in _grid_points(f"{where} grid", grid):
         hyper = {**chosen_hyper, **{k: v for k, v in point.items() if not k.startswith("training.")}}
@@ -484,7 +498,7 @@ def _methods(path: Path, name: str, table: dict, training: dict, datasets: dict)
         if absent:
             raise UserError(f"{where} hyper: missing {', '.join(absent)}")
         variant = variant_name(name, point)
-        _check_builds(f"{where} {variant}" if point else where, model, resolved, datasets)
+        _check_builds(f"{where} {variant}" if point else where, model, resolved, merged_options)
         variants.append(
             MethodSpec(
                 variant,
@@ -497,6 +511,7 @@ def _methods(path: Path, name: str, table: dict, training: dict, datasets: dict)
                 table.get("citation", ""),
                 table.get("note", ""),
                 dict(point),
+                {d: dict(o) for d, o in own_options.items()},
             )
         )
     return variants
@@ -603,11 +618,13 @@ def _claim(where: str, entry, methods: dict, datasets: dict) -> Claim:
 
 
 def _check_builds(where: str, model: str, hyper: dict, datasets: dict) -> None:
-    """Build the method for each dataset's image shape on the meta device (no memory, no compute):
-    a bad hyper-parameter value fails here, before anything trains."""
-    for dataset, table in datasets.items():
+    """Build the method for each dataset's shape (in the variant its options, by dataset, choose) on
+    the meta device (no memory, no compute): a bad hyper-parameter value fails here, before anything
+    trains."""
+    for dataset, options in datasets.items():
         supported = models.registry()[model].likelihoods
-        likelihood = resolve_options(dataset, dataset_options(table))["likelihood"]
+        resolved = resolve_options(dataset, options)
+        likelihood = resolved["likelihood"]
         if likelihood not in supported:
             raise UserError(
                 f"{where}: dataset {dataset} needs a {likelihood} likelihood; method "
@@ -615,7 +632,7 @@ def _check_builds(where: str, model: str, hyper: dict, datasets: dict) -> None:
             )
         try:
             with torch.device("meta"):
-                models.build(model, DATASETS[dataset].shape, hyper, likelihood)
+                models.build(model, shape_of(dataset, resolved), hyper, likelihood)
         except (TypeError, ValueError, RuntimeError) as e:
             raise UserError(f"{where} hyper: the method cannot be built for {dataset}: {e}") from None
 
@@ -675,7 +692,7 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
         raise UserError(f"paper {paper.key!r}, budget {budget_.name!r}: gap_points needs gap_max_steps and gap_samples")
     if evaluation["ais_points"] and not (evaluation["ais_chains"] and evaluation["ais_steps"]):
         raise UserError(f"paper {paper.key!r}, budget {budget_.name!r}: ais_points needs ais_chains and ais_steps")
-    chosen_options = dataset_options(paper.datasets[dataset])
+    chosen_options = spec.options_on(paper.datasets, dataset)
     identity = {
         "protocol": PROTOCOL_VERSION,
         "paper": paper.key,

@@ -437,8 +437,10 @@ def picture_grids(model, data: Dataset) -> dict[str, torch.Tensor]:
 
 def draw_figures(record: dict, model, data: Dataset, results: Path) -> None:
     """``picture_grids`` (drawn from the run's seed; centred data with its training mean added back)
-    as PNGs under ``results``, listed in the record's ``figures``; a method that fails to draw them
-    makes the run ``partial``."""
+    as PNGs under ``results``, listed in the record's ``figures`` (none for data that are not
+    pictures); a method that fails to draw them makes the run ``partial``."""
+    if not data.pictures:
+        return
     torch.manual_seed(record["seed"])
     try:
         with torch.no_grad():

@@ -633,7 +633,7 @@ def test_svhn_mat_files_are_read_and_labels_map_10_to_0(tmp_path):
 
 
 def test_dataset_options_are_checked_with_what_is_valid():
-    assert data.resolve_options("svhn", {}) == {"likelihood": "gaussian", "center": False, "extra": "none"}
+    assert data.resolve_options("svhn", {}) == {"likelihood": "gaussian", "center": False, "pca": 0, "extra": "none"}
     assert data.resolve_options("mnist", {}) == {"likelihood": "bernoulli"}
     for name, options, message in [
         ("svhn", {"extra": "all"}, "extra = 'all' is not valid; valid: 'none', 'add', 'only'"),
@@ -701,7 +701,7 @@ def test_a_spec_sets_a_dataset_variant_and_the_run_config_carries_it(tmp_path, m
     paper = specs.load_paper("demo")
     method = next(iter(paper.methods))
     config = specs.resolve(paper, method, "svhn", specs.budget("smoke"), 0)
-    assert config["dataset_options"] == {"likelihood": "gaussian", "center": False, "extra": "add"}
+    assert config["dataset_options"] == {"likelihood": "gaussian", "center": False, "pca": 0, "extra": "add"}
     plain = specs.resolve(paper, method, "digits", specs.budget("smoke"), 0)
     assert plain["dataset_options"] == {"likelihood": "bernoulli"}
 

@@ -11,7 +11,9 @@ afresh on the device (dynamic binarization, ``Dataset.training_batch``), or once
 validation and test splits once, with a fixed seed, so that every run of every method is evaluated on
 the same binary images. For a continuous likelihood (Gaussian, discretized logistic) the intensities
 stay as they are, optionally centred as in the VLAE code (per-pixel training mean subtracted, the
-likelihood's scale initialised at the data variance). ``status`` says what is on this machine.
+likelihood's scale initialised at the data variance), or projected on their first ``pca`` principal
+components (the GM-DGM code's preprocessing: a Gaussian density on the coefficients, not on pixels).
+``status`` says what is on this machine.
 """
 
 import dataclasses
@@ -30,6 +32,9 @@ EVAL_BINARIZATION_SEED = 20_240_601  # one fixed draw of the validation and test
 CONTINUOUS = ("gaussian", "discretized_logistic")
 DISCRETE = ("bernoulli", "discretized_logistic")  # probabilities of pixel values, not densities: bits/dim
 _SHARED_MODULES = {"sources"}  # file machinery, not a dataset
+# The GM-DGM code's preproc=True (src/data/data.py): PCA fitted on the first 10,000 training images.
+PCA_FIT_IMAGES = 10_000
+PCA_COMPONENTS = range(0, 100_001)  # 0: no projection; the GM-DGM code keeps 1,000 (cutoff=1000)
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Dataset:
     binarize_batches: bool = False  # dynamic binarization: each training batch is a fresh draw
     pixel_variance: float | None = None  # set when centred: the likelihood's scale starts at it (VLAE's code)
     pixel_mean: torch.Tensor | None = None  # set when centred: the training mean subtracted, [*shape] (pictures add it back)
+    pictures: bool = True  # whether an example can be drawn (not PCA coefficients)
 
     @property
     def discrete(self) -> bool:
@@ -86,11 +92,15 @@ def prepare(
     binarization: str = "dynamic",
     center: bool = False,
     name: str | None = None,
+    pca: int = 0,
 ) -> Dataset:
     """The variant a run uses. Bernoulli: validation and test binarized once (fixed seed), training
     binarized per batch (``dynamic``) or once (``static``). Continuous likelihoods: intensities as
     they are; ``center`` subtracts the per-pixel training mean and records the data variance (the
-    VLAE code's preprocessing for Gaussian pixels)."""
+    VLAE code's preprocessing for Gaussian pixels); ``pca`` > 0 projects every split on that many
+    principal components of the first ``PCA_FIT_IMAGES`` training images (scikit-learn's PCA, which
+    centres them): the data become vectors of coefficients, whose mean square is recorded as the
+    data variance."""
     x = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
     info = {"likelihood": likelihood, **dataset.info}
     pixel_variance = mean = None
@@ -115,9 +125,16 @@ def prepare(
             f"centred: the per-pixel training mean is subtracted from every split; the "
             f"likelihood's scale starts at the data variance {pixel_variance:.6g} (VLAE code)"
         )
+    shape = dataset.shape
+    if pca:
+        note = _pca_note(pca, len(x["train"]))
+        x = _project(x, pca, name or dataset.name)
+        info["preprocessing"] = "; ".join(filter(None, [info.get("preprocessing"), note]))
+        shape, mean = (pca,), None  # coefficients: no pixel mean to add back to pictures
+        pixel_variance = x["train"].pow(2).mean().item()  # the likelihood's scale starts at it
     return Dataset(
         name or dataset.name,
-        dataset.shape,
+        shape,
         likelihood,
         x["train"],
         x["valid"],
@@ -127,6 +144,7 @@ def prepare(
         binarize_batches=likelihood == "bernoulli" and binarization == "dynamic",
         pixel_variance=pixel_variance,
         pixel_mean=mean,
+        pictures=not pca,
     )
 
 
@@ -159,8 +177,8 @@ class Entry:
 
     def options(self) -> dict[str, tuple]:
         """Every option a paper spec may set for this dataset, with its valid values (the first the default)."""
-        centring = {"center": (False, True)} if "gaussian" in self.likelihoods else {}
-        return {"likelihood": self.likelihoods, **centring, **self.source_options}
+        gaussian = {"center": (False, True), "pca": PCA_COMPONENTS} if "gaussian" in self.likelihoods else {}
+        return {"likelihood": self.likelihoods, **gaussian, **self.source_options}
 
 
 def discover() -> dict[str, Entry]:
@@ -186,16 +204,55 @@ def resolve_options(name: str, options: dict) -> dict:
         if key not in valid:
             raise UserError(f"dataset {name}: unknown option {key!r}; valid: {', '.join(valid)}")
         if value not in valid[key] or type(value) is not type(valid[key][0]):
-            raise UserError(
-                f"dataset {name}: {key} = {value!r} is not valid; valid: {', '.join(repr(v) for v in valid[key])}"
-            )
+            raise UserError(f"dataset {name}: {key} = {value!r} is not valid; valid: {shown_values(valid[key])}")
     resolved = {key: options.get(key, values[0]) for key, values in valid.items()}
-    if resolved.get("center") and resolved["likelihood"] != "gaussian":
-        raise UserError(
-            f"dataset {name}: center = true goes with likelihood = 'gaussian' (the VLAE preprocessing), "
-            f"not {resolved['likelihood']!r}"
-        )
+    for key, purpose in (("center", "the VLAE preprocessing"), ("pca", "the GM-DGM preprocessing")):
+        if resolved.get(key) and resolved["likelihood"] != "gaussian":
+            value = str(resolved[key]).lower()  # as the spec writes it: true, 1000
+            raise UserError(
+                f"dataset {name}: {key} = {value} goes with likelihood = 'gaussian' ({purpose}), "
+                f"not {resolved['likelihood']!r}"
+            )
     return resolved
+
+
+def shown_values(values) -> str:
+    """An option's valid values as a user reads them: a list, or an integer range."""
+    if isinstance(values, range):
+        return f"an integer from {values.start} to {values.stop - 1}"
+    return ", ".join(repr(v) for v in values)
+
+
+def _project(x: dict, components: int, name: str) -> dict:
+    """Every split on the first ``components`` principal components of the first ``PCA_FIT_IMAGES``
+    training images."""
+    from sklearn.decomposition import PCA
+
+    fit = x["train"][:PCA_FIT_IMAGES].flatten(1).numpy()
+    if components > min(fit.shape):
+        raise UserError(
+            f"dataset {name}: pca = {components} needs at least {components} training images and pixels; "
+            f"the PCA is fitted on {fit.shape[0]} images of {fit.shape[1]} pixels"
+        )
+    projection = PCA(n_components=components, svd_solver="randomized", random_state=0).fit(fit)
+    return {
+        split: torch.from_numpy(projection.transform(images.flatten(1).numpy()).astype(np.float32))
+        for split, images in x.items()
+    }
+
+
+def _pca_note(components: int, images: int) -> str:
+    return (
+        f"projected on the first {components} principal components of the first {min(images, PCA_FIT_IMAGES)} "
+        "training images (the GM-DGM code's preproc=True): the likelihood is a density on the coefficients, "
+        "not on pixels"
+    )
+
+
+def shape_of(name: str, options: dict) -> tuple[int, ...]:
+    """The shape of one example of dataset ``name`` in the variant ``options`` (resolved) choose,
+    known without loading it."""
+    return (options["pca"],) if options.get("pca") else DATASETS[name].shape
 
 
 def load(name: str, data_dir=None, options: dict | None = None) -> Dataset:
@@ -203,7 +260,9 @@ def load(name: str, data_dir=None, options: dict | None = None) -> Dataset:
     options = resolve_options(name, options or {})
     entry = DATASETS[name]
     as_read = entry.load(data_dir, **{key: options[key] for key in entry.source_options})
-    return prepare(as_read, options["likelihood"], entry.binarization, options.get("center", False), name)
+    return prepare(
+        as_read, options["likelihood"], entry.binarization, options.get("center", False), name, options.get("pca", 0)
+    )
 
 
 def status(data_dir=None) -> list[dict]:
@@ -217,7 +276,9 @@ def status(data_dir=None) -> list[dict]:
             "origin": "–",
             "verified": "–",
             "variants": "; ".join(
-                f"{key}: {'|'.join(map(str, values))}" for key, values in entry.options().items() if len(values) > 1
+                f"{key}: " + (shown_values(values) if isinstance(values, range) else "|".join(map(str, values)))
+                for key, values in entry.options().items()
+                if len(values) > 1
             ),
             "to get it": "",
         }

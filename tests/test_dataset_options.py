@@ -1,0 +1,123 @@
+"""Dataset options: the GM-DGM code's PCA preprocessing (``pca``), and options one method of a spec
+sets for itself (``[methods.<name>] datasets = {...}``) without changing the other methods' runs."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from test_harness import spec_folder
+
+import models
+from benchmarks import UserError, data, specs
+from benchmarks.data import Dataset
+
+
+def _spread(n: int, seed: int, scale: float = 1.0) -> torch.Tensor:
+    """``n`` 8×8 images near a 5-dimensional subspace with well-separated variances."""
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(64, 5, generator=torch.Generator().manual_seed(99)))[0].T  # [5, 64]
+    codes = torch.randn(n, 5, generator=g) * torch.tensor([10.0, 7.0, 5.0, 3.0, 2.0]) * scale
+    return (0.5 + 0.01 * (codes @ basis + 0.01 * torch.randn(n, 64, generator=g))).reshape(n, 1, 8, 8)
+
+
+def test_pca_projects_every_split_on_the_components_of_the_first_training_images(monkeypatch):
+    monkeypatch.setattr(data, "PCA_FIT_IMAGES", 200)  # the code's 10,000, scaled to a small set
+    # images past the first 200 have another spread: a PCA fitted on all of them would differ
+    train = torch.cat([_spread(200, 0), _spread(100, 1, scale=30.0).flip(-1)])
+    test = _spread(50, 2)
+    raw = Dataset("toy", (1, 8, 8), None, train, _spread(40, 3), test, None, {})
+    variant = data.prepare(raw, "gaussian", pca=5)
+    assert variant.shape == (5,) and variant.test.shape == (50, 5) and variant.train.shape == (300, 5)
+    reference = PCA(n_components=5, svd_solver="full").fit(train[:200].flatten(1).numpy())
+    expected = reference.transform(test.flatten(1).numpy())
+    signs = np.sign((variant.test.numpy() * expected).sum(0))  # a component's sign is arbitrary
+    np.testing.assert_allclose(variant.test.numpy() * signs, expected, atol=1e-4)
+    assert variant.pixel_variance == pytest.approx(variant.train.pow(2).mean().item())
+    assert variant.pixel_mean is None and not variant.pictures  # coefficients, not pictures
+    assert "first 5 principal components of the first 200 training images" in variant.info["preprocessing"]
+
+
+def test_pca_with_more_components_than_images_or_pixels_is_refused():
+    raw = Dataset("toy", (1, 8, 8), None, _spread(30, 0), _spread(5, 1), _spread(5, 2), None, {})
+    with pytest.raises(UserError, match="pca = 40 needs at least 40 training images and pixels; .* 30 images of 64"):
+        data.prepare(raw, "gaussian", pca=40)
+
+
+@pytest.mark.parametrize(
+    "options, error",
+    [
+        ({"pca": -1}, "pca = -1 is not valid; valid: an integer from 0 to 100000"),
+        ({"pca": 2.5}, "pca = 2.5 is not valid; valid: an integer from 0 to 100000"),
+        ({"pca": 10, "likelihood": "discretized_logistic"}, "pca = 10 goes with likelihood = 'gaussian'"),
+    ],
+)
+def test_a_bad_pca_option_says_what_is_valid(options, error):
+    with pytest.raises(UserError, match=error.replace("(", r"\(").replace(")", r"\)")):
+        data.resolve_options("mnist_gray", options)
+
+
+OWN_OPTIONS = """
+[paper]
+title = "Own options"
+citation = "Nobody, 2026"
+
+[evaluation]
+importance_samples = 10
+compare = ["cluster_acc"]
+
+[datasets.mnist_gray]
+likelihood = "gaussian"
+
+[methods.vae]
+model = "vae"
+hyper = { latent_dim = 4, hidden = [16] }
+
+[methods.gmdgm]
+model = "gmdgm"
+hyper = { clusters = 3, latent_dim = 4, hidden = [16] }
+"""
+
+
+def test_a_method_sets_dataset_options_for_itself_alone(tmp_path, monkeypatch):
+    spec_folder(tmp_path, monkeypatch, own=OWN_OPTIONS)
+    paper = specs.load_paper("own")
+    plain = {m: specs.run_id(specs.resolve(paper, m, "mnist_gray", specs.budget("smoke"), 0)) for m in ("vae", "gmdgm")}
+    spec_folder(tmp_path, monkeypatch, own=OWN_OPTIONS + "datasets = { mnist_gray = { pca = 30 } }\n")
+    paper = specs.load_paper("own")
+    vae, gmdgm = (specs.resolve(paper, m, "mnist_gray", specs.budget("smoke"), 0) for m in ("vae", "gmdgm"))
+    assert vae["dataset_options"]["pca"] == 0 and gmdgm["dataset_options"]["pca"] == 30
+    assert gmdgm["dataset_options"]["likelihood"] == "gaussian"  # the paper's options, then the method's
+    assert specs.run_id(vae) == plain["vae"]  # the other method's runs are the same runs
+    assert specs.run_id(gmdgm) != plain["gmdgm"]
+    variant = data.load("mnist_gray", options=gmdgm["dataset_options"])
+    assert variant.shape == (30,) and variant.test.shape[1:] == (30,)
+    model = models.build("gmdgm", variant.shape, gmdgm["hyper"], variant.likelihood)
+    loss, _ = model.loss(variant.train[:8])
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize(
+    "table, error",
+    [
+        ("datasets = { mnist = { pca = 30 } }", r"\[methods.gmdgm\] datasets: unknown key\(s\) mnist; valid: mnist_gray"),
+        ("datasets = { mnist_gray = { zoom = 2 } }", r"datasets.mnist_gray: unknown key\(s\) zoom"),
+        (
+            'datasets = { mnist_gray = { likelihood = "discretized_logistic", pca = 30 } }',
+            r"datasets.mnist_gray: dataset mnist_gray: pca = 30 goes with likelihood = 'gaussian'",
+        ),
+    ],
+)
+def test_a_methods_bad_dataset_options_are_refused_when_the_spec_loads(tmp_path, monkeypatch, table, error):
+    spec_folder(tmp_path, monkeypatch, own=OWN_OPTIONS + table + "\n")
+    with pytest.raises(UserError, match=error):
+        specs.load_paper("own")
+
+
+def test_a_method_that_needs_images_refuses_pca_when_the_spec_loads(tmp_path, monkeypatch):
+    text = OWN_OPTIONS.replace('model = "vae"', 'model = "vladder"').replace(
+        "hyper = { latent_dim = 4, hidden = [16] }",
+        'hyper = { hidden = 16, channels = [4, 8] }\ndatasets = { mnist_gray = { pca = 30 } }',
+    )
+    spec_folder(tmp_path, monkeypatch, own=text)
+    with pytest.raises(UserError, match=r"\[methods.vae\] hyper: the method cannot be built for mnist_gray"):
+        specs.load_paper("own")
