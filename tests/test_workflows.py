@@ -41,3 +41,15 @@ def test_the_nightly_job_runs_compares_and_reports_on_a_gpu_runner():
         except SystemExit:
             pytest.fail(f"the nightly job calls a command the CLI refuses: {line.strip()}")
     assert "--budget nightly" in invoked[0] and "--gpus" in invoked[0]
+
+
+def test_the_nightly_job_fails_on_a_slower_hot_path_and_keeps_the_history():
+    job = _load("nightly.yml")["jobs"]["nightly"]
+    (step,) = [s for s in job["steps"] if "--benchmark-enable" in s.get("run", "")]
+    assert "--benchmark-compare-fail=median:25%" in step["run"] and "--benchmark-autosave" in step["run"]
+    assert "--benchmark-storage=file://nightly-results/benchmark-history" in step["run"]
+    (upload,) = [s for s in job["steps"] if s.get("with", {}).get("name") == "nightly-results"]
+    assert "nightly-results/benchmark-history" in upload["with"]["path"]
+    # a failed run (the sweep exits 1) or a slower hot path still leaves the comparison and the report
+    later = job["steps"][job["steps"].index(step) :]
+    assert all(s.get("if") == "always()" for s in later)
