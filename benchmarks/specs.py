@@ -143,11 +143,17 @@ class MethodSpec:
     citation: str = ""
     note: str = ""
     grid_point: dict = field(default_factory=dict)  # the variant's grid values: {"T": 4}
-    dataset_options: dict = field(default_factory=dict)  # per dataset, options this method sets over the paper's
+    on: dict = field(default_factory=dict)  # per dataset, what this method sets there: {"options": ..., "hyper": ...}
 
     def options_on(self, paper_datasets: dict, dataset: str) -> dict:
         """The dataset options this method runs ``dataset`` with: the paper's, then its own."""
-        return {**dataset_options(paper_datasets[dataset]), **self.dataset_options.get(dataset, {})}
+        return {**dataset_options(paper_datasets[dataset]), **self.on.get(dataset, {}).get("options", {})}
+
+    def hyper_on(self, dataset: str) -> tuple[dict, dict]:
+        """The hyper-parameters this method runs ``dataset`` with: every one (defaults written out),
+        and those the spec chose (what the run id hashes)."""
+        own = self.on.get(dataset, {}).get("hyper", {})
+        return {**self.hyper, **own}, {**self.chosen_hyper, **own}
 
 
 @dataclass(frozen=True)
@@ -401,7 +407,8 @@ def _datasets(path: Path, datasets) -> dict:
     return datasets
 
 
-METHOD_KEYS = {"model", "include", "hyper", "grid", "training", "datasets", "citation", "note"}
+METHOD_KEYS = {"model", "include", "hyper", "grid", "training", "on", "citation", "note"}
+ON_KEYS = {"options", "hyper"}  # what a method may set for one dataset
 
 
 def _method_table(path: Path, paper: str, name: str, table, including: tuple[str, ...] = ()) -> dict:
@@ -480,15 +487,22 @@ def _methods(path: Path, name: str, table: dict, training: dict, datasets: dict)
     for key in grid:
         if key in chosen_hyper or key.removeprefix("training.") in chosen_training:
             raise UserError(f"{where} grid: {key} is also set outside the grid; set it in one place")
-    own_options = table.get("datasets", {})
-    _check_keys(f"{where} datasets", own_options, set(datasets))
-    merged_options = {d: {**dataset_options(t), **own_options.get(d, {})} for d, t in datasets.items()}
-    for dataset, options in own_options.items():
-        _check_keys(f"{where} datasets.{dataset}", options, set(DATASETS[dataset].options()))
+    on = table.get("on", {})
+    _check_keys(f"{where} on", on, set(datasets))
+    merged_options = {}  # per dataset: the paper's options, then the method's own
+    for dataset, paper_table in datasets.items():
+        mine, here = on.get(dataset, {}), f"{where} on.{dataset}"
+        _check_keys(here, mine, ON_KEYS)
+        _check_keys(f"{here}.options", mine.get("options", {}), set(DATASETS[dataset].options()))
+        _check_keys(f"{here}.hyper", mine.get("hyper", {}), set(defaults))
+        clash = set(grid) & set(mine.get("hyper", {}))
+        if clash:
+            raise UserError(f"{here}.hyper: {', '.join(sorted(clash))} is also the grid's; set it in one place")
+        merged_options[dataset] = {**dataset_options(paper_table), **mine.get("options", {})}
         try:
             resolve_options(dataset, merged_options[dataset])
         except UserError as e:
-            raise UserError(f"{where} datasets.{dataset}: {e}") from None
+            raise UserError(f"{here}.options: {e}") from None
     variants = []
     for point in _grid_points(f"{where} grid", grid):
         hyper = {**chosen_hyper, **{k: v for k, v in point.items() if not k.startswith("training.")}}
@@ -498,7 +512,9 @@ def _methods(path: Path, name: str, table: dict, training: dict, datasets: dict)
         if absent:
             raise UserError(f"{where} hyper: missing {', '.join(absent)}")
         variant = variant_name(name, point)
-        _check_builds(f"{where} {variant}" if point else where, model, resolved, merged_options)
+        for dataset, options in merged_options.items():
+            own_hyper = on.get(dataset, {}).get("hyper", {})
+            _check_builds(f"{where} {variant}" if point else where, model, {**resolved, **own_hyper}, {dataset: options})
         variants.append(
             MethodSpec(
                 variant,
@@ -511,7 +527,7 @@ def _methods(path: Path, name: str, table: dict, training: dict, datasets: dict)
                 table.get("citation", ""),
                 table.get("note", ""),
                 dict(point),
-                {d: dict(o) for d, o in own_options.items()},
+                {d: {key: dict(value) for key, value in t.items()} for d, t in on.items()},
             )
         )
     return variants
@@ -693,13 +709,14 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
     if evaluation["ais_points"] and not (evaluation["ais_chains"] and evaluation["ais_steps"]):
         raise UserError(f"paper {paper.key!r}, budget {budget_.name!r}: ais_points needs ais_chains and ais_steps")
     chosen_options = spec.options_on(paper.datasets, dataset)
+    hyper, chosen_hyper = spec.hyper_on(dataset)
     identity = {
         "protocol": PROTOCOL_VERSION,
         "paper": paper.key,
         "method": method,
         "model": spec.model,
         "model_version": models.registry()[spec.model].version,
-        "hyper": spec.chosen_hyper,
+        "hyper": chosen_hyper,
         "training": {
             **{k: v for k, v in spec.chosen_training.items() if k not in TRAINING_EXECUTION},
             "epochs": training["epochs"],
@@ -715,7 +732,7 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
         "paper": paper.key,
         "method": method,
         "model": spec.model,
-        "hyper": spec.hyper,
+        "hyper": hyper,
         "dataset": dataset,
         "dataset_options": resolve_options(dataset, chosen_options),
         "budget": budget_.name,

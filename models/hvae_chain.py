@@ -88,7 +88,7 @@ class _Conditional(nn.Module):
 
 @register("hvae_chain")
 class MarkovChainHierarchicalVAE(LatentVariableModel):
-    likelihoods = ("bernoulli",)
+    likelihoods = PixelLikelihood.FAMILIES
 
     def __init__(self, data_shape, likelihood="bernoulli", latent_dims=(2, 2, 2), hidden=1024, samples=1):
         super().__init__()

@@ -621,10 +621,10 @@ def render(paper, dataset, budget_name, frame: pd.DataFrame, evaluation: str = "
         notes.append(BOLD_NOTE)
     if "note" in paper.datasets[dataset]:
         notes.append(f"Dataset: {paper.datasets[dataset]['note']}")
-    for method, spec in paper.methods.items():  # a method's own variant of the dataset
-        if spec.dataset_options.get(dataset):
-            options = ", ".join(f"{k} = {v!r}" for k, v in spec.dataset_options[dataset].items())
-            notes.append(f"{method} runs {dataset} with its own options: {options}")
+    for method, spec in paper.methods.items():  # what a method sets for this dataset alone
+        for kind, values in spec.on.get(dataset, {}).items():
+            shown = ", ".join(f"{k} = {specs.shown_value(v)}" for k, v in values.items())
+            notes.append(f"{method} on {dataset}: its own {'dataset options' if kind == 'options' else kind}: {shown}")
     if footnotes.notes:
         notes.append(FOOTNOTES_NOTE + "; the runs column's: every run of the row, failed and stale ones too")
     return _documents(title, caption, header, rows, notes, footnotes=footnotes)

@@ -1,5 +1,6 @@
-"""Dataset options: the GM-DGM code's PCA preprocessing (``pca``), and options one method of a spec
-sets for itself (``[methods.<name>] datasets = {...}``) without changing the other methods' runs."""
+"""Dataset options: the GM-DGM code's PCA preprocessing (``pca``); and what one method of a spec sets
+for one dataset alone (``[methods.<name>.on.<dataset>]``: dataset options, hyper-parameters) without
+changing its runs on the other datasets or the other methods' runs."""
 
 import numpy as np
 import pytest
@@ -68,6 +69,8 @@ compare = ["cluster_acc"]
 [datasets.mnist_gray]
 likelihood = "gaussian"
 
+[datasets.mnist]
+
 [methods.vae]
 model = "vae"
 hyper = { latent_dim = 4, hidden = [16] }
@@ -82,7 +85,7 @@ def test_a_method_sets_dataset_options_for_itself_alone(tmp_path, monkeypatch):
     spec_folder(tmp_path, monkeypatch, own=OWN_OPTIONS)
     paper = specs.load_paper("own")
     plain = {m: specs.run_id(specs.resolve(paper, m, "mnist_gray", specs.budget("smoke"), 0)) for m in ("vae", "gmdgm")}
-    spec_folder(tmp_path, monkeypatch, own=OWN_OPTIONS + "datasets = { mnist_gray = { pca = 30 } }\n")
+    spec_folder(tmp_path, monkeypatch, own=OWN_OPTIONS + "[methods.gmdgm.on.mnist_gray]\noptions = { pca = 30 }\n")
     paper = specs.load_paper("own")
     vae, gmdgm = (specs.resolve(paper, m, "mnist_gray", specs.budget("smoke"), 0) for m in ("vae", "gmdgm"))
     assert vae["dataset_options"]["pca"] == 0 and gmdgm["dataset_options"]["pca"] == 30
@@ -96,19 +99,49 @@ def test_a_method_sets_dataset_options_for_itself_alone(tmp_path, monkeypatch):
     assert torch.isfinite(loss)
 
 
+def test_a_method_sets_hyper_parameters_for_one_dataset_alone(tmp_path, monkeypatch):
+    spec_folder(tmp_path, monkeypatch, own=OWN_OPTIONS)
+    paper = specs.load_paper("own")
+    before = specs.run_id(specs.resolve(paper, "vae", "mnist", specs.budget("smoke"), 0))
+    spec_folder(
+        tmp_path,
+        monkeypatch,
+        own=OWN_OPTIONS.replace(
+            "hyper = { latent_dim = 4, hidden = [16] }",
+            "hyper = { latent_dim = 4, hidden = [16] }\non = { mnist_gray = { hyper = { latent_dim = 6 } } }",
+        ),
+    )
+    paper = specs.load_paper("own")
+    on_gray, on_mnist = (specs.resolve(paper, "vae", d, specs.budget("smoke"), 0) for d in ("mnist_gray", "mnist"))
+    assert on_gray["hyper"]["latent_dim"] == 6 and on_gray["identity"]["hyper"] == {"latent_dim": 6, "hidden": [16]}
+    assert on_mnist["hyper"]["latent_dim"] == 4 and specs.run_id(on_mnist) == before
+
+
 @pytest.mark.parametrize(
     "table, error",
     [
-        ("datasets = { mnist = { pca = 30 } }", r"\[methods.gmdgm\] datasets: unknown key\(s\) mnist; valid: mnist_gray"),
-        ("datasets = { mnist_gray = { zoom = 2 } }", r"datasets.mnist_gray: unknown key\(s\) zoom"),
         (
-            'datasets = { mnist_gray = { likelihood = "discretized_logistic", pca = 30 } }',
-            r"datasets.mnist_gray: dataset mnist_gray: pca = 30 goes with likelihood = 'gaussian'",
+            "[methods.gmdgm.on.fashion_mnist]\noptions = { pca = 30 }",
+            r"\[methods.gmdgm\] on: unknown key\(s\) fashion_mnist",
+        ),
+        ("[methods.gmdgm.on.mnist_gray]\noptions = { zoom = 2 }", r"on.mnist_gray.options: unknown key\(s\) zoom"),
+        ("[methods.gmdgm.on.mnist_gray]\nhyper = { depth = 2 }", r"on.mnist_gray.hyper: unknown key\(s\) depth"),
+        ("[methods.gmdgm.on.mnist_gray]\nseed = 2", r"on.mnist_gray: unknown key\(s\) seed; valid: hyper, options"),
+        (
+            '[methods.gmdgm.on.mnist_gray]\noptions = { likelihood = "discretized_logistic", pca = 30 }',
+            r"on.mnist_gray.options: dataset mnist_gray: pca = 30 goes with likelihood = 'gaussian'",
+        ),
+        (
+            "grid = { clusters = [2, 3] }\n[methods.gmdgm.on.mnist]\nhyper = { clusters = 5 }",
+            "on.mnist.hyper: clusters is also the grid's; set it in one place",
         ),
     ],
 )
-def test_a_methods_bad_dataset_options_are_refused_when_the_spec_loads(tmp_path, monkeypatch, table, error):
-    spec_folder(tmp_path, monkeypatch, own=OWN_OPTIONS + table + "\n")
+def test_a_methods_bad_dataset_settings_are_refused_when_the_spec_loads(tmp_path, monkeypatch, table, error):
+    text = OWN_OPTIONS + table + "\n"
+    if table.startswith("grid"):  # the grid's key out of the method's own hyper-parameters
+        text = OWN_OPTIONS.replace("clusters = 3, ", "") + table + "\n"
+    spec_folder(tmp_path, monkeypatch, own=text)
     with pytest.raises(UserError, match=error):
         specs.load_paper("own")
 
@@ -116,7 +149,7 @@ def test_a_methods_bad_dataset_options_are_refused_when_the_spec_loads(tmp_path,
 def test_a_method_that_needs_images_refuses_pca_when_the_spec_loads(tmp_path, monkeypatch):
     text = OWN_OPTIONS.replace('model = "vae"', 'model = "vladder"').replace(
         "hyper = { latent_dim = 4, hidden = [16] }",
-        'hyper = { hidden = 16, channels = [4, 8] }\ndatasets = { mnist_gray = { pca = 30 } }',
+        "hyper = { hidden = 16, channels = [4, 8] }\non = { mnist_gray = { options = { pca = 30 } } }",
     )
     spec_folder(tmp_path, monkeypatch, own=text)
     with pytest.raises(UserError, match=r"\[methods.vae\] hyper: the method cannot be built for mnist_gray"):

@@ -169,3 +169,17 @@ def test_the_spec_loads_with_nothing_reported_and_its_claims_compare_layers():
     assert all(r.value is None for r in paper.reported)
     top_against_bottom = paper.claims[0]
     assert (top_against_bottom.metric, top_against_bottom.than_metric) == ("probe_acc[layer2]", "probe_acc[layer0]")
+
+
+@pytest.mark.parametrize("method", ["vladder", "hvae_chain"])
+def test_on_svhn_each_method_takes_the_codes_four_layers_and_colour_images(method):
+    paper = specs.load_paper("zhao2017ladder")
+    svhn = specs.resolve(paper, method, "svhn", specs.budget("smoke"), 0)
+    mnist = specs.resolve(paper, method, "mnist", specs.budget("smoke"), 0)
+    assert svhn["hyper"]["latent_dims"] == [5, 5, 5, 10] and mnist["hyper"]["latent_dims"] == [2, 2, 2]
+    assert svhn["dataset_options"]["extra"] == "only" and svhn["dataset_options"]["likelihood"] == "gaussian"
+    model = models.build(method, (3, 32, 32), svhn["hyper"], "gaussian")
+    assert model.latent_parts() == {"layer0": 5, "layer1": 5, "layer2": 5, "layer3": 10}
+    x = torch.rand(4, 3, 32, 32)
+    loss, _ = model.loss(x)
+    assert torch.isfinite(loss) and model.mean_image(model.posterior(x).sample()).shape == (4, 3 * 32 * 32)
