@@ -513,8 +513,8 @@ def _methods(path: Path, name: str, table: dict, training: dict, datasets: dict)
             raise UserError(f"{where} hyper: missing {', '.join(absent)}")
         variant = variant_name(name, point)
         for dataset, options in merged_options.items():
-            own_hyper = on.get(dataset, {}).get("hyper", {})
-            _check_builds(f"{where} {variant}" if point else where, model, {**resolved, **own_hyper}, {dataset: options})
+            variant_hyper = {**resolved, **on.get(dataset, {}).get("hyper", {})}
+            _check_builds(f"{where} {variant}" if point else where, model, variant_hyper, {dataset: options})
         variants.append(
             MethodSpec(
                 variant,

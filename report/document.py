@@ -5,8 +5,8 @@
   tolerance, outside, missing (not yet transcribed) and not run; its claims that hold, fail, are
   inconclusive or have no runs; the budgets and the hardware of its runs. Then per paper its tables
   and claims (those of ``vlaebench tables``, also written as ``.md`` and ``.tex`` under ``tables/``),
-  its figures, the pictures its runs drew (samples, reconstructions, the method's own), and the provenance of every run, failed and stale ones
-  included (never silently dropped);
+  its figures, the pictures its runs drew (samples, reconstructions, the method's own), and the
+  provenance of every run, failed and stale ones included (never silently dropped);
 - ``index.html``: the same page, self-contained (styles inline, every image embedded as a data URI);
 - ``figures/*.png`` (matplotlib): per paper, dataset and budget, the validation ELBO against the
   epoch and against training wall-clock; the test NLL against training wall-clock, every method on

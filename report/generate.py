@@ -154,7 +154,8 @@ def _view(paper, reference: str) -> View:
     metric = METRICS[name]
     if paper.layout.nll_as == "log-likelihood" and name in AS_LOG_LIKELIHOOD:
         label = AS_LOG_LIKELIHOOD[name] + (f" ({part})" if part else "")
-        return View(label, f"the log-likelihood as the paper reports it, −NLL (NLL: {metric.description})", "higher", -1)
+        description = f"the log-likelihood as the paper reports it, −NLL (NLL: {metric.description})"
+        return View(label, description, "higher", -1)
     return View(_label(reference), metric.description, metric.better, 1)
 
 

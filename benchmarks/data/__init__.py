@@ -49,7 +49,7 @@ class Dataset:
     info: dict = field(default_factory=dict)  # variant, split, binarization, origin, verified: goes into the record
     binarize_batches: bool = False  # dynamic binarization: each training batch is a fresh draw
     pixel_variance: float | None = None  # set when centred: the likelihood's scale starts at it (VLAE's code)
-    pixel_mean: torch.Tensor | None = None  # set when centred: the training mean subtracted, [*shape] (pictures add it back)
+    pixel_mean: torch.Tensor | None = None  # set when centred: the training mean subtracted [*shape], for pictures
     pictures: bool = True  # whether an example can be drawn (not PCA coefficients)
 
     @property
