@@ -9,8 +9,8 @@ current ones, from the records and the specs alone.
 - **Claims**: a claim whose verdict changed at a budget (``holds`` to anything else is a regression;
   any other change is listed).
 - **Speed**: seconds per training epoch and test-time inference latency that grew by more than
-  ``speed_threshold`` (relative), between runs on the same device model only (another GPU model is
-  not a regression, and is said so).
+  ``speed_threshold`` (relative), between runs on the same device model only (a CPU's with the same
+  number of threads; another model is not a regression, and is said so).
 
 Runs of different budgets are never compared with each other. Returns the findings and a Markdown
 summary fit for a CI job page.
@@ -45,7 +45,7 @@ def _means(frame: pd.DataFrame, paper: str, reference: str) -> dict[tuple, tuple
     with_value, _ = generate._current(kept, reference)
     found = {}
     for key, group in with_value.groupby(["method", "dataset", "budget"]):
-        devices = "; ".join(sorted(group["device_name"].fillna("?").unique()))
+        devices = "; ".join(generate.devices(group))  # a CPU's with its threads: its speed depends on them
         found[key] = (statistics.mean(float(v) for v in group[reference]), len(group), devices)
     return found
 

@@ -88,7 +88,7 @@ def summary_rows(frame: pd.DataFrame, papers: list) -> list[list[str]]:
             claims[row["verdict"]] += 1
         kept = generate._kept(frame[frame["paper"] == key])
         budgets = sorted(kept["budget"].unique(), key=budget_order)
-        devices = sorted(kept["device_name"].fillna("?").unique())
+        devices = generate.devices(kept)
         rows.append(
             [
                 f"[{key}](#{key})",
@@ -227,7 +227,7 @@ def _provenance(runs: list[dict], frame: pd.DataFrame, budget_order) -> list[lis
                 str(record["seed"]),
                 record["status"] + ("" if current.get(record["run_id"]) else ", stale"),
                 sha,
-                timing.get("device_name") or "?",
+                generate.device_label(timing.get("device_name"), timing.get("threads")),
                 (provenance.get("finished") or "?")[:19],
             ]
         )

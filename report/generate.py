@@ -79,6 +79,20 @@ def _known(value) -> str:
     return value if isinstance(value, str) and value else "?"
 
 
+def device_label(name, threads) -> str:
+    """A device as the tables name it: a CPU with the threads its run used (its speed depends on
+    them; a GPU record has none)."""
+    if threads is None or pd.isna(threads):
+        return _known(name)
+    return f"{_known(name)} ({int(threads)} thread{'' if int(threads) == 1 else 's'})"
+
+
+def devices(runs: pd.DataFrame) -> list[str]:
+    """The devices of ``runs`` (``device_label``), sorted."""
+    threads = runs["threads"] if "threads" in runs else [None] * len(runs)
+    return sorted({device_label(name, count) for name, count in zip(runs["device_name"], threads)})
+
+
 class Footnotes:
     """The footnotes of one table: each distinct set of runs gets a number, in order of first use."""
 
@@ -109,7 +123,7 @@ class Footnotes:
                 [
                     "git " + ", ".join(shas),
                     "budget " + ", ".join(sorted({_known(b) for b in ordered["budget"]})),
-                    ", ".join(sorted({_known(d) for d in ordered["device_name"]})),
+                    ", ".join(devices(ordered)),
                     "finished " + (days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"),
                 ]
             )
@@ -347,11 +361,11 @@ def _caption(paper, dataset, budget_name, runs: pd.DataFrame) -> str:
         return caption + ": no runs yet."
     budget = specs.load_budgets()[budget_name]
     caps = ", ".join(f"{k}={v}" for k, v in budget.caps.items())
-    devices = sorted(_kept(runs)["device_name"].fillna("?").unique())
+    kept_devices = devices(_kept(runs))
     caption += f", budget {budget_name} ({budget.description}: {caps})."
     caption += " Reproduced: mean ± std over seeds (runs with status ok or partial and the current config)."
-    if devices:
-        caption += f" Devices: {'; '.join(devices)}."
+    if kept_devices:
+        caption += f" Devices: {'; '.join(kept_devices)}."
     return caption
 
 

@@ -60,3 +60,16 @@ def test_the_command_exits_1_on_a_regression_and_0_without(nights, capsys):
     args = ["compare", "--baseline", str(nights / "before"), "--results", str(nights / "after"), "--out", str(out)]
     assert main(args) == 1
     assert "regression(s)" in out.read_text() and out.read_text() in capsys.readouterr().out
+
+
+def test_a_cpu_timing_is_compared_only_at_the_same_number_of_threads(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLAEBENCH_SPECS", str(HERE / "specs"))
+    for night, threads, seconds in (("two", 2, 2.0), ("one", 1, 3.0), ("two_again", 2, 3.0)):
+        for seed in range(3):
+            timing = {"s_per_epoch": seconds, "device_name": "AMD EPYC", "threads": threads}
+            _write(tmp_path / night, "alpha", seed, 90.0 + seed, 10.0, timing=timing)
+    one_thread = [f for f in compare.compare(tmp_path / "two", tmp_path / "one") if "alpha: s_per_epoch" in f.what]
+    assert [(f.kind, f.regression) for f in one_thread] == [("skipped", False)]
+    assert "AMD EPYC (2 threads), then AMD EPYC (1 thread)" in one_thread[0].why
+    slower = [f for f in compare.compare(tmp_path / "two", tmp_path / "two_again") if "alpha: s_per_epoch" in f.what]
+    assert [(f.kind, f.regression) for f in slower] == [("speed", True)]
