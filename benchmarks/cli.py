@@ -95,18 +95,23 @@ def _plan(args) -> list[dict]:
     return plan
 
 
-def cmd_run(args) -> int:
-    plan = _plan(args)
-    device = _device(args.device)
-    # Everything that can be refused is checked before the first run trains: the results folder,
-    # the existing records, and the data.
-    runs = records.runs_dir(args.results)
+def _check_results_folder(results: Path) -> None:
+    """Refuse, before anything runs, a results folder whose runs cannot be written."""
+    runs = records.runs_dir(results)
     try:
         runs.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the results folder {runs}: {e.strerror}") from None
     if not os.access(runs, os.W_OK):
         raise UserError(f"the results folder {runs} is not writable")
+
+
+def cmd_run(args) -> int:
+    plan = _plan(args)
+    device = _device(args.device)
+    # Everything that can be refused is checked before the first run trains: the results folder,
+    # the existing records, and the data.
+    _check_results_folder(args.results)
     todo, loaded = [], {}
     for config in plan:
         run_id = specs.run_id(config)
@@ -250,6 +255,7 @@ def cmd_sweep(args) -> int:
     gpus = None if args.gpus is None else [int(g) for g in args.gpus.split(",") if g.strip()]
     sweep.check(args.launcher, args.max_parallel, gpus)
     plan = _plan(args)
+    _check_results_folder(args.results)  # before any run's process starts
     jobs, skipped = sweep.pending(plan, args.results)
     limit = sweep.hard_limit_s(specs.budget(args.budget), args.hard_limit_s)
     print(f"sweep: {len(plan)} runs planned, {skipped} with an ok record, {len(jobs)} to run ({args.launcher})")

@@ -103,6 +103,9 @@ def test_bad_sweep_options_are_refused_before_anything_runs(sweep, tmp_path, cap
     assert "unknown launcher 'cloud'; valid: local, slurm" in capsys.readouterr().err
     assert sweep("--max-parallel", "0") == 2
     assert not (tmp_path / "results").exists()
+    (tmp_path / "a_file").write_text("")  # a results folder that cannot be made: no run starts
+    assert sweep("--results", str(tmp_path / "a_file" / "results")) == 2
+    assert "cannot create the results folder" in capsys.readouterr().err
 
 
 def test_the_slurm_launcher_submits_one_capped_array_with_the_budgets_time_limit(sweep, tmp_path, monkeypatch):
