@@ -10,7 +10,7 @@ import torch
 from tabulate import tabulate
 
 import models
-from benchmarks import ROOT, UserError, data, records, specs, train
+from benchmarks import EXIT_UNAVAILABLE, ROOT, DataUnavailable, UserError, data, records, specs, train
 
 DEFAULT_RESULTS = ROOT / "results"
 DEFAULT_REPORT = ROOT / "report" / "tables"
@@ -129,7 +129,7 @@ def cmd_run(args) -> int:
         if variant not in loaded:
             try:
                 loaded[variant] = data.load(config["dataset"], args.data_dir, config["dataset_options"])
-            except UserError as e:
+            except DataUnavailable as e:
                 if args.dataset:  # asked for by name: an error
                     raise
                 # One of "all the paper's datasets" is missing here: the others still run.
@@ -390,7 +390,7 @@ def main(argv=None) -> int:
             cmd_tables(args)
     except UserError as e:
         print(f"vlaebench: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_UNAVAILABLE if isinstance(e, DataUnavailable) else 2
     except BrokenPipeError:  # the reader went away (vlaebench list | head): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

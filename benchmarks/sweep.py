@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks import ROOT, UserError, records, specs
+from benchmarks import EXIT_UNAVAILABLE, ROOT, UserError, records, specs
 
 HARD_LIMIT_FACTOR = 3
 LAUNCHERS = ("local", "slurm")
@@ -79,14 +79,14 @@ def command(job: Job, results: Path, device: str, data_dir: str | None) -> list[
     return args + (["--data-dir", data_dir] if data_dir else [])
 
 
-def outcome(job: Job, results: Path, returncode: int, output: str) -> str:
+def outcome(job: Job, results: Path, returncode: int) -> str:
     """What became of a job whose process ended: the status of the record it wrote; else unavailable
     (no data here) or crashed."""
     path = records.path_for(results, job.config, job.run_id)
     record = records.read(path) if path.exists() else None
     if record and record["provenance"] != job.previous:  # this attempt's record, not the earlier one
         return record["status"]
-    return "unavailable" if returncode == 0 and "unavailable" in output else "crashed"
+    return "unavailable" if returncode == EXIT_UNAVAILABLE else "crashed"
 
 
 def run_local(
@@ -123,7 +123,7 @@ def run_local(
                 text=True,
                 timeout=limit_s,
             )
-            return outcome(job, results, done.returncode, done.stdout + done.stderr)
+            return outcome(job, results, done.returncode)
         except subprocess.TimeoutExpired:
             return "killed"
         finally:
@@ -175,7 +175,7 @@ class SlurmRun:
 
     def __call__(self) -> str:
         done = subprocess.run(command(self.job, self.results, "cuda", self.data_dir), capture_output=True, text=True)
-        return outcome(self.job, self.results, done.returncode, done.stdout + done.stderr)
+        return outcome(self.job, self.results, done.returncode)
 
     def checkpoint(self):
         import submitit

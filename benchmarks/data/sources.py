@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import UserError
+from benchmarks import DataUnavailable, UserError
 from benchmarks.data import Dataset, _make
 
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vlaebench"
@@ -133,7 +133,7 @@ def locate_offline(folder_set: FolderSet, data_dir=None, mirrors=True) -> tuple[
     if data_dir:
         raw = Path(data_dir) / folder_set.relpath
         if not folder_set.folder_with_files(raw):
-            raise UserError(
+            raise DataUnavailable(
                 f"{folder_set.name} not found in {raw}: expected torchvision's layout with the files "
                 f"{', '.join(n for n in folder_set.md5s if n not in folder_set.optional)}"
             )
@@ -171,7 +171,7 @@ def load_folder_set(folder_set: FolderSet, data_dir=None, **options) -> Dataset:
         found = locate_offline(folder_set, data_dir, mirrors=False)
     found = found or locate_offline(folder_set, data_dir)
     if found is None:
-        raise UserError(f"{folder_set.name} is not available: {folder_set.how_to_get}")
+        raise DataUnavailable(f"{folder_set.name} is not available: {folder_set.how_to_get}")
     return found[1](**options)
 
 
@@ -248,7 +248,7 @@ def locate_file_set(file_set: FileSet, data_dir=None) -> tuple[str, Callable[[],
         origin = f"{'data directory' if data_dir else 'download cache'} {path}"
         return origin, lambda: file_set.read(path, origin)
     if data_dir:
-        raise UserError(
+        raise DataUnavailable(
             f"{file_set.name} not found: place {Path(file_set.relpath).name} (from {file_set.url}) at {path}"
         )
     return None
@@ -268,6 +268,6 @@ def load_file_set(file_set: FileSet, data_dir=None) -> Dataset:
                 partial.write_bytes(response.read())
             partial.replace(path)
         except Exception:  # offline: say what to place where
-            raise UserError(f"{file_set.name} is not available: {file_set.how_to_get}") from None
+            raise DataUnavailable(f"{file_set.name} is not available: {file_set.how_to_get}") from None
         found = locate_file_set(file_set, data_dir)
     return found[1]()

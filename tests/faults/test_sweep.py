@@ -23,6 +23,8 @@ epochs = 1
 
 [datasets.digits]
 
+[datasets.caltech101_silhouettes]
+
 [methods.fine]
 model = "vae"
 hyper = { latent_dim = 2, hidden = [8] }
@@ -96,6 +98,15 @@ def test_failures_stay_in_their_process_and_a_rerun_runs_only_them(sweep, tmp_pa
     assert sweep("--max-parallel", "2", "--hard-limit-s", "0.5") == 1
     out = capsys.readouterr().out
     assert "3 runs planned, 1 with an ok record, 2 to run" in out and "sweep: 2 killed; 1 skipped" in out
+
+
+def test_a_dataset_not_on_this_machine_leaves_its_runs_unavailable_not_crashed(sweep, tmp_path, capsys):
+    (tmp_path / "data").mkdir()  # a data folder without the Caltech file: the only place looked at
+    args = ["--dataset", "caltech101_silhouettes", "--method", "fine", "--data-dir", str(tmp_path / "data")]
+    assert sweep(*args) == 1
+    out = capsys.readouterr().out
+    assert "sweep: 1 unavailable; 0 skipped" in out and "crashed" not in out
+    assert not records.load_all(tmp_path / "results")
 
 
 def test_bad_sweep_options_are_refused_before_anything_runs(sweep, tmp_path, capsys):
