@@ -514,7 +514,7 @@ def _methods(path: Path, name: str, table: dict, training: dict, datasets: dict)
         variant = variant_name(name, point)
         for dataset, options in merged_options.items():
             variant_hyper = {**resolved, **on.get(dataset, {}).get("hyper", {})}
-            _check_builds(f"{where} {variant}" if point else where, model, variant_hyper, {dataset: options})
+            _check_builds(f"{where} {variant}" if point else where, model, variant_hyper, dataset, options)
         variants.append(
             MethodSpec(
                 variant,
@@ -633,24 +633,22 @@ def _claim(where: str, entry, methods: dict, datasets: dict) -> Claim:
     )
 
 
-def _check_builds(where: str, model: str, hyper: dict, datasets: dict) -> None:
-    """Build the method for each dataset's shape (in the variant its options, by dataset, choose) on
-    the meta device (no memory, no compute): a bad hyper-parameter value fails here, before anything
-    trains."""
-    for dataset, options in datasets.items():
-        supported = models.registry()[model].likelihoods
-        resolved = resolve_options(dataset, options)
-        likelihood = resolved["likelihood"]
-        if likelihood not in supported:
-            raise UserError(
-                f"{where}: dataset {dataset} needs a {likelihood} likelihood; method "
-                f"{model} implements {', '.join(supported)}"
-            )
-        try:
-            with torch.device("meta"):
-                models.build(model, shape_of(dataset, resolved), hyper, likelihood)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise UserError(f"{where} hyper: the method cannot be built for {dataset}: {e}") from None
+def _check_builds(where: str, model: str, hyper: dict, dataset: str, options: dict) -> None:
+    """Build the method for the dataset's shape in the variant ``options`` choose, on the meta device
+    (no memory, no compute): a bad hyper-parameter value fails here, before anything trains."""
+    supported = models.registry()[model].likelihoods
+    resolved = resolve_options(dataset, options)
+    likelihood = resolved["likelihood"]
+    if likelihood not in supported:
+        raise UserError(
+            f"{where}: dataset {dataset} needs a {likelihood} likelihood; method "
+            f"{model} implements {', '.join(supported)}"
+        )
+    try:
+        with torch.device("meta"):
+            models.build(model, shape_of(dataset, resolved), hyper, likelihood)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{where} hyper: the method cannot be built for {dataset}: {e}") from None
 
 
 def dataset_options(table: dict) -> dict:

@@ -1,5 +1,7 @@
 import hashlib
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,25 @@ def tree_digest(folder: Path) -> dict[str, str]:
         for p in sorted(Path(folder).rglob("*"))
         if p.is_file()
     }
+
+
+def compile_latex(folder: Path, skip_reason: str) -> None:
+    """Every ``.tex`` table in ``folder`` through pdflatex in one document (booktabs); skipped with
+    ``skip_reason`` where no TeX engine is installed."""
+    if shutil.which("pdflatex") is None:
+        pytest.skip(skip_reason)
+    body = "".join(f"\\input{{{p.name}}}\n\\clearpage\n" for p in sorted(folder.glob("*.tex")))
+    (folder / "wrapper.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + body + "\\end{document}\n"
+    )
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "wrapper.tex"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
 
 
 FOOTNOTE_LINK = re.compile(r" \[[⁰¹²³⁴⁵⁶⁷⁸⁹]+\]\(#[a-z0-9-]+\)")

@@ -5,12 +5,10 @@ shown, and every reproduced cell footnoted with the runs it comes from. Exact fi
 (``tests/golden/layout``)."""
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import FOOTNOTE_LINK, table_rows
+from conftest import FOOTNOTE_LINK, compile_latex, table_rows
 
 from benchmarks import UserError, records, specs
 from report import generate
@@ -165,20 +163,7 @@ def test_files_match_the_golden_copies(layout, name):
 
 def test_the_latex_with_bold_and_footnotes_compiles(layout):
     out, _ = layout
-    if shutil.which("pdflatex") is None:
-        pytest.skip("no TeX engine installed (pdflatex not on PATH)")
-    body = "".join(f"\\input{{{p.name}}}\n\\clearpage\n" for p in sorted(out.glob("*.tex")))
-    (out / "wrapper.tex").write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + body + "\\end{document}\n"
-    )
-    done = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "wrapper.tex"],
-        cwd=out,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-3000:]
+    compile_latex(out, "no TeX engine installed (pdflatex not on PATH)")
     assert r"\textbf{$-$88.00}" in (out / "grid__digits__smoke.tex").read_text()
 
 

@@ -6,11 +6,10 @@ import dataclasses
 import math
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import table_rows, tree_digest
+from conftest import compile_latex, table_rows, tree_digest
 
 from benchmarks import UserError, records, specs
 from benchmarks.metrics import METRICS
@@ -400,20 +399,7 @@ def test_latex_escape(text, latex):
 
 
 def test_the_latex_compiles(every_metric, tmp_path):
-    if shutil.which("pdflatex") is None:
-        pytest.skip("no TeX engine installed (pdflatex not on PATH): only the ASCII check above ran")
-    body = "".join(f"\\input{{{p.name}}}\n\\clearpage\n" for p in sorted(every_metric.glob("*.tex")))
-    (every_metric / "wrapper.tex").write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + body + "\\end{document}\n"
-    )
-    done = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "wrapper.tex"],
-        cwd=every_metric,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-3000:]
+    compile_latex(every_metric, "no TeX engine installed (pdflatex not on PATH): only the ASCII check above ran")
 
 
 # --- the output folder -----------------------------------------------------------------------------------------------
