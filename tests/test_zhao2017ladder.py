@@ -172,14 +172,36 @@ def test_the_spec_loads_with_nothing_reported_and_its_claims_compare_layers():
 
 
 @pytest.mark.parametrize("method", ["vladder", "hvae_chain"])
-def test_on_svhn_each_method_takes_the_codes_four_layers_and_colour_images(method):
+@pytest.mark.parametrize(
+    "dataset, shape, latent_dims",
+    [("svhn", (3, 32, 32), [5, 5, 5, 10]), ("celeba", (3, 64, 64), [10, 10, 10, 10])],
+)
+def test_on_colour_images_each_method_takes_the_codes_four_layers(method, dataset, shape, latent_dims):
     paper = specs.load_paper("zhao2017ladder")
-    svhn = specs.resolve(paper, method, "svhn", specs.budget("smoke"), 0)
+    colour = specs.resolve(paper, method, dataset, specs.budget("smoke"), 0)
     mnist = specs.resolve(paper, method, "mnist", specs.budget("smoke"), 0)
-    assert svhn["hyper"]["latent_dims"] == [5, 5, 5, 10] and mnist["hyper"]["latent_dims"] == [2, 2, 2]
-    assert svhn["dataset_options"]["extra"] == "only" and svhn["dataset_options"]["likelihood"] == "gaussian"
-    model = models.build(method, (3, 32, 32), svhn["hyper"], "gaussian")
-    assert model.latent_parts() == {"layer0": 5, "layer1": 5, "layer2": 5, "layer3": 10}
-    x = torch.rand(4, 3, 32, 32)
+    assert colour["hyper"]["latent_dims"] == latent_dims and mnist["hyper"]["latent_dims"] == [2, 2, 2]
+    assert colour["dataset_options"]["likelihood"] == "gaussian"
+    assert colour["dataset_options"].get("extra", "only") == "only"  # SVHN: the code trains on extra_32x32
+    model = models.build(method, shape, colour["hyper"], "gaussian")
+    assert model.latent_parts() == {f"layer{layer}": size for layer, size in enumerate(latent_dims)}
+    x = torch.rand(2, *shape)
     loss, _ = model.loss(x)
-    assert torch.isfinite(loss) and model.mean_image(model.posterior(x).sample()).shape == (4, 3 * 32 * 32)
+    assert torch.isfinite(loss) and model.mean_image(model.posterior(x).sample()).shape == (2, math.prod(shape))
+
+
+def test_on_celeba_the_ladder_halves_the_image_once_per_channel_entry():
+    """64×64 faces through four strided convolutions to 4×4, and back through four transposed ones."""
+    torch.manual_seed(0)
+    model = models.build("vladder", (3, 64, 64), {**SMALL, "channels": [4, 8, 8, 16], "latent_dims": [3, 3, 3, 3]})
+    feature_maps = []
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            module.register_forward_hook(lambda m, _i, out: feature_maps.append((type(m).__name__, out.shape[-1])))
+    x = torch.rand(2, 3, 64, 64)
+    model.decode(model.posterior(x).sample())
+    encoder = [side for kind, side in feature_maps if kind == "Conv2d"]
+    assert encoder == [32, 16, 8, 4] * 2  # the bottom head and the first climb, each down to 4×4
+    assert [side for kind, side in feature_maps if kind == "ConvTranspose2d"] == [8, 16, 32, 64]
+    with pytest.raises(ValueError, match="channels must list the strided convolutions"):
+        models.build("vladder", (28, 28), {**SMALL, "channels": [4, 8, 16]})
