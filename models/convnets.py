@@ -1,9 +1,10 @@
-"""Convolutional building blocks shared by the methods on 28×28 binary images (not methods
-themselves): weight-normalised layers with data-dependent initialisation (Salimans & Kingma 2016),
+"""Convolutional building blocks shared by the methods on 28×28 binary and 32×32 colour images (not
+methods themselves): weight-normalised layers with data-dependent initialisation (Salimans & Kingma 2016),
 the ResNet encoder of the Variational Lossy Autoencoder (Chen et al. 2017, "the ResNet VAE of the IAF
 paper"), in the layout of the closest open implementation (Ma et al.'s ``resnet_binary_28x28``, whose
 docstring cites Chen et al.), and that implementation's decoder trunk, the feature maps of z that a
-PixelCNN decoder is conditioned on.
+PixelCNN decoder is conditioned on; for colour images, the ResNet VLAE's encoder of Chen et al.'s
+CIFAR-10 experiment and its mirror as the trunk.
 
 Data-dependent initialisation: ``data_dependent_init(model, forward)`` runs ``forward`` once; each
 weight-normalised layer, in the order the pass reaches it, rescales its gain and sets its bias so that
@@ -103,3 +104,53 @@ class LinearTrunk28(nn.Module):
 
     def forward(self, z):
         return F.elu(self.linear(z)).reshape(-1, self.channels, 28, 28)
+
+
+class ResNetEncoder32(nn.Module):
+    """32×32 colour images → ``outputs`` feature maps of 8×8, flattened (Chen et al., App. B, the ResNet
+    VLAE's encoder): a 3×3 convolution to ``channels[0]`` maps, 2 residual blocks at 32×32, a strided
+    convolution, 2 blocks at 16×16 of ``channels[1]``, a strided convolution, 3 blocks at 8×8, a 1×1
+    convolution (not normalised: q's parameters, as ``ResNetEncoder28``'s output layer)."""
+
+    def __init__(self, outputs: int, channels: tuple[int, int] = (48, 96)):
+        super().__init__()
+        wide, deep = channels
+        self.net = nn.Sequential(
+            normalised(nn.Conv2d(3, wide, 3, 1, 1)),
+            nn.ELU(),
+            *(ResidualBlock(wide, wide) for _ in range(2)),
+            normalised(nn.Conv2d(wide, deep, 3, 2, 1)),
+            nn.ELU(),
+            *(ResidualBlock(deep, deep) for _ in range(2)),
+            normalised(nn.Conv2d(deep, deep, 3, 2, 1)),
+            nn.ELU(),
+            *(ResidualBlock(deep, deep) for _ in range(3)),
+            nn.Conv2d(deep, outputs, 1),
+        )
+
+    def forward(self, x):
+        return self.net(x.reshape(-1, 3, 32, 32)).flatten(1)
+
+
+class ResNetTrunk32(nn.Module):
+    """z [N, C·8·8] (C maps of 8×8) → ELU feature maps [N, ``channels[0]``, 32, 32], the mirror of
+    ``ResNetEncoder32``: what a colour PixelCNN decoder is conditioned on."""
+
+    def __init__(self, latent_channels: int, channels: tuple[int, int] = (48, 96)):
+        super().__init__()
+        wide, deep = channels
+        self.net = nn.Sequential(
+            normalised(nn.Conv2d(latent_channels, deep, 1)),
+            nn.ELU(),
+            *(ResidualBlock(deep, deep) for _ in range(3)),
+            normalised(nn.ConvTranspose2d(deep, deep, 4, 2, 1)),
+            nn.ELU(),
+            *(ResidualBlock(deep, deep) for _ in range(2)),
+            normalised(nn.ConvTranspose2d(deep, wide, 4, 2, 1)),
+            nn.ELU(),
+            *(ResidualBlock(wide, wide) for _ in range(2)),
+        )
+        self.latent_channels, self.channels = latent_channels, wide
+
+    def forward(self, z):
+        return self.net(z.reshape(-1, self.latent_channels, 8, 8))

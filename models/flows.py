@@ -1,6 +1,7 @@
 """Flow building blocks shared by the methods (not methods themselves): Householder reflections
-(Tomczak & Welling 2016), MADE (Germain et al. 2015), the inverse autoregressive flow step
-(Kingma et al. 2016) and the autoregressive flow step of a prior (Chen et al. 2017), as
+(Tomczak & Welling 2016), MADE (Germain et al. 2015) and its PixelCNN form for latent feature maps,
+the inverse autoregressive flow step (Kingma et al. 2016) and the autoregressive flow step of a
+prior (Chen et al. 2017), as
 ``torch.distributions`` transforms so that a flow posterior or prior is a ``TransformedDistribution``
 of a Gaussian.
 
@@ -14,6 +15,8 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
+
+from models.pixelcnn import GatedPixelCNN
 
 
 class HouseholderReflection(Transform):
@@ -82,6 +85,7 @@ class MADE(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.context = nn.Linear(context, hidden[0], bias=False) if context else None
         self.dim, self.outputs = dim, outputs
+        self.passes = dim  # how many passes invert an autoregressive step: one per dimension
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         h = self.layers[0](z)
@@ -90,6 +94,30 @@ class MADE(nn.Module):
         for layer in self.layers[1:]:
             h = layer(h)
         return h.chunk(self.outputs, dim=-1)
+
+
+class SpatialMADE(nn.Module):
+    """MADE's role for a latent of feature maps (Chen et al.'s CIFAR-10 prior: "each step is a
+    PixelCNN"): z [..., C·H·W], C maps of H × W flattened, gives ``outputs`` values per dimension, those
+    of position p from the positions before p in raster order only (after p with ``reverse``). The
+    C channels of one position are computed together, so an autoregressive step over it inverts in
+    H · W passes (``passes``). The network is a gated PixelCNN of ``len(hidden)`` layers of
+    ``hidden[0]`` feature maps, 3 × 3 kernels."""
+
+    def __init__(self, channels: int, side: int, hidden: list[int], outputs: int = 1, reverse: bool = False):
+        super().__init__()
+        if not hidden or len(set(hidden)) != 1:
+            raise ValueError(f"a PixelCNN prior step's hidden layers must be one or more of one width, got {hidden!r}")
+        self.pixelcnn = GatedPixelCNN(channels, hidden[0], len(hidden), 3, outputs=outputs)
+        self.maps = (channels, side, side)
+        self.dim, self.outputs, self.passes, self.reverse = channels * side * side, outputs, side * side, reverse
+
+    def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        maps = z.reshape(-1, *self.maps)
+        maps = maps.flip(-2, -1) if self.reverse else maps  # the last position first: reversed raster order
+        out = self.pixelcnn(maps)
+        out = out.flip(-2, -1) if self.reverse else out
+        return tuple(t.reshape(z.shape) for t in out.chunk(self.outputs, dim=1))
 
 
 class InverseAutoregressiveStep(Transform):
@@ -130,8 +158,8 @@ class AutoregressiveFlowStep(Transform):
     z_d = m_d(z_<d) + exp(s_d(z_<d)) ε_d, with (m, s) = MADE(z); a MADE with one output per dimension
     gives the mean-only step of Chen et al.'s binary-image experiments (s ≡ 0: volume-preserving,
     "more numerically stable"). Its density direction is parallel (ε = (z − m(z)) exp(−s(z)) in one
-    pass, log |dz/dε| = Σ s(z)); sampling inverts it one dimension at a time (D passes), as an AF
-    prior does."""
+    pass, log |dz/dε| = Σ s(z)); sampling inverts it one dimension at a time (D passes, or one per
+    position for a ``SpatialMADE``), as an AF prior does."""
 
     domain = codomain = constraints.real_vector
     bijective = True
@@ -148,7 +176,7 @@ class AutoregressiveFlowStep(Transform):
 
     def _call(self, eps):
         z = torch.zeros_like(eps)
-        for _ in range(self.made.dim):  # after pass d the first d dimensions (in MADE's order) are exact
+        for _ in range(self.made.passes):  # after pass d the first d dimensions (in MADE's order) are exact
             m, s = self._shift_and_log_scale(z)
             z = m + s.exp() * eps
         return z

@@ -207,3 +207,57 @@ def discretized_logistic_log_prob(x: torch.Tensor, loc: torch.Tensor, log_scale:
     # log (F(upper) − F(lower)), stably: F(u) − F(l) = F(u)(1 − F(l))(1 − e^{−(u−l)})
     log_mass = log_cdf_upper + log_survival_lower + torch.log(-torch.expm1(lower - upper))
     return torch.where(x < half_bin, log_cdf_upper, torch.where(x > 1 - half_bin, log_survival_lower, log_mass))
+
+
+MIXTURE_PARAMETERS = 10  # per component: a mixture logit, and per channel a mean, a log-scale, a coefficient
+
+
+def _mixture_parts(params: torch.Tensor):
+    """``params`` [..., 10K, H, W] → mixture logits [..., K, H, W]; means, log-scales and tanh'd
+    channel coefficients [..., 3, K, H, W]."""
+    k = params.shape[-3] // MIXTURE_PARAMETERS
+    logits, means, log_scales, coefficients = params.split([k, 3 * k, 3 * k, 3 * k], dim=-3)
+    per_channel = (*params.shape[:-3], 3, k, *params.shape[-2:])
+    return (
+        logits,
+        means.reshape(per_channel),
+        log_scales.reshape(per_channel).clamp(min=-7.0),  # PixelCNN++'s floor on the scales
+        torch.tanh(coefficients.reshape(per_channel)),
+    )
+
+
+def discretized_logistic_mixture_log_prob(x: torch.Tensor, params: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """log P(x) [..., B] of colour images ``x`` [B, 3, H, W] on the grid {0, 1/(bins−1), ..., 1} under
+    PixelCNN++'s discretized logistic mixture (Salimans et al. 2017), ``params`` [..., B, 10K, H, W]
+    per pixel: K mixture logits, then K means, K log-scales and K coefficients for each of the three
+    channels. Within a component the channels are autoregressive: G's mean moves with the pixel's R
+    (coefficient α), B's with its R and G (β, γ), so that one pixel's three values are a joint
+    distribution without masks across channels in the network."""
+    logits, means, log_scales, coefficients = _mixture_parts(params)
+    r, g = x[:, 0:1], x[:, 1:2]  # [B, 1, H, W]: broadcast over the components
+    centred = torch.stack(
+        [
+            means[..., 0, :, :, :],
+            means[..., 1, :, :, :] + coefficients[..., 0, :, :, :] * r,
+            means[..., 2, :, :, :] + coefficients[..., 1, :, :, :] * r + coefficients[..., 2, :, :, :] * g,
+        ],
+        dim=-4,
+    )
+    per_channel = discretized_logistic_log_prob(x.unsqueeze(-3), centred, log_scales, bins)  # [..., B, 3, K, H, W]
+    per_pixel = torch.logsumexp(per_channel.sum(-4) + F.log_softmax(logits, dim=-3), dim=-3)
+    return per_pixel.flatten(-2).sum(-1)
+
+
+def sample_discretized_logistic_mixture(params: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """One pixel [N, 3] on the grid from its mixture parameters [N, 10K]: a component, then R, G and B
+    in turn, each a logistic draw about its mean (given the channels before it), clamped and rounded."""
+    logits, means, log_scales, coefficients = (t[..., 0, 0] for t in _mixture_parts(params[..., None, None]))
+    component = torch.distributions.Categorical(logits=logits).sample()[:, None, None].expand(-1, 3, 1)
+    mean, log_scale, coefficient = (t.gather(-1, component)[..., 0] for t in (means, log_scales, coefficients))
+    u = torch.rand_like(mean).clamp(1e-5, 1 - 1e-5)
+    noise = log_scale.exp() * (torch.log(u) - torch.log1p(-u))
+    grid = lambda v: torch.round(v.clamp(0, 1) * (bins - 1)) / (bins - 1)
+    r = grid(mean[:, 0] + noise[:, 0])
+    g = grid(mean[:, 1] + coefficient[:, 0] * r + noise[:, 1])
+    b = grid(mean[:, 2] + coefficient[:, 1] * r + coefficient[:, 2] * g + noise[:, 2])
+    return torch.stack([r, g, b], dim=-1)

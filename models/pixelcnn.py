@@ -70,10 +70,11 @@ class GatedLayer(nn.Module):
 
 
 class GatedPixelCNN(nn.Module):
-    """``forward(x, condition)``: per pixel, ``outputs`` values for each of x's ``channels`` from the
-    pixels before it in raster order (for binary images, one logit per pixel). The channels of one
-    pixel are predicted together from the earlier pixels (no order among them: enough for binary and
-    gray images; colour images would need masks across channels)."""
+    """``forward(x, condition)``: per pixel, ``outputs`` values for each of x's ``channels`` (or
+    ``out_channels`` values in all) from the pixels before it in raster order (for binary images, one
+    logit per pixel). The channels of one pixel are predicted together from the earlier pixels (no
+    order among them: enough for binary and gray images; for colour images the PixelCNN++ mixture
+    orders them, ``models.networks.discretized_logistic_mixture_log_prob``)."""
 
     def __init__(
         self,
@@ -83,6 +84,7 @@ class GatedPixelCNN(nn.Module):
         kernel: int | list[int] = 3,
         condition_channels: int = 0,
         outputs: int = 1,
+        out_channels: int | None = None,
     ):
         super().__init__()
         kernels = [kernel] * layers if isinstance(kernel, int) else list(kernel)
@@ -96,7 +98,7 @@ class GatedPixelCNN(nn.Module):
         self.first_horizontal = _Left(channels, filters, self.radii[0])
         self.gated = nn.ModuleList(GatedLayer(filters, r, condition_channels) for r in self.radii[1:])
         self.out_condition = nn.Conv2d(condition_channels, filters, 1) if condition_channels else None
-        self.out = nn.Sequential(nn.ReLU(), nn.Conv2d(filters, channels * outputs, 1))
+        self.out = nn.Sequential(nn.ReLU(), nn.Conv2d(filters, out_channels or channels * outputs, 1))
 
     def receptive_field(self) -> tuple[int, int]:
         """(rows above, half-width) of the window: rows i − rows .. i − 1 across columns j ± half-width,

@@ -5,6 +5,16 @@ order of the dimensions reversed between steps); and a PixelCNN decoder whose re
 small window of earlier pixels, conditioned on feature maps of z, so that what the window cannot
 see (global structure) must be carried by z: a lossy code.
 
+On 32×32 colour images (8-bit pixels, the ``discretized_logistic`` likelihood: the paper's CIFAR-10
+configuration, Appendix B) the same model has the colour networks: z is ``latent_channels`` feature
+maps of 8×8 from the ResNet VLAE encoder (``models.convnets.ResNetEncoder32``); each prior step's
+network is a PixelCNN over those maps (``models.flows.SpatialMADE``, ``prior_hidden`` its layers);
+the decoder trunk mirrors the encoder up to 32×32 feature maps, and the PixelCNN's output per pixel
+is a mixture of ``mixture_components`` discretized logistics whose channels depend on each other
+(PixelCNN++'s, ``models.networks.discretized_logistic_mixture_log_prob``). ``latent_dim`` and
+``trunk_channels`` size the binary networks; ``latent_channels``, ``encoder_channels`` and
+``mixture_components`` the colour ones.
+
 Training maximises the ELBO with free bits (Kingma et al. 2016): the KL term of a batch counts at
 least ``free_bits_per_dim`` × the number of pixels nats (Chen et al.: 0.01 nats per data dimension),
 one group for the whole latent. The KL is sampled (log q(z|x) − log p(z)): the flow prior has no
@@ -21,7 +31,13 @@ Deviations from the paper, where it is silent or the suite's blocks differ (said
 the decoder is the suite's gated PixelCNN (``models.pixelcnn``: no blind spot; the paper's has
 plain masked convolutions in ResNet blocks with tied weights), conditioned on z through
 ``models.convnets.LinearTrunk28`` (the closest open implementation's trunk; the paper's is "the
-ResNet VAE of the IAF paper", whose layer counts it does not give)."""
+ResNet VAE of the IAF paper", whose layer counts it does not give). On colour images: the ResNet
+VLAE's encoder, not the DenseNet one of the paper's best row; the PixelCNN++ decoder is the suite's
+gated PixelCNN with the mixture output (its window set by its layers and kernels: three 3×3 layers
+and a 1×1 one see 4 rows above and 7 columns, the paper's 7×4); hard free bits, not App. C's soft
+ones."""
+
+import math
 
 import torch
 from torch import nn
@@ -29,24 +45,29 @@ from torch.distributions import TransformedDistribution
 
 from models import register
 from models.base import LatentVariableModel
-from models.convnets import LinearTrunk28, ResNetEncoder28, data_dependent_init
-from models.flows import MADE, AutoregressiveFlowStep
+from models.convnets import LinearTrunk28, ResNetEncoder28, ResNetEncoder32, ResNetTrunk32, data_dependent_init
+from models.flows import MADE, AutoregressiveFlowStep, SpatialMADE
 from models.networks import (
+    MIXTURE_PARAMETERS,
     bernoulli_log_prob,
     diagonal_gaussian,
     diagonal_gaussian_rsample,
+    discretized_logistic_mixture_log_prob,
+    sample_discretized_logistic_mixture,
     standard_normal,
     standard_normal_log_prob,
 )
 from models.pixelcnn import GatedPixelCNN
 
 DECODERS = ("pixelcnn", "factorized", "unconditional")
+BINARY, COLOUR = (1, 28, 28), (3, 32, 32)
+LATENT_SIDE = 8  # colour images: z is feature maps of 8×8
 
 
 @register("vlossy")
 class VariationalLossyAutoencoder(LatentVariableModel):
-    likelihoods = ("bernoulli",)
-    image_shapes = ((1, 28, 28), (28, 28))
+    likelihoods = ("bernoulli", "discretized_logistic")
+    image_shapes = ((1, 28, 28), (28, 28), COLOUR)
 
     def __init__(
         self,
@@ -63,10 +84,17 @@ class VariationalLossyAutoencoder(LatentVariableModel):
         trunk_channels=4,
         free_bits_per_dim=0.01,
         samples=1,
+        latent_channels=16,
+        encoder_channels=(48, 96),
+        mixture_components=10,
     ):
         super().__init__()
+        self.image = COLOUR if tuple(data_shape) == COLOUR else BINARY
         if tuple(data_shape) not in self.image_shapes:
-            raise ValueError(f"vlossy's networks are for 28×28 images, not {tuple(data_shape)}")
+            raise ValueError(f"vlossy's networks are for 28×28 binary or 32×32 colour images, not {tuple(data_shape)}")
+        wanted = "discretized_logistic" if self.image == COLOUR else "bernoulli"
+        if likelihood != wanted:
+            raise ValueError(f"vlossy on {tuple(data_shape)} images takes the {wanted} likelihood, not {likelihood!r}")
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; valid: {', '.join(DECODERS)}")
         if not (isinstance(prior_steps, int) and prior_steps >= 0) or not free_bits_per_dim >= 0:
@@ -74,39 +102,51 @@ class VariationalLossyAutoencoder(LatentVariableModel):
                 f"prior_steps must be a non-negative integer and free_bits_per_dim non-negative, "
                 f"got {prior_steps!r} and {free_bits_per_dim!r}"
             )
-        self.encoder = ResNetEncoder28(2 * latent_dim)
-        self.prior_steps = nn.ModuleList(
-            MADE(
-                latent_dim,
-                list(prior_hidden),
-                outputs=1 if mean_only_prior else 2,
-                reverse=bool(t % 2),
-                activation="relu",
+        outputs = 1 if mean_only_prior else 2
+        if self.image == COLOUR:
+            latent_dim = latent_channels * LATENT_SIDE**2
+            self.encoder = ResNetEncoder32(2 * latent_channels, tuple(encoder_channels))
+            prior_network = lambda t: SpatialMADE(
+                latent_channels, LATENT_SIDE, list(prior_hidden), outputs, reverse=bool(t % 2)
             )
-            for t in range(prior_steps)
-        )
-        conditioned = decoder == "pixelcnn"
-        self.trunk = None if decoder == "unconditional" else LinearTrunk28(latent_dim, trunk_channels)
+            trunk = lambda: ResNetTrunk32(latent_channels, tuple(encoder_channels))
+            self.parameters_per_pixel = MIXTURE_PARAMETERS * mixture_components
+        else:
+            self.encoder = ResNetEncoder28(2 * latent_dim)
+            prior_network = lambda t: MADE(
+                latent_dim, list(prior_hidden), outputs=outputs, reverse=bool(t % 2), activation="relu"
+            )
+            trunk = lambda: LinearTrunk28(latent_dim, trunk_channels)
+            self.parameters_per_pixel = 1  # a Bernoulli logit
+        self.prior_steps = nn.ModuleList(prior_network(t) for t in range(prior_steps))
+        self.trunk = None if decoder == "unconditional" else trunk()
+        condition = self.trunk.channels if decoder == "pixelcnn" else 0
+        channels = self.image[0]
         self.pixelcnn = (
             None
             if decoder == "factorized"
             else GatedPixelCNN(
-                1, pixelcnn_filters, pixelcnn_layers, pixelcnn_kernel, condition_channels=trunk_channels * conditioned
+                channels,
+                pixelcnn_filters,
+                pixelcnn_layers,
+                pixelcnn_kernel,
+                condition_channels=condition,
+                out_channels=self.parameters_per_pixel,
             )
         )
-        # the factorized decoder's logits: the trunk's feature maps mixed by two 3×3 convolutions
-        # (the trunk's ELU alone would bound them below by −1)
+        # the factorized decoder's output: the trunk's feature maps mixed by two 3×3 convolutions
+        # (the trunk's ELU alone would bound Bernoulli logits below by −1)
         self.factorized_head = (
             nn.Sequential(
-                nn.Conv2d(trunk_channels, pixelcnn_filters, 3, padding=1),
+                nn.Conv2d(self.trunk.channels, pixelcnn_filters, 3, padding=1),
                 nn.ELU(),
-                nn.Conv2d(pixelcnn_filters, 1, 3, padding=1),
+                nn.Conv2d(pixelcnn_filters, self.parameters_per_pixel, 3, padding=1),
             )
             if decoder == "factorized"
             else None
         )
         self.register_buffer("_origin", torch.zeros(latent_dim))
-        self.free_bits = free_bits_per_dim * 28 * 28
+        self.free_bits = free_bits_per_dim * math.prod(self.image)
         self.samples = samples
 
     def prior(self):
@@ -121,31 +161,48 @@ class VariationalLossyAutoencoder(LatentVariableModel):
     def variational_family(self, parameters):
         return diagonal_gaussian(parameters["loc"], parameters["log_scale"])
 
-    def pixel_logits(self, x, z):
-        """The Bernoulli logits [..., B, 784] of x's pixels given z [..., B, D]: pixel i's from z and
-        from the pixels before it in raster order (within the PixelCNN's window) only."""
-        leading = z.shape[:-1]
+    def decoder_output(self, x, z):
+        """The pixel distribution's parameters [..., B, P, H, W] for images x [B, ...] given z [..., B, D]
+        (P = 1 Bernoulli logit, or a colour pixel's mixture parameters): pixel i's from z and from the
+        pixels before it in raster order (within the PixelCNN's window) only."""
+        leading, images = z.shape[:-1], x.reshape(len(x), *self.image)
         if self.trunk is None:  # blind to z: one pass per image, the same for every z
-            return self.pixelcnn(x.reshape(-1, 1, 28, 28)).reshape(len(x), 28 * 28).expand(*leading, -1)
-        features = self.trunk(z.reshape(-1, z.shape[-1]))  # [N, C, 28, 28]
-        if self.pixelcnn is None:
-            return self.factorized_head(features).reshape(*leading, 28 * 28)
+            out = self.pixelcnn(images)
+            return out.expand(*leading, *out.shape[1:])
+        features = self.trunk(z.reshape(-1, z.shape[-1]))  # [N, C, H, W]
         copies = len(features) // len(x)  # z's rows run over the batch last
-        images = x.reshape(1, len(x), 1, 28, 28).expand(copies, -1, -1, -1, -1).reshape(-1, 1, 28, 28)
-        return self.pixelcnn(images, features).reshape(*leading, 28 * 28)
+        out = self._decode(images.expand(copies, *images.shape).reshape(-1, *self.image), features)
+        return out.reshape(*leading, *out.shape[1:])
+
+    def _decode(self, images, features):
+        """The decoder's output [N, P, H, W] for images [N, C, H, W] and the trunk's features of their z."""
+        return self.factorized_head(features) if self.pixelcnn is None else self.pixelcnn(images, features)
 
     def log_likelihood(self, x, z):
-        return bernoulli_log_prob(self.pixel_logits(x, z), x.reshape(len(x), 28 * 28))
+        out = self.decoder_output(x, z)
+        if self.image == BINARY:
+            return bernoulli_log_prob(out.flatten(-3), x.reshape(len(x), -1))
+        return discretized_logistic_mixture_log_prob(x.reshape(len(x), *self.image), out)
 
     def sample_images(self, n: int) -> torch.Tensor:
-        """``n`` binary images [n, 28, 28] from the model: z from the prior (one pass per dimension and
-        flow step), then the pixels in raster order (one decoder pass each)."""
+        """``n`` images [n, C, H, W] from the model: z from the prior (one pass per dimension, or per
+        position of z's maps, and flow step), the trunk's features of z once, then the pixels in
+        raster order, one decoder pass each (all at once for the factorized decoder)."""
         z = self.prior().sample((n,))
-        x = torch.zeros(n, 28, 28, device=z.device)
-        flat = x.view(n, 28 * 28)
-        for i in range(28 * 28):
-            flat[:, i] = torch.bernoulli(torch.sigmoid(self.pixel_logits(x, z)[:, i]))
+        features = None if self.trunk is None else self.trunk(z)
+        x = torch.zeros(n, *self.image, device=z.device)
+        height, width = self.image[1:]
+        every = [(slice(None), slice(None))]
+        for i, j in every if self.pixelcnn is None else [(i, j) for i in range(height) for j in range(width)]:
+            x[:, :, i, j] = self._sample_pixels(self._decode(x, features)[:, :, i, j])
         return x
+
+    def _sample_pixels(self, out):
+        """Pixels [n, C, ...] drawn from the decoder's output for them [n, P, ...]."""
+        if self.image == BINARY:
+            return torch.bernoulli(torch.sigmoid(out))
+        flat = out.movedim(1, -1).reshape(-1, out.shape[1])
+        return sample_discretized_logistic_mixture(flat).reshape(len(out), *out.shape[2:], 3).movedim(-1, 1)
 
     def loss(self, x):
         return self.free_bits_loss(x, self.variational_parameters(x))

@@ -26,7 +26,7 @@ def test_each_pixel_logit_depends_on_z_and_earlier_pixels_only(decoder):
     for i in (5 * 28 + 3, 14 * 28 + 14, 27 * 28 + 27):  # pixels near the top, the middle, the last one
         pixels = x.clone().requires_grad_()
         z = torch.randn(1, 4, dtype=torch.float64, requires_grad=True)
-        model.pixel_logits(pixels, z)[0, i].backward()
+        model.decoder_output(pixels, z).flatten(-3)[0, i].backward()
         seen = pixels.grad[0].flatten().nonzero().flatten()
         assert len(seen) == 0 or seen.max() < i  # nothing at or after pixel i in raster order
         seen_any |= len(seen) > 0
@@ -139,3 +139,80 @@ def test_the_spec_loads_with_its_reported_numbers_and_claims():
     assert paper.training["optimizer"] == "adamax" and paper.training["ema_decay"] == 0.998
     assert paper.evaluation["importance_samples"] == 4096
     assert len(paper.claims) == 6
+
+
+# --- the colour configuration (Appendix B, CIFAR-10) -----------------------------------------------------
+
+COLOUR_TINY = {
+    "latent_channels": 2,
+    "encoder_channels": [4, 8],
+    "prior_steps": 2,
+    "prior_hidden": [8],
+    "pixelcnn_layers": 2,
+    "pixelcnn_filters": 4,
+    "mixture_components": 2,
+}
+
+
+def colour_model(**hyper):
+    torch.manual_seed(0)
+    return models.build("vlossy", (3, 32, 32), {**COLOUR_TINY, **hyper}, "discretized_logistic")
+
+
+def colour_images(n):
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(0)) / 255.0
+
+
+@pytest.mark.parametrize("decoder", ["pixelcnn", "unconditional"])
+def test_on_colour_images_each_pixels_mixture_depends_on_z_and_earlier_pixels_only(decoder):
+    """All three channels of a pixel are left out of its own mixture's parameters: the mixture orders
+    them itself (G given R, B given both)."""
+    model = colour_model(decoder=decoder).double()
+    for i, j in ((3, 5), (16, 16), (31, 31)):
+        pixels = colour_images(1).double().requires_grad_()
+        z = torch.randn(1, 2 * 64, dtype=torch.float64, requires_grad=True)
+        model.decoder_output(pixels, z)[0, :, i, j].sum().backward()
+        seen = pixels.grad[0].abs().sum(0).flatten().nonzero().flatten()  # positions, over the channels
+        assert len(seen) > 0 and seen.max() < i * 32 + j
+        assert (z.grad is not None and bool(z.grad.abs().sum() > 0)) == (decoder == "pixelcnn")
+
+
+@pytest.mark.parametrize("decoder", ["pixelcnn", "factorized", "unconditional"])
+def test_on_colour_images_every_decoder_trains_with_free_bits_over_the_3072_dimensions(decoder):
+    model = colour_model(decoder=decoder, free_bits_per_dim=1.0)
+    x = colour_images(4)
+    loss, logged = model.loss(x)
+    loss.backward()
+    # far below the floor: the KL counts as 1 nat per dimension of the image
+    torch.testing.assert_close(loss, -logged["recon"] + 3 * 32 * 32 * 1.0)
+    assert logged["recon"] < 0 and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.posterior(x).sample().shape == (4, 2 * 8 * 8)  # z: 2 maps of 8×8, flattened
+
+
+def test_on_colour_images_the_prior_is_a_pixelcnn_flow_over_the_latent_maps_and_samples_are_8_bit_images():
+    model = colour_model(decoder="factorized")  # one pass: a PixelCNN decoder takes 1,024, one per pixel
+    z = model.prior().sample((3,))
+    assert z.shape == (3, 128) and torch.isfinite(model.prior().log_prob(z)).all()
+    images = model.sample_images(2)
+    assert images.shape == (2, 3, 32, 32)
+    assert model._sample_pixels(torch.randn(2, 20)).shape == (2, 3)  # one pixel of each image, as the PixelCNN's loop
+    torch.testing.assert_close(images * 255, (images * 255).round())  # on the 8-bit grid
+    assert 0 <= images.min() and images.max() <= 1
+    with pytest.raises(ValueError, match="takes the discretized_logistic likelihood"):
+        models.build("vlossy", (3, 32, 32), COLOUR_TINY, "gaussian")
+
+
+@pytest.mark.parametrize(
+    "paper, method",
+    [("chen2017lossy", m) for m in ("vlossy", "vlossy_gaussian_prior", "af_vae", "pixelcnn")]
+    + [("ma2019mae", "mae"), ("ma2019mae", "vae_pixelcnn")],
+)
+def test_the_specs_cifar10_configuration_builds_the_colour_networks(paper, method):
+    spec = specs.load_paper(paper)
+    config = specs.resolve(spec, method, "cifar10", specs.budget("smoke"), 0)
+    assert config["dataset_options"]["likelihood"] == "discretized_logistic"
+    binary = specs.resolve(spec, method, "mnist", specs.budget("smoke"), 0)
+    assert binary["hyper"] == spec.methods[method].hyper  # the binary configuration is untouched
+    model = models.build(spec.methods[method].model, (3, 32, 32), config["hyper"], "discretized_logistic")
+    assert model.image == (3, 32, 32) and model.parameters_per_pixel == 100  # 10 logistics
+    assert len(model.prior_steps) == {"vlossy_gaussian_prior": 0, "mae": 8, "vae_pixelcnn": 8}.get(method, 6)
