@@ -152,7 +152,7 @@ def cmd_run(args) -> int:
             # --force must not trade a good record for a failed rerun: keep it, and say why.
             print(f"{record['status']:8s} {_label(config)}: {_summary(record)}; kept the earlier ok record {path}")
             continue
-        _write(record, path)
+        _write(records.replacing(record, existing) if existing else record, path)
         records.discard_tensors(checkpoint)  # the record holds the run now; its weights stay kept
         print(f"{record['status']:8s} {_label(config)}: {_summary(record)} -> {path}")
     return 1 if failures else 0

@@ -2,8 +2,9 @@
 
 A record is self-describing: identity (paper, method, dataset, budget, seed, run_id), the resolved
 config, the outcome (status, stop_reason, error), metrics with their estimator settings, curves,
-timing and provenance. ``load_all`` refuses a corrupt record with an error that names it, and
-never modifies or drops a file.
+timing and provenance; a rerun's record also the records it replaced (``earlier_attempts``).
+``load_all`` refuses a corrupt record with an error that names it, and never modifies or drops a
+file.
 """
 
 import json
@@ -157,6 +158,14 @@ def path_for(results: Path, config: dict, run_id: str) -> Path:
     identity = (config["paper"], method, config["dataset"], config["budget"], f"seed{config['seed']}", run_id)
     name = "__".join(identity) + ".json"
     return runs_dir(results) / name
+
+
+def replacing(record: dict, earlier: dict) -> dict:
+    """``record`` as the new attempt at the run ``earlier`` records (a failed run redone, or any run
+    ``--force`` redoes): it carries the earlier record whole, and the attempts that one carried, in
+    ``earlier_attempts`` (oldest first), so that a rerun loses nothing of what it replaces."""
+    previous = {key: value for key, value in earlier.items() if key != "earlier_attempts"}
+    return {**record, "earlier_attempts": [*earlier.get("earlier_attempts", []), previous]}
 
 
 def write(record: dict, path: Path) -> None:

@@ -341,6 +341,7 @@ def test_force_reruns_with_identical_metrics(run_cli, results):
     # CPU determinism: the same seed gives the same numbers
     assert new["metrics"] == old["metrics"]
     assert new["curves"] == old["curves"]
+    assert new["earlier_attempts"] == [old]  # the record it replaced, whole
 
 
 # --- tables -----------------------------------------------------------------------------------------------------
@@ -415,11 +416,16 @@ def test_rerun_failed_redoes_only_the_runs_whose_record_is_not_ok(run_cli, resul
     before = tree_digest(results)
     code, out, _ = run_cli(*RUN, "--results", results, "--quiet", "--rerun-failed")
     assert code == 0 and out.startswith("skipped") and tree_digest(results) == before  # ok: kept
-    failed = {**json.loads(path.read_text()), "status": "failed", "stop_reason": "exception"}
-    records.write(failed, path)
+    first = {**json.loads(path.read_text()), "status": "timeout", "stop_reason": "max_wall_s"}
+    second = records.replacing({**first, "status": "failed", "stop_reason": "exception"}, first)
+    records.write(second, path)
     code, out, err = run_cli(*RUN, "--results", results, "--quiet", "--rerun-failed")
     assert code == 0, err
-    assert out.startswith("ok") and json.loads(path.read_text())["status"] == "ok"
+    rerun = json.loads(path.read_text())
+    assert out.startswith("ok") and rerun["status"] == "ok"
+    # nothing of the attempts it replaces is lost: both earlier records, oldest first, whole
+    assert rerun["earlier_attempts"] == [first, {k: v for k, v in second.items() if k != "earlier_attempts"}]
+    assert records.read(path)["run_id"] == first["run_id"]  # still a valid record
 
 
 def test_data_status_lists_every_dataset(run_cli, tmp_path):
