@@ -16,12 +16,21 @@ from models.networks import discretized_logistic_log_prob
 
 DIGITS = load("digits")
 DIGITS_28 = torch.nn.functional.interpolate(DIGITS.train[:16].reshape(16, 1, 8, 8), size=28, mode="bilinear")
+COLOUR = (3, 32, 32)
+DIGITS_COLOUR = torch.nn.functional.pad(DIGITS_28, (2, 2, 2, 2)).expand(-1, 3, -1, -1)  # 28×28 in a 32×32 frame
 
 
 # Narrower than their defaults, for the methods whose default networks would take minutes here (the
 # protocol does not depend on width): 500 importance samples of 16 images through a PixelCNN decoder
 # or the ladder's layers of 1,024 units.
-PIXELCNN_NARROW = {"latent_dim": 8, "prior_hidden": [32], "pixelcnn_layers": 2, "pixelcnn_filters": 4}
+PIXELCNN_NARROW = {
+    "latent_dim": 8,
+    "prior_hidden": [32],
+    "pixelcnn_layers": 2,
+    "pixelcnn_filters": 4,
+    "latent_channels": 2,  # the colour networks'
+    "encoder_channels": [8, 16],
+}
 NARROW = {
     "vlossy": PIXELCNN_NARROW,
     "mae": {**PIXELCNN_NARROW, "eta": 1.0, "gamma": 0.01},
@@ -33,9 +42,17 @@ NARROW = {
 
 
 def shape(case) -> tuple[int, ...]:
-    """The digits' 8×8, or 28×28 for a method whose networks are built for that (enlarged digits)."""
-    shapes = models.registry()[case[0]].image_shapes
-    return DIGITS.shape if shapes is None or DIGITS.shape in shapes else (1, 28, 28)
+    """The digits' 8×8, or 28×28 for a method whose networks are built for that (enlarged digits), or
+    32×32 colour for a likelihood the method takes on colour images only (enlarged and framed)."""
+    key, likelihood = case
+    shapes = models.registry()[key].image_shapes
+    if shapes is None or DIGITS.shape in shapes:
+        return DIGITS.shape
+    try:
+        models.build(key, (1, 28, 28), NARROW.get(key, {}), likelihood)
+    except ValueError:
+        return COLOUR
+    return (1, 28, 28)
 
 
 CASES = [(key, likelihood) for key, cls in sorted(models.registry().items()) for likelihood in cls.likelihoods]
@@ -61,7 +78,7 @@ def model(case):
 @pytest.fixture
 def x(case):
     torch.manual_seed(0)
-    images = DIGITS.train[:16] if shape(case) == DIGITS.shape else DIGITS_28
+    images = {DIGITS.shape: DIGITS.train[:16], COLOUR: DIGITS_COLOUR}.get(shape(case), DIGITS_28)
     # intensities in [0, 1]; binary for a Bernoulli likelihood, 8-bit for a discrete one
     return {"bernoulli": binarize, "discretized_logistic": lambda x: torch.round(x * 255) / 255}.get(
         case[1], lambda x: x
