@@ -30,6 +30,7 @@ PIXELCNN_NARROW = {
     "pixelcnn_filters": 4,
     "latent_channels": 2,  # the colour networks'
     "encoder_channels": [8, 16],
+    "mixture_components": 2,
 }
 NARROW = {
     "vlossy": PIXELCNN_NARROW,
