@@ -348,7 +348,10 @@ def parser() -> argparse.ArgumentParser:
     sweep_.add_argument("--seeds", default="0,1,2")
     sweep_.add_argument("--launcher", default="local", help="local or slurm")
     sweep_.add_argument("--max-parallel", type=int, default=1, help="runs at once (slurm: tasks of the array at once)")
-    sweep_.add_argument("--gpus", help="local: the GPU indices, one worker each, e.g. 0,1 (default: the CPU)")
+    sweep_.add_argument(
+        "--gpus",
+        help="local: the GPU indices, one worker each, e.g. 0,1; 0,0,0: three workers share GPU 0 (default: CPU)",
+    )
     sweep_.add_argument(
         "--hard-limit-s", type=float, help="kill a run's process after this long (default: 3 × max_wall_s)"
     )

@@ -6,7 +6,8 @@ takes nothing else down.
   (failed, diverged, timed out, partial) is redone; a run killed before its record was written
   continues from its checkpoint (``vlaebench run --rerun-failed`` does both).
 - ``local``: at most ``max_parallel`` runs at once on this machine. With ``gpus``, each worker holds
-  one GPU (``CUDA_VISIBLE_DEVICES`` pinned, ``--device cuda``); on the CPU the cores are shared out
+  one GPU (``CUDA_VISIBLE_DEVICES`` pinned, ``--device cuda``); an index given n times is shared by n
+  workers, and their records say so (``runs_sharing_device``); on the CPU the cores are shared out
   (``OMP_NUM_THREADS``, unless set). Each process is killed at a hard wall-clock limit: by default
   ``HARD_LIMIT_FACTOR`` times the budget's ``max_wall_s`` (which caps training only; evaluation
   follows it). A progress bar shows the whole sweep: done, running, failed, ETA.
@@ -32,6 +33,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmarks import EXIT_UNAVAILABLE, ROOT, UserError, records, specs
+from benchmarks.train import RUNS_SHARING_DEVICE
 
 HARD_LIMIT_FACTOR = 3
 LAUNCHERS = ("local", "slurm")
@@ -111,6 +113,7 @@ def run_local(
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(slot)
+            env[RUNS_SHARING_DEVICE] = str(gpus.count(slot))  # workers given the same GPU share it
         else:
             env.setdefault("OMP_NUM_THREADS", str(threads))
         with lock:

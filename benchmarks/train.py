@@ -260,6 +260,10 @@ def _nvidia_driver() -> str | None:
         return None
 
 
+# Set by the sweep when several of its runs share one GPU: their timings are not each run's alone.
+RUNS_SHARING_DEVICE = "VLAEBENCH_RUNS_SHARING_DEVICE"
+
+
 def device_info(device: torch.device) -> dict:
     if device.type == "cuda":
         return {
@@ -268,6 +272,7 @@ def device_info(device: torch.device) -> dict:
             "device_capability": list(torch.cuda.get_device_capability(device)),
             "driver": _nvidia_driver(),
             "cuda": torch.version.cuda,
+            "runs_sharing_device": int(os.environ.get(RUNS_SHARING_DEVICE, 1)),
         }
     cpu = platform.processor()
     try:

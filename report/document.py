@@ -227,7 +227,9 @@ def _provenance(runs: list[dict], frame: pd.DataFrame, budget_order) -> list[lis
                 str(record["seed"]),
                 record["status"] + ("" if current.get(record["run_id"]) else ", stale"),
                 sha,
-                generate.device_label(timing.get("device_name"), timing.get("threads")),
+                generate.device_label(
+                    timing.get("device_name"), timing.get("threads"), timing.get("runs_sharing_device")
+                ),
                 (provenance.get("finished") or "?")[:19],
             ]
         )

@@ -79,18 +79,26 @@ def _known(value) -> str:
     return value if isinstance(value, str) and value else "?"
 
 
-def device_label(name, threads) -> str:
-    """A device as the tables name it: a CPU with the threads its run used (its speed depends on
-    them; a GPU record has none)."""
-    if threads is None or pd.isna(threads):
-        return _known(name)
-    return f"{_known(name)} ({int(threads)} thread{'' if int(threads) == 1 else 's'})"
+def _given(value) -> bool:
+    return value is not None and not pd.isna(value)
+
+
+def device_label(name, threads, sharing=None) -> str:
+    """A device as the tables name it: a CPU with the threads its run used, a GPU with the number of
+    runs that shared it when that was more than one (a run's speed depends on both)."""
+    if _given(threads):
+        return f"{_known(name)} ({int(threads)} thread{'' if int(threads) == 1 else 's'})"
+    if _given(sharing) and int(sharing) > 1:
+        return f"{_known(name)} (shared by {int(sharing)} runs)"
+    return _known(name)
 
 
 def devices(runs: pd.DataFrame) -> list[str]:
     """The devices of ``runs`` (``device_label``), sorted."""
-    threads = runs["threads"] if "threads" in runs else [None] * len(runs)
-    return sorted({device_label(name, count) for name, count in zip(runs["device_name"], threads)})
+    none = [None] * len(runs)
+    threads = runs["threads"] if "threads" in runs else none
+    sharing = runs["runs_sharing_device"] if "runs_sharing_device" in runs else none
+    return sorted({device_label(*device) for device in zip(runs["device_name"], threads, sharing)})
 
 
 class Footnotes:

@@ -156,3 +156,21 @@ def test_the_slurm_launcher_submits_one_capped_array_with_the_budgets_time_limit
     assert "--rerun-failed" in sweep.command(jobs[0], tmp_path / "results", "cuda", None)
     task = sweep.SlurmRun(jobs[0], tmp_path / "results", None)
     assert task.checkpoint().function is task
+
+
+def test_workers_given_the_same_gpu_are_told_how_many_share_it(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from benchmarks import sweep as sweep_module
+
+    seen = []
+    monkeypatch.setattr(
+        sweep_module.subprocess,
+        "run",
+        lambda args, env, **_: seen.append((env["CUDA_VISIBLE_DEVICES"], env["VLAEBENCH_RUNS_SHARING_DEVICE"]))
+        or SimpleNamespace(returncode=1),
+    )
+    config = {"paper": "p", "method": "m", "dataset": "digits", "budget": "tiny", "variant": {}}
+    jobs = [sweep_module.Job({**config, "seed": seed}, f"{seed:016x}") for seed in range(6)]
+    sweep_module.run_local(jobs, tmp_path, 3, [0, 0, 1], None, progress=False)
+    assert sorted(set(seen)) == [("0", "2"), ("1", "1")] and len(seen) == 6
