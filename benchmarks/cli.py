@@ -74,23 +74,32 @@ def cmd_list(args) -> None:
         print(f"  {name}: {budget.description} ({caps})")
 
 
+def _names(value: str | None) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()] if value else []
+
+
 def _plan(args) -> list[dict]:
     """Every run the arguments ask for, resolved up front: a bad name fails before anything trains.
-    ``--paper all`` takes every paper (with ``--dataset``, every paper that uses that dataset)."""
+    ``--paper`` and ``--dataset`` take one name or a comma-separated list; ``--paper all`` takes every
+    paper. With several papers, each runs the listed datasets it uses (a dataset none uses is an error)."""
     budget = specs.budget(args.budget)
     seeds = _parse_seeds(args.seeds)
-    if args.paper == "all":
-        papers = [specs.load_paper(key) for key in specs.paper_keys()]
-        if args.dataset:
-            papers = [p for p in papers if args.dataset in p.datasets]
-            if not papers:
-                raise UserError(f"no paper uses dataset {args.dataset!r}")
-    else:
-        papers = [specs.load_paper(args.paper)]
+    keys = specs.paper_keys() if args.paper == "all" else _names(args.paper)
+    if not keys:
+        raise UserError("--paper names no paper; give a paper key, a comma-separated list of them, or all")
+    papers = [specs.load_paper(key) for key in keys]
+    wanted = _names(args.dataset)
+    several = len(papers) > 1
+    if several and wanted:
+        for dataset in wanted:
+            if not any(dataset in paper.datasets for paper in papers):
+                among = "" if args.paper == "all" else f" of {', '.join(keys)}"
+                raise UserError(f"no paper{among} uses dataset {dataset!r}")
+        papers = [paper for paper in papers if any(d in paper.datasets for d in wanted)]
     plan = []
     for paper in papers:
         methods = paper.select(args.method) if args.method else list(paper.methods)
-        datasets = [args.dataset] if args.dataset else list(paper.datasets)
+        datasets = [d for d in wanted if not several or d in paper.datasets] or list(paper.datasets)
         plan += [specs.resolve(paper, m, d, budget, s) for d in datasets for m in methods for s in seeds]
     return plan
 
@@ -296,9 +305,9 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="papers, methods, datasets, budgets and reported numbers")
     run = sub.add_parser("run", help="train and evaluate; one record per run in RESULTS/runs/")
-    run.add_argument("--paper", required=True, help="a paper key, or all")
+    run.add_argument("--paper", required=True, help="a paper key, a comma-separated list of them, or all")
     run.add_argument("--method", help="one method of the paper (default: all)")
-    run.add_argument("--dataset", help="one dataset of the paper (default: all)")
+    run.add_argument("--dataset", help="a dataset of the paper, or a comma-separated list (default: all)")
     run.add_argument("--budget", required=True)
     run.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -313,7 +322,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate = sub.add_parser("evaluate", help="re-evaluate kept runs with other evaluation settings (no training)")
     for name, kwargs in (
-        ("--paper", {"required": True, "help": "a paper key, or all"}),
+        ("--paper", {"required": True, "help": "as for run"}),
         ("--method", {"help": "as for run"}),
         ("--dataset", {"help": "as for run"}),
         ("--budget", {"required": True, "help": "the budget the runs were trained at"}),
@@ -342,7 +351,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=ROOT / "report")
     sweep_ = sub.add_parser("sweep", help="every run of the matrix, each in its own process, locally or on Slurm")
     sweep_.add_argument("--budget", required=True)
-    sweep_.add_argument("--paper", default="all", help="a paper key, or all (the default)")
+    sweep_.add_argument("--paper", default="all", help="as for run; all is the default")
     sweep_.add_argument("--method", help="as for run")
     sweep_.add_argument("--dataset", help="as for run")
     sweep_.add_argument("--seeds", default="0,1,2")

@@ -480,3 +480,37 @@ def test_a_missing_dataset_is_an_error_when_named_and_left_out_otherwise(run_cli
     assert code == 0, err
     assert "unavailable omniglot: its runs are left out" in out
     assert [p.name.split("__")[2] for p in record_files(tmp_path / "R")] == ["digits"]
+
+
+def test_several_papers_and_datasets_plan_each_paper_on_the_listed_datasets_it_uses(run_cli, tmp_path):
+    import argparse
+
+    def planned(papers: str, datasets: str) -> set[tuple[str, str]]:
+        args = argparse.Namespace(paper=papers, dataset=datasets, method=None, budget="smoke", seeds="0")
+        return {(config["paper"], config["dataset"]) for config in cli._plan(args)}
+
+    assert planned("zhao2017ladder, ma2019mae", "mnist,fashion_mnist") == {
+        ("zhao2017ladder", "mnist"),
+        ("zhao2017ladder", "fashion_mnist"),
+        ("ma2019mae", "mnist"),
+    }
+    everywhere = planned("all", "mnist,svhn")
+    assert ("park2019vlae", "svhn") in everywhere and ("zhao2017ladder", "svhn") in everywhere
+    assert not any(dataset not in ("mnist", "svhn") for _, dataset in everywhere)
+    # a dataset that none of the papers uses, or one paper without it, is refused before anything runs
+    results = tmp_path / "results"
+    code, out, err = run_cli(
+        "run",
+        "--paper",
+        "zhao2017ladder,ma2019mae",
+        "--dataset",
+        "mnist,digits",
+        "--budget",
+        "smoke",
+        "--results",
+        str(results),
+    )
+    assert_user_error(code, out, err, "no paper of zhao2017ladder, ma2019mae uses dataset 'digits'")
+    code, out, err = run_cli("run", "--paper", "ma2019mae", "--dataset", "fashion_mnist", "--budget", "smoke")
+    assert_user_error(code, out, err, "paper 'ma2019mae' has no dataset 'fashion_mnist'")
+    assert not results.exists()
