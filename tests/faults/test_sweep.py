@@ -167,8 +167,10 @@ def test_workers_given_the_same_gpu_are_told_how_many_share_it(monkeypatch, tmp_
     monkeypatch.setattr(
         sweep_module.subprocess,
         "run",
-        lambda args, env, **_: seen.append((env["CUDA_VISIBLE_DEVICES"], env["VLAEBENCH_RUNS_SHARING_DEVICE"]))
-        or SimpleNamespace(returncode=1),
+        lambda args, env, **_: (
+            seen.append((env["CUDA_VISIBLE_DEVICES"], env["VLAEBENCH_RUNS_SHARING_DEVICE"]))
+            or SimpleNamespace(returncode=1)
+        ),
     )
     config = {"paper": "p", "method": "m", "dataset": "digits", "budget": "tiny", "variant": {}}
     jobs = [sweep_module.Job({**config, "seed": seed}, f"{seed:016x}") for seed in range(6)]
