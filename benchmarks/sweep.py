@@ -15,6 +15,7 @@ takes nothing else down.
   one run on one GPU, with the hard limit as its time limit; a task preempted or timed out is
   requeued and continues from its checkpoint.
 
+What each local run printed is kept in ``RESULTS/logs/<run id>.log`` (not committed).
 Every outcome is the record's status, or ``killed`` (past the hard limit: its checkpoint stays, the
 next sweep continues it), ``crashed`` (the process died without a record) or ``unavailable`` (the
 dataset is not on this machine). The sweep's exit status is 1 unless every run ended ``ok``.
@@ -119,13 +120,16 @@ def run_local(
         with lock:
             running.add(job.label)
         try:
-            done = subprocess.run(
-                command(job, results, "cuda" if gpus else "cpu", data_dir),
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=limit_s,
-            )
+            log = records.runs_dir(results).parent / "logs" / f"{job.run_id}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "w") as output:  # what a run printed: for a crash, the only account of it
+                done = subprocess.run(
+                    command(job, results, "cuda" if gpus else "cpu", data_dir),
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    timeout=limit_s,
+                )
             return outcome(job, results, done.returncode)
         except subprocess.TimeoutExpired:
             return "killed"

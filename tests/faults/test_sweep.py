@@ -93,6 +93,8 @@ def test_failures_stay_in_their_process_and_a_rerun_runs_only_them(sweep, tmp_pa
     assert "sweep: 1 crashed, 1 diverged, 1 ok; 0 skipped (an ok record exists)" in out
     statuses = {r["method"]: r["status"] for r in records.load_all(tmp_path / "results")}
     assert statuses == {"fine": "ok", "diverges": "diverged"}  # the crash left no record
+    logs = sorted((tmp_path / "results" / "logs").glob("*.log"))  # each run's output, the crash's too
+    assert len(logs) == 3 and any("diverged" in log.read_text() for log in logs)
 
     # the rerun runs only the two that did not end ok; past the hard limit, each is killed
     assert sweep("--max-parallel", "2", "--hard-limit-s", "0.5") == 1
