@@ -24,8 +24,10 @@ initialisation come from the spec and the ``initialize`` hook.
 The same module gives the paper's baselines and ablation rows: ``prior_steps = 0`` a Gaussian prior
 (Appendix D's "PixelCNN decoder + Gaussian prior"), ``decoder = "factorized"`` independent Bernoulli
 pixels from the trunk and two convolutions (Table 1's "AF VAE"), ``decoder = "unconditional"`` the
-PixelCNN alone, blind to z (Tables 2–4's "Unconditional Decoder": its q can match the prior, and the
-importance-sampled NLL is then its exact likelihood).
+PixelCNN alone, blind to z (Tables 2–4's "Unconditional Decoder"): it has no code, so no encoder and
+no flow prior; q(z|x) is p(z) = N(0, I) itself, its KL is exactly 0 and the importance-sampled NLL
+its exact likelihood (a learned q would sit anywhere under the free-bits floor, which would then
+only add noise to the estimate).
 
 Deviations from the paper, where it is silent or the suite's blocks differ (said in the spec too):
 the decoder is the suite's gated PixelCNN (``models.pixelcnn``: no blind spot; the paper's has
@@ -102,24 +104,30 @@ class VariationalLossyAutoencoder(LatentVariableModel):
                 f"prior_steps must be a non-negative integer and free_bits_per_dim non-negative, "
                 f"got {prior_steps!r} and {free_bits_per_dim!r}"
             )
+        if decoder == "unconditional" and prior_steps:
+            raise ValueError(
+                f"the unconditional decoder has no code for a flow prior: prior_steps = 0, not {prior_steps}"
+            )
         outputs = 1 if mean_only_prior else 2
         if self.image == COLOUR:
             latent_dim = latent_channels * LATENT_SIDE**2
-            self.encoder = ResNetEncoder32(2 * latent_channels, tuple(encoder_channels))
+            encoder = lambda: ResNetEncoder32(2 * latent_channels, tuple(encoder_channels))
             prior_network = lambda t: SpatialMADE(
                 latent_channels, LATENT_SIDE, list(prior_hidden), outputs, reverse=bool(t % 2)
             )
             trunk = lambda: ResNetTrunk32(latent_channels, tuple(encoder_channels))
             self.parameters_per_pixel = MIXTURE_PARAMETERS * mixture_components
         else:
-            self.encoder = ResNetEncoder28(2 * latent_dim)
+            encoder = lambda: ResNetEncoder28(2 * latent_dim)
             prior_network = lambda t: MADE(
                 latent_dim, list(prior_hidden), outputs=outputs, reverse=bool(t % 2), activation="relu"
             )
             trunk = lambda: LinearTrunk28(latent_dim, trunk_channels)
             self.parameters_per_pixel = 1  # a Bernoulli logit
         self.prior_steps = nn.ModuleList(prior_network(t) for t in range(prior_steps))
-        self.trunk = None if decoder == "unconditional" else trunk()
+        unconditional = decoder == "unconditional"
+        self.encoder = None if unconditional else encoder()
+        self.trunk = None if unconditional else trunk()
         condition = self.trunk.channels if decoder == "pixelcnn" else 0
         channels = self.image[0]
         self.pixelcnn = (
@@ -146,7 +154,7 @@ class VariationalLossyAutoencoder(LatentVariableModel):
             else None
         )
         self.register_buffer("_origin", torch.zeros(latent_dim))
-        self.free_bits = free_bits_per_dim * math.prod(self.image)
+        self.free_bits = 0.0 if self.encoder is None else free_bits_per_dim * math.prod(self.image)
         self.samples = samples
 
     def prior(self):
@@ -155,6 +163,9 @@ class VariationalLossyAutoencoder(LatentVariableModel):
         return TransformedDistribution(base, steps, validate_args=False) if steps else base
 
     def variational_parameters(self, x):
+        if self.encoder is None:  # no code: q(z|x) = p(z) = N(0, I)
+            zero = self._origin.expand(len(x), -1)
+            return {"loc": zero, "log_scale": zero}
         loc, log_scale = self.encoder(x).chunk(2, dim=-1)
         return {"loc": loc, "log_scale": log_scale}
 

@@ -20,7 +20,7 @@ def built(seed=0, **hyper):
 
 @pytest.mark.parametrize("decoder", ["pixelcnn", "unconditional"])
 def test_each_pixel_logit_depends_on_z_and_earlier_pixels_only(decoder):
-    model = built(decoder=decoder).double()
+    model = built(decoder=decoder, **({"prior_steps": 0} if decoder == "unconditional" else {})).double()
     x = torch.rand(1, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     seen_any = False
     for i in (5 * 28 + 3, 14 * 28 + 14, 27 * 28 + 27):  # pixels near the top, the middle, the last one
@@ -69,15 +69,24 @@ def test_free_bits_switch_off_the_kl_gradient_below_the_floor_and_only_there():
     assert (plain - floored).norm() > 0.1 * floored.norm()
 
 
-def test_the_unconditional_decoders_importance_sampled_nll_is_its_exact_likelihood():
+def test_the_unconditional_decoder_has_no_code_so_its_nll_is_exact_and_its_kl_zero():
     model = built(decoder="unconditional", prior_steps=0)
-    with torch.no_grad():  # q = p(z): every importance weight is p(x), whatever the draws
-        model.encoder.out.weight.zero_()
-        model.encoder.out.bias.zero_()
     x = images(6)
+    model.initialize(x, {})
+    for _ in range(3):  # training changes the PixelCNN, never q: q(z|x) is p(z) by construction
+        loss, logged = model.loss(x)
+        torch.testing.assert_close(loss, -logged["recon"])  # no free-bits floor: there is no KL to protect
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.01 * p.grad
+        model.zero_grad()
     exact = -model.log_likelihood(x, torch.zeros(6, 4)).mean().item()
-    estimated = metrics.density_metrics(model, x, samples=300)["nll"]["value"]
-    assert estimated == pytest.approx(exact, rel=1e-5)
+    density = metrics.density_metrics(model, x, samples=300)  # every importance weight is p(x)
+    assert density["nll"]["value"] == pytest.approx(exact, rel=1e-5)
+    assert density["kl"]["value"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="no code for a flow prior"):
+        built(decoder="unconditional", prior_steps=2)
 
 
 def test_the_prior_is_the_flow_and_its_density_changes_with_the_flow():
@@ -121,7 +130,7 @@ hyper = { latent_dim = 4, prior_hidden = [16], decoder = "factorized" }
 
 [methods.pixelcnn]
 model = "vlossy"
-hyper = { latent_dim = 4, decoder = "unconditional", pixelcnn_layers = 2, pixelcnn_filters = 4 }
+hyper = { latent_dim = 4, decoder = "unconditional", prior_steps = 0, pixelcnn_layers = 2, pixelcnn_filters = 4 }
 """
 
 
@@ -167,7 +176,7 @@ def colour_images(n):
 def test_on_colour_images_each_pixels_mixture_depends_on_z_and_earlier_pixels_only(decoder):
     """All three channels of a pixel are left out of its own mixture's parameters: the mixture orders
     them itself (G given R, B given both)."""
-    model = colour_model(decoder=decoder).double()
+    model = colour_model(decoder=decoder, prior_steps=2 if decoder == "pixelcnn" else 0).double()
     for i, j in ((3, 5), (16, 16), (31, 31)):
         pixels = colour_images(1).double().requires_grad_()
         z = torch.randn(1, 2 * 64, dtype=torch.float64, requires_grad=True)
@@ -179,12 +188,13 @@ def test_on_colour_images_each_pixels_mixture_depends_on_z_and_earlier_pixels_on
 
 @pytest.mark.parametrize("decoder", ["pixelcnn", "factorized", "unconditional"])
 def test_on_colour_images_every_decoder_trains_with_free_bits_over_the_3072_dimensions(decoder):
-    model = colour_model(decoder=decoder, free_bits_per_dim=1.0)
+    unconditional = decoder == "unconditional"
+    model = colour_model(decoder=decoder, free_bits_per_dim=1.0, prior_steps=0 if unconditional else 2)
     x = colour_images(4)
     loss, logged = model.loss(x)
     loss.backward()
-    # far below the floor: the KL counts as 1 nat per dimension of the image
-    torch.testing.assert_close(loss, -logged["recon"] + 3 * 32 * 32 * 1.0)
+    # far below the floor: the KL counts as 1 nat per dimension of the image (no floor without a code)
+    torch.testing.assert_close(loss, -logged["recon"] + (0.0 if unconditional else 3 * 32 * 32 * 1.0))
     assert logged["recon"] < 0 and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert model.posterior(x).sample().shape == (4, 2 * 8 * 8)  # z: 2 maps of 8×8, flattened
 
@@ -215,4 +225,5 @@ def test_the_specs_cifar10_configuration_builds_the_colour_networks(paper, metho
     assert binary["hyper"] == spec.methods[method].hyper  # the binary configuration is untouched
     model = models.build(spec.methods[method].model, (3, 32, 32), config["hyper"], "discretized_logistic")
     assert model.image == (3, 32, 32) and model.parameters_per_pixel == 100  # 10 logistics
-    assert len(model.prior_steps) == {"vlossy_gaussian_prior": 0, "mae": 8, "vae_pixelcnn": 8}.get(method, 6)
+    flow_steps = {"vlossy_gaussian_prior": 0, "pixelcnn": 0, "mae": 8, "vae_pixelcnn": 8}.get(method, 6)
+    assert len(model.prior_steps) == flow_steps
