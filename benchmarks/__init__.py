@@ -16,3 +16,5 @@ class DataUnavailable(UserError):
 
 
 EXIT_UNAVAILABLE = 3
+# Set by the sweep when several of its runs share one GPU: their timings are not each run's alone.
+RUNS_SHARING_DEVICE = "VLAEBENCH_RUNS_SHARING_DEVICE"

@@ -33,8 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks import EXIT_UNAVAILABLE, ROOT, UserError, records, specs
-from benchmarks.train import RUNS_SHARING_DEVICE
+from benchmarks import EXIT_UNAVAILABLE, ROOT, RUNS_SHARING_DEVICE, UserError, records, specs
 
 HARD_LIMIT_FACTOR = 3
 LAUNCHERS = ("local", "slurm")
@@ -120,7 +119,7 @@ def run_local(
         with lock:
             running.add(job.label)
         try:
-            log = records.runs_dir(results).parent / "logs" / f"{job.run_id}.log"
+            log = Path(results) / "logs" / f"{job.run_id}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "w") as output:  # what a run printed: for a crash, the only account of it
                 done = subprocess.run(

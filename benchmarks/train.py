@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 import models
-from benchmarks import ROOT, UserError, metrics, records, specs
+from benchmarks import ROOT, RUNS_SHARING_DEVICE, UserError, metrics, records, specs
 from benchmarks.data import Dataset
 from models import optim
 
@@ -258,10 +258,6 @@ def _nvidia_driver() -> str | None:
         ).stdout.split()[0]
     except (OSError, subprocess.CalledProcessError, IndexError):
         return None
-
-
-# Set by the sweep when several of its runs share one GPU: their timings are not each run's alone.
-RUNS_SHARING_DEVICE = "VLAEBENCH_RUNS_SHARING_DEVICE"
 
 
 def device_info(device: torch.device) -> dict:

@@ -62,28 +62,24 @@ def test_the_command_exits_1_on_a_regression_and_0_without(nights, capsys):
     assert "regression(s)" in out.read_text() and out.read_text() in capsys.readouterr().out
 
 
-def test_a_cpu_timing_is_compared_only_at_the_same_number_of_threads(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "device, condition, usual, other, why",
+    [
+        ("AMD EPYC", "threads", 2, 1, "AMD EPYC (2 threads), then AMD EPYC (1 thread)"),
+        # six runs sharing one GPU are each slower than a run alone on it: not a regression of the code
+        ("NVIDIA H200", "runs_sharing_device", 1, 6, "NVIDIA H200, then NVIDIA H200 (shared by 6 runs)"),
+    ],
+)
+def test_a_timing_is_compared_only_between_runs_under_the_same_conditions(
+    tmp_path, monkeypatch, device, condition, usual, other, why
+):
     monkeypatch.setenv("VLAEBENCH_SPECS", str(HERE / "specs"))
-    for night, threads, seconds in (("two", 2, 2.0), ("one", 1, 3.0), ("two_again", 2, 3.0)):
+    for night, value, seconds in (("before", usual, 2.0), ("other", other, 3.0), ("again", usual, 3.0)):
         for seed in range(3):
-            timing = {"s_per_epoch": seconds, "device_name": "AMD EPYC", "threads": threads}
+            timing = {"s_per_epoch": seconds, "device_name": device, condition: value}
             _write(tmp_path / night, "alpha", seed, 90.0 + seed, 10.0, timing=timing)
-    one_thread = [f for f in compare.compare(tmp_path / "two", tmp_path / "one") if "alpha: s_per_epoch" in f.what]
-    assert [(f.kind, f.regression) for f in one_thread] == [("skipped", False)]
-    assert "AMD EPYC (2 threads), then AMD EPYC (1 thread)" in one_thread[0].why
-    slower = [f for f in compare.compare(tmp_path / "two", tmp_path / "two_again") if "alpha: s_per_epoch" in f.what]
+    elsewhere = [f for f in compare.compare(tmp_path / "before", tmp_path / "other") if "alpha: s_per_epoch" in f.what]
+    assert [(f.kind, f.regression) for f in elsewhere] == [("skipped", False)]
+    assert why in elsewhere[0].why
+    slower = [f for f in compare.compare(tmp_path / "before", tmp_path / "again") if "alpha: s_per_epoch" in f.what]
     assert [(f.kind, f.regression) for f in slower] == [("speed", True)]
-
-
-def test_a_gpu_timing_is_compared_only_between_runs_that_shared_it_alike(tmp_path, monkeypatch):
-    # six runs sharing one GPU are each slower than a run alone on it: not a regression of the code
-    monkeypatch.setenv("VLAEBENCH_SPECS", str(HERE / "specs"))
-    for night, sharing, seconds in (("alone", 1, 2.0), ("shared", 6, 5.0), ("shared_again", 6, 6.0)):
-        for seed in range(3):
-            timing = {"s_per_epoch": seconds, "device_name": "NVIDIA H200", "runs_sharing_device": sharing}
-            _write(tmp_path / night, "alpha", seed, 90.0 + seed, 10.0, timing=timing)
-    shared = [f for f in compare.compare(tmp_path / "alone", tmp_path / "shared") if "alpha: s_per_epoch" in f.what]
-    assert [(f.kind, f.regression) for f in shared] == [("skipped", False)]
-    assert "NVIDIA H200, then NVIDIA H200 (shared by 6 runs)" in shared[0].why
-    slower = [f for f in compare.compare(tmp_path / "shared", tmp_path / "shared_again") if "s_per_epoch" in f.what]
-    assert [(f.kind, f.regression) for f in slower if "alpha" in f.what] == [("speed", True)]
