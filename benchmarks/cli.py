@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -75,18 +76,22 @@ def cmd_list(args) -> None:
 
 
 def _names(value: str | None) -> list[str]:
-    return [name.strip() for name in value.split(",") if name.strip()] if value else []
+    """A comma-separated list; a comma inside brackets belongs to a grid variant's name (``m[a=1,b=2]``)."""
+    return [name.strip() for name in re.split(r",(?![^\[]*\])", value) if name.strip()] if value else []
 
 
 def _plan(args) -> list[dict]:
     """Every run the arguments ask for, resolved up front: a bad name fails before anything trains.
-    ``--paper`` and ``--dataset`` take one name or a comma-separated list; ``--paper all`` takes every
-    paper. With several papers, each runs the listed datasets it uses (a dataset none uses is an error)."""
+    ``--paper``, ``--method`` and ``--dataset`` take one name or a comma-separated list; ``--paper all``
+    takes every paper. With several papers, each runs the listed datasets it uses (a dataset none uses
+    is an error); a listed method must be a method of each of them."""
     budget = specs.budget(args.budget)
     seeds = _parse_seeds(args.seeds)
     keys = specs.paper_keys() if args.paper == "all" else _names(args.paper)
     if not keys:
         raise UserError("--paper names no paper; give a paper key, a comma-separated list of them, or all")
+    if args.method is not None and not _names(args.method):
+        raise UserError("--method names no method; give a method, a grid variant, or a comma-separated list of them")
     papers = [specs.load_paper(key) for key in keys]
     wanted = _names(args.dataset)
     several = len(papers) > 1
@@ -98,7 +103,8 @@ def _plan(args) -> list[dict]:
         papers = [paper for paper in papers if any(d in paper.datasets for d in wanted)]
     plan = []
     for paper in papers:
-        methods = paper.select(args.method) if args.method else list(paper.methods)
+        chosen = [method for name in _names(args.method) for method in paper.select(name)]
+        methods = list(dict.fromkeys(chosen)) or list(paper.methods)
         datasets = [d for d in wanted if not several or d in paper.datasets] or list(paper.datasets)
         plan += [specs.resolve(paper, m, d, budget, s) for d in datasets for m in methods for s in seeds]
     return plan
@@ -306,7 +312,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="papers, methods, datasets, budgets and reported numbers")
     run = sub.add_parser("run", help="train and evaluate; one record per run in RESULTS/runs/")
     run.add_argument("--paper", required=True, help="a paper key, a comma-separated list of them, or all")
-    run.add_argument("--method", help="one method of the paper (default: all)")
+    run.add_argument(
+        "--method", help="a method of the paper, a grid variant (vlae[T=4]), or a comma-separated list (default: all)"
+    )
     run.add_argument("--dataset", help="a dataset of the paper, or a comma-separated list (default: all)")
     run.add_argument("--budget", required=True)
     run.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")

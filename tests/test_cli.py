@@ -482,6 +482,25 @@ def test_a_missing_dataset_is_an_error_when_named_and_left_out_otherwise(run_cli
     assert [p.name.split("__")[2] for p in record_files(tmp_path / "R")] == ["digits"]
 
 
+def test_a_list_of_methods_plans_each_once_and_a_variant_name_keeps_its_commas(run_cli, tmp_path):
+    import argparse
+
+    def planned(methods: str) -> list[str]:
+        args = argparse.Namespace(paper="park2019vlae", dataset="mnist", method=methods, budget="smoke", seeds="0")
+        return [config["method"] for config in cli._plan(args)]
+
+    assert planned("vae, vlae[T=1],vlae[T=4]") == ["vae", "vlae[T=1]", "vlae[T=4]"]
+    assert planned("savae,savae[T=2]") == ["savae[T=1]", "savae[T=2]", "savae[T=4]", "savae[T=8]"]  # a base, once
+    assert cli._names("m[a=1,b=2],vae") == ["m[a=1,b=2]", "vae"]
+    for bad, needles in ((",", ["--method", "no method"]), ("vae,vlae[T=3]", ["vlae[T=3]", "valid", "vlae[T=4]"])):
+        results = tmp_path / "results"
+        code, out, err = run_cli(
+            "run", "--paper", "park2019vlae", "--method", bad, "--budget", "smoke", "--results", results
+        )
+        assert_user_error(code, out, err, *needles)
+        assert not results.exists()
+
+
 def test_several_papers_and_datasets_plan_each_paper_on_the_listed_datasets_it_uses(run_cli, tmp_path):
     import argparse
 
