@@ -246,6 +246,8 @@ def frame(all_records: list[dict]) -> pd.DataFrame:
         row["git_sha"] = provenance.get("git_sha")
         row["git_dirty"] = provenance.get("git_dirty")
         row["finished"] = provenance.get("finished")
+        # what a rerun replaced (oldest first): the tables' footnotes say so beside the run
+        row["earlier_attempts"] = ", ".join(str(a.get("status", "?")) for a in record.get("earlier_attempts", []))
         # a re-evaluation (``vlaebench evaluate``): the run it evaluates, and what it changed
         row["evaluation_of"] = record["config"].get("evaluation_of")
         overrides = record["config"].get("evaluation_overrides") or {}

@@ -101,6 +101,14 @@ def devices(runs: pd.DataFrame) -> list[str]:
     return sorted({device_label(*device) for device in zip(runs["device_name"], threads, sharing)})
 
 
+def _run_status(row) -> str:
+    """A run's status as its footnote gives it: nothing for a current ok run, then the statuses of
+    the attempts a rerun replaced ("ok; earlier: timeout")."""
+    status = "stale" if not row.current else "" if row.status == "ok" else row.status
+    earlier = getattr(row, "earlier_attempts", "")
+    return f"{status or 'ok'}; earlier: {earlier}" if isinstance(earlier, str) and earlier else status
+
+
 class Footnotes:
     """The footnotes of one table: each distinct set of runs gets a number, in order of first use."""
 
@@ -116,10 +124,7 @@ class Footnotes:
         if key not in self.notes:
             number = len(self.notes) + 1
             ordered = runs.sort_values(["seed", "run_id"])
-            listed = tuple(
-                (row.run_id, "stale" if not row.current else "" if row.status == "ok" else row.status)
-                for row in ordered.itertuples()
-            )
+            listed = tuple((row.run_id, _run_status(row)) for row in ordered.itertuples())
             shas = sorted(
                 {
                     _known(sha)[:10] + (" (dirty)" if pd.notna(dirty) and bool(dirty) else "")

@@ -18,7 +18,7 @@ GOLDEN = HERE / "golden" / "layout"
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
-def _write(results: Path, method: str, budget: str, seed: int, nll: float | None, status: str = "ok", day: int = 20):
+def _write(results: Path, method: str, budget: str, seed: int, nll: float | None, status="ok", day=20, earlier=()):
     paper = specs.load_paper("grid")
     config = specs.resolve(paper, method, "digits", specs.budget(budget), seed)
     metric = lambda value: {"value": value, "unit": "nats", "estimator": {"name": "hand-written"}}
@@ -39,6 +39,8 @@ def _write(results: Path, method: str, budget: str, seed: int, nll: float | None
         "timing": {"s_per_epoch": 2.0 if method == "alpha" else 3.0, "device_name": "Hand-written GPU"},
         "provenance": {"git_sha": SHA, "git_dirty": False, "finished": f"2026-11-{day}T12:00:00+00:00"},
     }
+    if earlier:  # the records a rerun replaced
+        record["earlier_attempts"] = [{**record, "status": attempt} for attempt in earlier]
     records.write(record, records.path_for(results, config, record["run_id"]))
     return record["run_id"]
 
@@ -52,7 +54,7 @@ def layout(tmp_path, monkeypatch):
         "alpha short": [_write(results, "alpha", "short", 0, 85.0, day=21)],  # one seed: no std
         "hf1": [_write(results, "hf[T=1]", "smoke", seed, nll) for seed, nll in enumerate([89.0, 89.5])],
         "hf1 failed": [_write(results, "hf[T=1]", "smoke", 2, None, "failed")],
-        "hf2": [_write(results, "hf[T=2]", "smoke", 0, 88.0)],
+        "hf2": [_write(results, "hf[T=2]", "smoke", 0, 88.0, earlier=("timeout", "failed"))],
         "hf2 diverged": [_write(results, "hf[T=2]", "smoke", 1, None, "diverged")],
     }
     generate.write_tables(results, tmp_path / "out")
@@ -115,6 +117,8 @@ def test_failed_and_diverged_runs_are_shown_and_footnoted(layout):
     assert f"`{ids['hf1 failed'][0]}` (failed)" in every
     kept = notes[_anchor(rows["hf[T=1]"][1])]
     assert all(f"`{run_id}`" in kept for run_id in ids["hf1"]) and ids["hf1 failed"][0] not in kept
+    # a rerun's record names the attempts it replaced, oldest first
+    assert f"`{ids['hf2'][0]}` (ok; earlier: timeout, failed)" in notes[_anchor(rows["hf[T=2]"][1])]
 
 
 def test_every_reproduced_cell_names_its_runs_commit_budget_hardware_and_day(layout):
