@@ -147,3 +147,19 @@ def test_without_the_files_it_says_where_to_put_them(small_split):
     assert data.DATASETS["celeba"].locate(None) is None  # nothing in the cache either
     with pytest.raises(UserError, match="likelihood = 'bernoulli' is not valid"):
         data.load("celeba", small_split, {"likelihood": "bernoulli"})
+
+
+@pytest.mark.parametrize("as_zip", [False, True], ids=["folder", "zip"])
+def test_data_status_verifies_without_decoding_the_images(small_split, monkeypatch, as_zip):
+    found = write_celeba(small_split, as_zip)
+    if as_zip:
+        with_published_md5_of(monkeypatch, found)
+    monkeypatch.setattr(celeba, "prepare_image", lambda *_: pytest.fail("status decoded the images"))
+    row = next(row for row in data.status(small_split) if row["dataset"] == "celeba")
+    assert row["available"] == "yes" and str(found) in row["origin"]
+    published = "md5 of img_align_celeba.zip matches the checksum manifest"
+    assert row["verified"] == (published if as_zip else "no published checksum for the extracted images")
+    if as_zip:  # an archive that is not the published one says so
+        monkeypatch.setitem(data.sources.MANIFEST, "celeba", {"md5": {"img_align_celeba.zip": "0" * 32}})
+        row = next(row for row in data.status(small_split) if row["dataset"] == "celeba")
+        assert row["verified"].startswith("NO: ") and "checksum mismatch" in row["verified"]

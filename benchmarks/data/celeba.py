@@ -44,6 +44,9 @@ HOW_TO_GET = (
 )
 
 
+UNVERIFIED_FOLDER = "no published checksum for the extracted images"
+
+
 class Source(NamedTuple):
     """Where the JPEGs are: their sorted names, a reader of one file's bytes, what names them in the
     cache, and what the record says of their verification."""
@@ -75,21 +78,33 @@ def _folder(path: Path, origin: str) -> Source:
     return Source(origin, names, lambda name: (path / name).read_bytes(), key, "")
 
 
-def locate(data_dir=None) -> tuple[str, Callable[[], Dataset]] | None:
+def _find(data_dir=None) -> tuple[str, Callable[[], Source]] | None:
     """The archive, else the extracted folder, in the data directory (if one is given, the only place
-    looked at) or the download cache. Returns (origin, loader)."""
+    looked at) or the download cache: (origin, its Source, made when called)."""
     data_dir = data_dir or os.environ.get("VLAEBENCH_DATA")
     root = Path(data_dir or sources.CACHE_DIR) / FOLDER
     place = "data directory" if data_dir else "download cache"
     if (root / ARCHIVE).is_file():
         origin = f"{place} {root / ARCHIVE}"
-        return origin, lambda: read(_archive(root / ARCHIVE, origin))
+        return origin, lambda: _archive(root / ARCHIVE, origin)
     if (root / IMAGES).is_dir():
         origin = f"{place} {root / IMAGES}"
-        return origin, lambda: read(_folder(root / IMAGES, origin))
+        return origin, lambda: _folder(root / IMAGES, origin)
     if data_dir:
         raise DataUnavailable(f"celeba not found in {root}: expected {ARCHIVE} or the folder {IMAGES}/")
     return None
+
+
+def locate(data_dir=None) -> tuple[str, Callable[[], Dataset]] | None:
+    """(origin, loader) of the files ``_find`` finds."""
+    found = _find(data_dir)
+    return None if found is None else (found[0], lambda: read(found[1]()))
+
+
+def verification(data_dir=None) -> str:
+    """What ``data status`` says of the files without decoding some 200,000 JPEGs: the archive's md5
+    is checked (a mismatch is an error); extracted images have no published checksum."""
+    return _find(data_dir)[1]().verified or UNVERIFIED_FOLDER
 
 
 def load(data_dir=None) -> Dataset:
@@ -146,9 +161,9 @@ def read(source: Source) -> Dataset:
             f"{VALID_IMAGES / TRAIN_FRACTION:.0f} (CelebA has 202,599)"
         )
     as_float = lambda a: torch.from_numpy(a).float().div_(255).numpy()  # one float32 copy, not a float64 one
-    verified = source.verified or (
-        "no published checksum for the extracted images; sha256 of the prepared images "
-        + hashlib.sha256(images.tobytes()).hexdigest()
+    verified = (
+        source.verified
+        or f"{UNVERIFIED_FOLDER}; sha256 of the prepared images " + hashlib.sha256(images.tobytes()).hexdigest()
     )
     return _make(
         "celeba",
@@ -167,4 +182,4 @@ def read(source: Source) -> Dataset:
     )
 
 
-ENTRY = Entry(load, locate, SHAPE, HOW_TO_GET, likelihoods=CONTINUOUS, order=100)
+ENTRY = Entry(load, locate, SHAPE, HOW_TO_GET, likelihoods=CONTINUOUS, order=100, verification=verification)
