@@ -25,11 +25,12 @@ bench: install
 	@echo "Your records: $(LOCAL)/runs/; your tables: $(LOCAL)/tables/README.md."
 	@echo "The committed reference tables: report/tables/README.md (same seeds, same CPU type: the same numbers)."
 
-# The linter and formatter check, then the tests (the speed benchmarks belong to `make benchmark`).
+# The linter and formatter check, then the tests (the speed benchmarks belong to `make benchmark`),
+# one pytest-xdist worker per core, at most 4.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -m "not performance"
+	$(BIN)/python -m pytest -q -m "not performance" -n auto --maxprocesses 4
 
 # The performance benchmarks (pytest-benchmark), timed for real.
 benchmark: install

@@ -1,12 +1,20 @@
 import hashlib
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import cli
+
+# Under pytest-xdist (`make test`) the workers share the cores: each takes its share of torch's
+# threads, rather than every worker using them all.
+XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if XDIST_WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // XDIST_WORKERS))
 
 
 @pytest.fixture
