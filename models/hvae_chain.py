@@ -8,7 +8,11 @@ its lowest layer and leave the others unused; the suite measures whether it does
 q(z|x) and p(z) are chains, not factorised Gaussians: their densities are the sums of the layers'
 conditional log-densities, sampled ancestrally (``GaussianChain``). The inference gaps optimise
 q(z_0|x)'s mean and scale per point, the upper conditionals being the model's networks (as an IAF's
-MADEs are)."""
+MADEs are).
+
+Every Gaussian of the chain but the top prior N(0, I) has the ladder code's standard deviation,
+sigmoid(·) + 0.001, as the ladder's posterior has (``sigmoid_log_scale``): the same latent layers,
+the same bounds, so that the two models differ in their structure alone."""
 
 import math
 
@@ -18,7 +22,7 @@ from torch.distributions import Distribution, constraints
 
 from models import register
 from models.base import LatentVariableModel, sampled_elbo_loss
-from models.networks import PixelLikelihood, mlp
+from models.networks import PixelLikelihood, mlp, sigmoid_log_scale
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -76,19 +80,21 @@ class GaussianChain(Distribution):
 
 
 class _Conditional(nn.Module):
-    """(loc, log-scale) of a Gaussian block from the block before it: an MLP."""
+    """(loc, log-scale) of a Gaussian block from the block before it: an MLP, its scale the ladder's."""
 
     def __init__(self, n_in, n_out, hidden):
         super().__init__()
         self.net = mlp([n_in, hidden, hidden, 2 * n_out], "relu")
 
     def forward(self, previous):
-        return self.net(previous).chunk(2, dim=-1)
+        loc, raw_scale = self.net(previous).chunk(2, dim=-1)
+        return loc, sigmoid_log_scale(raw_scale)
 
 
 @register("hvae_chain")
 class MarkovChainHierarchicalVAE(LatentVariableModel):
     likelihoods = PixelLikelihood.FAMILIES
+    version = 2  # 2: every conditional's scale bounded as the ladder's (unbounded, it diverged on a GPU)
 
     def __init__(self, data_shape, likelihood="bernoulli", latent_dims=(2, 2, 2), hidden=1024, samples=1):
         super().__init__()
@@ -113,8 +119,8 @@ class MarkovChainHierarchicalVAE(LatentVariableModel):
         return GaussianChain(self._top, self._top, list(reversed(self.down)), self.bottom_up[::-1], ())
 
     def variational_parameters(self, x):
-        loc, log_scale = self.encoder(x.flatten(1)).chunk(2, dim=-1)
-        return {"loc": loc, "log_scale": log_scale}
+        loc, raw_scale = self.encoder(x.flatten(1)).chunk(2, dim=-1)
+        return {"loc": loc, "log_scale": sigmoid_log_scale(raw_scale)}
 
     def variational_family(self, parameters):
         loc = parameters["loc"]

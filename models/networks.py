@@ -54,6 +54,12 @@ def mlp(sizes: list[int], activation: str, init: str = "pytorch") -> nn.Sequenti
     return nn.Sequential(*layers)
 
 
+def sigmoid_log_scale(raw: torch.Tensor) -> torch.Tensor:
+    """log(sigmoid(raw) + 0.001): the ladder code's standard deviation, bounded in (0.001, 1.001), so
+    that no Gaussian of a layer can collapse to a point or blow up (an unbounded exp can)."""
+    return torch.log(torch.sigmoid(raw) + 1e-3)
+
+
 def diagonal_gaussian(loc: torch.Tensor, log_scale: torch.Tensor) -> Independent:
     """N(loc, diag(exp(log_scale)^2)) over the last dimension."""
     return Independent(Normal(loc, log_scale.exp(), validate_args=False), 1, validate_args=False)

@@ -27,7 +27,13 @@ from torch.distributions import Normal
 
 from models import register
 from models.base import LatentVariableModel
-from models.networks import PixelLikelihood, diagonal_gaussian, standard_normal, standard_normal_kl
+from models.networks import (
+    PixelLikelihood,
+    diagonal_gaussian,
+    sigmoid_log_scale,
+    standard_normal,
+    standard_normal_kl,
+)
 
 
 def _convolutions(image_channels: int, channels: list[int]) -> nn.Sequential:
@@ -129,7 +135,7 @@ class VariationalLadderAutoencoder(LatentVariableModel):
         for layer, head in enumerate(self.heads):
             loc, raw_scale = head(h).chunk(2, dim=-1)
             locs.append(loc)
-            log_scales.append(torch.log(torch.sigmoid(raw_scale) + 1e-3))
+            log_scales.append(sigmoid_log_scale(raw_scale))
             if layer < len(self.climb):
                 h = self.climb[layer](h)
         return {"loc": torch.cat(locs, -1), "log_scale": torch.cat(log_scales, -1)}

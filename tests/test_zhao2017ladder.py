@@ -132,11 +132,28 @@ def test_the_chains_kl_per_layer_is_its_conditionals_share_and_adds_up_to_its_kl
     assert set(kl["parts"]) == {"layer0", "layer1", "layer2"} and kl["parts_estimator"]["name"] == "monte_carlo"
     assert sum(kl["parts"].values()) == pytest.approx(kl["value"], rel=1e-5)
     # each layer's share is its own conditionals': with q(z_2 | z_1) made N(0, I), p(z_2)'s, it is 0
+    # (the scale's raw output at logit(0.999): sigmoid + 0.001 = 1)
     with torch.no_grad():
         chain.up[-1].net[-1].weight.zero_()
         chain.up[-1].net[-1].bias.zero_()
+        chain.up[-1].net[-1].bias[3:] = torch.logit(torch.tensor(0.999))
     kl = metrics.density_metrics(chain, images(6), samples=50, parts=chain.latent_parts())["kl"]
     assert kl["parts"]["layer2"] == pytest.approx(0, abs=1e-6) and kl["parts"]["layer1"] > 0.01
+
+
+@pytest.mark.parametrize("raw", [-1e4, 1e4])
+def test_the_chains_scales_are_bounded_as_the_ladders_so_its_loss_stays_finite(raw):
+    """Every Gaussian of the chain but its top prior has the ladder's sigmoid + 0.001 scale: however far
+    its networks push it (as a diverging run's did), its loss stays finite."""
+    torch.manual_seed(0)
+    chain = models.build("hvae_chain", (28, 28), {"latent_dims": [2, 2, 2], "hidden": 16}, "bernoulli")
+    with torch.no_grad():
+        for net in [chain.encoder, *(c.net for c in (*chain.up, *chain.down))]:
+            net[-1].bias[net[-1].out_features // 2 :] = raw
+    scale = chain.variational_parameters(images(4))["log_scale"].exp()
+    assert 0.999e-3 < scale.min() and scale.max() < 1.0011  # (0.001, 1.001), up to float32 rounding
+    loss, _ = chain.loss(images(4))
+    assert torch.isfinite(loss)
 
 
 LADDER_SMALL = """
