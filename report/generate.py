@@ -327,9 +327,14 @@ def reported_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def _tally(runs: pd.DataFrame) -> str:
+    """How many runs ended each way, stale ones apart: "1 failed, 2 ok"."""
+    counts = runs["status"].where(runs["current"], "stale").value_counts()
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "0"
+
+
 def _row(paper, dataset, method, runs: pd.DataFrame, compare, show, footnotes) -> tuple[list, list[str], set[str]]:
     kept = _kept(runs)
-    counts = runs["status"].where(runs["current"], "stale").value_counts()
     cells, notes, marks = [method], [], set()
     for reference in compare:
         view = _view(paper, reference)
@@ -359,8 +364,7 @@ def _row(paper, dataset, method, runs: pd.DataFrame, compare, show, footnotes) -
     speed = _fmt(per_epoch["s_per_epoch"].mean(), _digits("s_per_epoch")) if len(per_epoch) else "–"
     cells.append(footnotes.mark(Cell(speed, f" ({stale} stale)" if stale else ""), per_epoch))
     marks |= {"stale"} if stale else set()
-    tally = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "0"
-    cells.append(footnotes.mark(Cell(tally), runs))  # every run, failed and stale ones too
+    cells.append(footnotes.mark(Cell(_tally(runs)), runs))  # every run, failed and stale ones too
     return cells, notes, marks
 
 
@@ -683,14 +687,13 @@ def render_grid(paper, dataset, budget_name, frame: pd.DataFrame, key: str) -> t
     per value of ``key`` (methods without it in a column of their own); each cell the compared
     metric reproduced (and reported), the amortization gap, and the training time per epoch and
     the test-time inference latency as ratios to ``evaluation.cost_relative_to``'s."""
-    here = _kept(
-        frame[
-            (frame["paper"] == paper.key)
-            & (frame["dataset"] == dataset)
-            & (frame["budget"] == budget_name)
-            & (frame["evaluation"] == "")
-        ]
-    )
+    everything = frame[
+        (frame["paper"] == paper.key)
+        & (frame["dataset"] == dataset)
+        & (frame["budget"] == budget_name)
+        & (frame["evaluation"] == "")
+    ]
+    here = _kept(everything)
     metric = paper.evaluation["compare"][0]
     view = _view(paper, metric)
     values = list(dict.fromkeys(m.grid_point[key] for m in paper.methods.values() if key in m.grid_point))
@@ -716,6 +719,9 @@ def render_grid(paper, dataset, budget_name, frame: pd.DataFrame, key: str) -> t
             mine = _mean_of(runs, column)
             if mine is not None and costs[column]:
                 extras.append(f"; {label} ×{mine / costs[column]:.2g}")
+        ended = everything[everything["method"] == method]
+        if not len(runs) and len(ended):  # nothing to average: how its runs ended ("3 timeout"), not a bare "–"
+            return footnotes.mark(Cell(_tally(ended), "".join(extras)), ended)
         return footnotes.mark(Cell(reproduced.text, "".join(extras), reproduced.mean), runs)
 
     rows = {}

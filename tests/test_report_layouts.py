@@ -121,6 +121,20 @@ def test_failed_and_diverged_runs_are_shown_and_footnoted(layout):
     assert f"`{ids['hf2'][0]}` (ok; earlier: timeout, failed)" in notes[_anchor(rows["hf[T=2]"][1])]
 
 
+def test_a_variant_without_a_kept_run_shows_how_its_runs_ended_in_the_grid(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLAEBENCH_SPECS", str(HERE / "specs_layout"))
+    results = tmp_path / "results"
+    _write(results, "alpha", "smoke", 0, 90.0)
+    _write(results, "hf[T=1]", "smoke", 0, 89.0)
+    timeouts = [_write(results, "hf[T=2]", "smoke", seed, None, "timeout") for seed in (0, 1)]
+    generate.write_tables(results, tmp_path / "out")
+    markdown = (tmp_path / "out" / "grid__digits__smoke__by-T.md").read_text()
+    rows, notes = table_rows(markdown, links=True), _footnotes(markdown)
+    assert _plain(rows["hf"][2]) == "2 timeout (paper −88.40)"  # not a bare "–", as if it had never run
+    assert all(f"`{run_id}` (timeout)" in notes[_anchor(rows["hf"][2])] for run_id in timeouts)
+    assert _plain(rows["alpha"][1]) == "–"  # alpha has no T = 1 variant
+
+
 def test_every_reproduced_cell_names_its_runs_commit_budget_hardware_and_day(layout):
     out, ids = layout
     for name, budget, key, day in (("smoke", "smoke", "alpha smoke", "20"), ("short", "short", "alpha short", "21")):
