@@ -7,7 +7,8 @@
   and claims (those of ``vlaebench tables``, also written as ``.md`` and ``.tex`` under ``tables/``),
   its figures, the pictures its runs drew (samples, reconstructions, the method's own), and the
   provenance of every run, failed and stale ones included (never silently dropped);
-- ``index.html``: the same page, self-contained (styles inline, every image embedded as a data URI);
+- ``index.html``: the same page, self-contained (styles inline, every image embedded as a data URI;
+  git-ignored in this repository: at some 10 MB it would add its size to the history at each regeneration);
 - ``figures/*.png`` (matplotlib): per paper, dataset and budget, the validation ELBO against the
   epoch and against training wall-clock; the test NLL against training wall-clock, every method on
   one axis (the comparison at equal compute); the inference gaps, amortization and approximation
