@@ -178,8 +178,8 @@ class PixelLikelihood(nn.Module):
 
     def score_and_curvature(self, output: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The gradient of log p(x|output) in the decoder's ``output`` [B, D], and its curvature: the
-        diagonal of minus its Hessian (Bernoulli: s(1 − s) with s = sigmoid(output); Gaussian: 1/σ²
-        for every pixel). Through a piecewise-linear decoder with Jacobian J, Jᵀ score and
+        diagonal of minus its Hessian (Bernoulli: s(1 − s) [B, D] with s = sigmoid(output); Gaussian:
+        1/σ², one number [] for every pixel). Through a piecewise-linear decoder with Jacobian J, Jᵀ score and
         Jᵀ diag(curvature) J are then the gradient and minus the Hessian of log p(x|z) in z (a
         Laplace approximation's precision, Park et al. 2019)."""
         x = x.flatten(1)
@@ -188,7 +188,7 @@ class PixelLikelihood(nn.Module):
             return x - probability, probability * (1 - probability)
         if self.family == "gaussian":
             precision = torch.exp(-2 * self.log_scale)
-            return (x - output) * precision, precision.expand_as(output)
+            return (x - output) * precision, precision  # one number: the same for every pixel
         raise ValueError(f"no closed-form curvature for the {self.family} likelihood")
 
     def forward(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

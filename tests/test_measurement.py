@@ -426,6 +426,7 @@ def test_cremers_own_start_from_zero_reaches_the_same_q_star(points):
 
 def test_the_gap_fit_in_chunks_of_points_equals_the_fit_of_all_points_at_once(points):
     model = LinearGaussian(encoder="diagonal")
+    points = points[:8]  # chunks of 3, 3 and 2: a short last chunk too
     torch.manual_seed(0)
     whole = metrics.inference_gaps(model, points, 600, samples=2000, optimizer=QUICK, points_per_chunk=len(points))
     torch.manual_seed(0)

@@ -5,10 +5,11 @@ loop against a bare PyTorch loop. Evaluation: test NLL with K = 1000 on 1000 tes
 harness's batched estimator against a per-image loop, as common libraries write it. Inference
 gaps: their cost on 100 MNIST test points against the test NLL of the same points. Park et al.'s
 methods (VLAE, SA-VAE, HF, IAF at T = 1, 2, 4): training steps and test-time inference beside the
-VAE's on the paper's network. Kim & Pavlovic's test-time inference against SA-VAE's; Chen et al.'s
-PixelCNN decoder (training throughput, sampling); Ma et al.'s regulariser, forward and backward,
-beside the whole MAE training step it belongs to. Each group's table shows the ratio; the
-assertions check only that both sides compute the same thing.
+VAE's on the paper's network, and VLAE's Gaussian-output precision through the output layer's
+Gram matrix against the per-point Jacobian it replaced. Kim & Pavlovic's test-time inference against
+SA-VAE's; Chen et al.'s PixelCNN decoder (training throughput, sampling); Ma et al.'s regulariser,
+forward and backward, beside the whole MAE training step it belongs to. Each group's table shows the
+ratio; the assertions check only that both sides compute the same thing.
 """
 
 import math
@@ -309,6 +310,55 @@ def test_park_inference_cost(benchmark, mnist, method, T):
     with torch.no_grad():
         z = benchmark.pedantic(lambda: model.posterior(x).sample(), rounds=10, iterations=1, warmup_rounds=2)
     assert z.shape == (100, 50) and torch.isfinite(z).all()
+
+
+VLAE_PIXELS = {"MNIST, 784 pixels": 784, "CIFAR-10, 3,072 pixels": 3072}
+
+
+def explicit_jacobian_precision(model, x, mu):
+    """Λ of a Gaussian decoder as VLAE formed it before its Gram path (and as it still does for Bernoulli
+    output, whose curvature differs from pixel to pixel): each point's whole Jacobian J = W M [D, k],
+    then c Jᵀ J + I."""
+    hidden, hidden_jacobian = model.linearize(mu)
+    jacobian = model.decoder[-1].weight @ hidden_jacobian
+    _, curvature = model.likelihood.score_and_curvature(model.decoder[-1](hidden), x)
+    identity = torch.eye(mu.shape[-1])
+    return jacobian.transpose(1, 2) @ (curvature * jacobian) + identity
+
+
+@pytest.mark.parametrize("formula", ["explicit Jacobian", "output Gram"])
+@pytest.mark.parametrize("pixels", VLAE_PIXELS.values(), ids=VLAE_PIXELS.keys())
+def test_vlae_gaussian_precision_cost(benchmark, pixels, formula):
+    benchmark.group = f"VLAE: Λ of a Gaussian decoder, batch {PARK_BATCH}, 500-500 relu, {pixels} pixels"
+    torch.manual_seed(0)
+    model = models.build("vlae", (pixels,), PARK, "gaussian")
+    x, mu = torch.randn(PARK_BATCH, pixels), torch.randn(PARK_BATCH, 50, requires_grad=True)
+
+    def forward_backward():
+        if formula == "explicit Jacobian":
+            precision = explicit_jacobian_precision(model, x, mu)
+        else:
+            precision = model.precision_and_gradient(x, mu)[0]
+        precision.sum().backward()  # training backpropagates through Λ
+        return precision.detach()
+
+    precision = benchmark.pedantic(forward_backward, rounds=5, iterations=1, warmup_rounds=1)
+    torch.testing.assert_close(precision, explicit_jacobian_precision(model, x, mu).detach(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("method, T", [("vae", None), ("vlae", 1), ("vlae", 4)], ids=["vae", "vlae[T=1]", "vlae[T=4]"])
+def test_park_gaussian_training_step_cost(benchmark, mnist, method, T):
+    benchmark.group = f"Park et al. 2019: {PARK_STEPS} training steps of batch {PARK_BATCH} on mnist_gray (Gaussian)"
+    centred = mnist.train[: PARK_STEPS * PARK_BATCH] - mnist.train.mean(0)  # mnist_gray: mean-normalised
+
+    def fresh_training():
+        torch.manual_seed(0)
+        model = models.build(method, mnist.shape, PARK if T is None else {**PARK, "T": T}, "gaussian")
+        model.likelihood.init_scale(centred.pow(2).mean().item())
+        return training_steps(model, centred.split(PARK_BATCH), torch.optim.Adam(model.parameters(), lr=5e-4))
+
+    loss = benchmark.pedantic(fresh_training, rounds=3, iterations=1)
+    assert math.isfinite(loss)
 
 
 # --- Kim & Pavlovic 2020: the recursive mixture's test-time inference against SA-VAE's refinement ------------

@@ -21,7 +21,7 @@ DIGITS_COLOUR = torch.nn.functional.pad(DIGITS_28, (2, 2, 2, 2)).expand(-1, 3, -
 
 
 # Narrower than their defaults, for the methods whose default networks would take minutes here (the
-# protocol does not depend on width): 500 importance samples of 16 images through a PixelCNN decoder
+# protocol does not depend on width): 100 importance samples of 16 images through a PixelCNN decoder
 # or the ladder's layers of 1,024 units.
 PIXELCNN_NARROW = {
     "latent_dim": 8,
@@ -126,8 +126,10 @@ def test_loss_is_a_finite_scalar_with_diagnostics_and_trains_every_parameter(cas
 
 
 def test_importance_sampled_likelihood_is_above_the_elbo(model, x):
+    # at the smoke budget's K; where the KL is a Monte-Carlo estimate from the same draws, the bound
+    # holds at every K (Jensen), and an analytic KL differs from it by the draws' noise only
     torch.manual_seed(0)
-    result = metrics.density_metrics(model, x, samples=500)
+    result = metrics.density_metrics(model, x, samples=specs.budget("smoke").caps["importance_samples"])
     assert -result["nll"]["value"] >= result["elbo"]["value"] - 0.05
     assert result["elbo"]["value"] == pytest.approx(result["recon"]["value"] - result["kl"]["value"])
 
