@@ -87,6 +87,9 @@ BUDGET_KEYS = {
     *TRAINING_EXECUTION,
 }
 EVALUATION_KEYS = {*EVALUATION_SIZES, *EXECUTION_DEFAULTS, "gap_start", "compare", "show", "cost_relative_to"}
+# What a paper's [datasets.<name>] table holds besides the dataset's options: a note, and the training
+# settings and evaluation sizes the paper uses on that dataset alone (over [training] and [evaluation]).
+DATASET_SETTINGS = ("note", "training", "evaluation")
 REPORTED_KEYS = {"method", "dataset", "metric", "value", "std", "tolerance", "source", "missing", "note"}
 CLAIM_KEYS = {
     "claim",
@@ -397,13 +400,19 @@ def _datasets(path: Path, datasets) -> dict:
     if not isinstance(datasets, dict) or not datasets:
         raise UserError(f"{path}: [datasets] must name at least one dataset")
     for name, table in datasets.items():
+        where = f"{path}: [datasets.{name}]"
         if name not in DATASETS:
             raise UserError(f"{path}: datasets.{name}: unknown dataset; valid: {', '.join(DATASETS)}")
-        _check_keys(f"{path}: [datasets.{name}]", table, {"note", *DATASETS[name].options()})
+        _check_keys(where, table, {*DATASET_SETTINGS, *DATASETS[name].options()})
+        _training(f"{where} training", table.get("training", {}), TRAINING_DEFAULTS)
+        evaluation = table.get("evaluation", {})
+        _check_keys(f"{where} evaluation", evaluation, {*EVALUATION_SIZES, *EXECUTION_DEFAULTS})
+        for key, value in evaluation.items():
+            _positive_int(f"{where} evaluation.{key}", value)
         try:
             resolve_options(name, dataset_options(table))
         except UserError as e:
-            raise UserError(f"{path}: [datasets.{name}]: {e}") from None
+            raise UserError(f"{where}: {e}") from None
     return datasets
 
 
@@ -490,7 +499,14 @@ def _methods(path: Path, name: str, table: dict, training: dict, datasets: dict)
     on = table.get("on", {})
     _check_keys(f"{where} on", on, set(datasets))
     merged_options = {}  # per dataset: the paper's options, then the method's own
+    own_training = set(chosen_training) | {k.removeprefix("training.") for k in grid if k.startswith("training.")}
     for dataset, paper_table in datasets.items():
+        clash = own_training & set(paper_table.get("training", {}))
+        if clash:
+            raise UserError(
+                f"{where} training: {', '.join(sorted(clash))} is also set by [datasets.{dataset}] training; "
+                "set it in one place"
+            )
         mine, here = on.get(dataset, {}), f"{where} on.{dataset}"
         _check_keys(here, mine, ON_KEYS)
         _check_keys(f"{here}.options", mine.get("options", {}), set(DATASETS[dataset].options()))
@@ -652,8 +668,8 @@ def _check_builds(where: str, model: str, hyper: dict, dataset: str, options: di
 
 
 def dataset_options(table: dict) -> dict:
-    """The options a paper's ``[datasets.<name>]`` table sets (all its keys but the note)."""
-    return {key: value for key, value in table.items() if key != "note"}
+    """The options a paper's ``[datasets.<name>]`` table sets."""
+    return {key: value for key, value in table.items() if key not in DATASET_SETTINGS}
 
 
 def _training(where: str, table: dict, defaults: dict) -> dict:
@@ -692,16 +708,19 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
         raise UserError(f"paper {paper.key!r} has no dataset {dataset!r}; valid: {', '.join(paper.datasets)}")
     spec = paper.methods[method]
     caps = budget_.caps
-    training = dict(spec.training)
+    on_dataset = paper.datasets[dataset]  # its training and evaluation settings, over the paper's
+    chosen_training = {**spec.chosen_training, **on_dataset.get("training", {})}
+    training = {**spec.training, **on_dataset.get("training", {})}
     training["epochs"] = min(training["epochs"], caps.get("max_epochs", training["epochs"]))
     training["max_steps"] = caps.get("max_steps")
     training["max_wall_s"] = caps.get("max_wall_s")
     for key in TRAINING_EXECUTION:  # the spec's, else the budget's, else the default
-        if key not in spec.chosen_training and key in caps:
+        if key not in chosen_training and key in caps:
             training[key] = caps[key]
-    evaluation = {key: caps.get(key, paper.evaluation.get(key)) for key in EVALUATION_SIZES}
-    evaluation["gap_start"] = paper.evaluation.get("gap_start")  # None: the encoder's output
-    execution = {key: caps.get(key, paper.evaluation.get(key, default)) for key, default in EXECUTION_DEFAULTS.items()}
+    protocol = {**paper.evaluation, **on_dataset.get("evaluation", {})}
+    evaluation = {key: caps.get(key, protocol.get(key)) for key in EVALUATION_SIZES}
+    evaluation["gap_start"] = protocol.get("gap_start")  # None: the encoder's output
+    execution = {key: caps.get(key, protocol.get(key, default)) for key, default in EXECUTION_DEFAULTS.items()}
     if evaluation["gap_points"] and not (evaluation["gap_max_steps"] and evaluation["gap_samples"]):
         raise UserError(f"paper {paper.key!r}, budget {budget_.name!r}: gap_points needs gap_max_steps and gap_samples")
     if evaluation["ais_points"] and not (evaluation["ais_chains"] and evaluation["ais_steps"]):
@@ -716,7 +735,7 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
         "model_version": models.registry()[spec.model].version,
         "hyper": chosen_hyper,
         "training": {
-            **{k: v for k, v in spec.chosen_training.items() if k not in TRAINING_EXECUTION},
+            **{k: v for k, v in chosen_training.items() if k not in TRAINING_EXECUTION},
             "epochs": training["epochs"],
         },
         "dataset": dataset,

@@ -651,15 +651,26 @@ def render(paper, dataset, budget_name, frame: pd.DataFrame, evaluation: str = "
     )
     if paper.layout.bold_best:
         notes.append(BOLD_NOTE)
-    if "note" in paper.datasets[dataset]:
-        notes.append(f"Dataset: {paper.datasets[dataset]['note']}")
-    for method, spec in paper.methods.items():  # what a method sets for this dataset alone
-        for kind, values in spec.on.get(dataset, {}).items():
-            shown = ", ".join(f"{k} = {specs.shown_value(v)}" for k, v in values.items())
-            notes.append(f"{method} on {dataset}: its own {'dataset options' if kind == 'options' else kind}: {shown}")
+    notes += dataset_notes(paper, dataset)
     if footnotes.notes:
         notes.append(FOOTNOTES_NOTE + "; the runs column's: every run of the row, failed and stale ones too")
     return _documents(title, caption, header, rows, notes, footnotes=footnotes)
+
+
+def dataset_notes(paper, dataset) -> list[str]:
+    """What a table says of its dataset: the spec's note, the training and evaluation settings the
+    paper uses on it alone, and what each method sets for it alone."""
+    notes = [f"Dataset: {paper.datasets[dataset]['note']}"] if "note" in paper.datasets[dataset] else []
+    for kind in ("training", "evaluation"):
+        values = paper.datasets[dataset].get(kind, {})
+        if values:
+            shown = ", ".join(f"{k} = {specs.shown_value(v)}" for k, v in values.items())
+            notes.append(f"On {dataset}, every method's {kind} over the paper's: {shown} (a budget's caps still apply)")
+    for method, spec in paper.methods.items():
+        for kind, values in spec.on.get(dataset, {}).items():
+            shown = ", ".join(f"{k} = {specs.shown_value(v)}" for k, v in values.items())
+            notes.append(f"{method} on {dataset}: its own {'dataset options' if kind == 'options' else kind}: {shown}")
+    return notes
 
 
 BOLD_NOTE = (
@@ -753,6 +764,7 @@ def render_grid(paper, dataset, budget_name, frame: pd.DataFrame, key: str) -> t
         ]
         + [MARK_NOTES[m] for m in MARK_NOTES if m in marks]
         + ([GRID_BOLD_NOTE] if paper.layout.bold_best else [])
+        + dataset_notes(paper, dataset)
         + ([FOOTNOTES_NOTE] if footnotes.notes else [])
     )
     return _documents(title, caption, header, table, notes, footnotes=footnotes)

@@ -1,6 +1,7 @@
-"""Dataset options: the GM-DGM code's PCA preprocessing (``pca``); and what one method of a spec sets
+"""Dataset options: the GM-DGM code's PCA preprocessing (``pca``); what one method of a spec sets
 for one dataset alone (``[methods.<name>.on.<dataset>]``: dataset options, hyper-parameters) without
-changing its runs on the other datasets or the other methods' runs."""
+changing its runs on the other datasets or the other methods' runs; and the training and evaluation
+settings a paper uses on one dataset for every method (``[datasets.<name>]`` training, evaluation)."""
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from test_harness import spec_folder
 import models
 from benchmarks import UserError, data, specs
 from benchmarks.data import Dataset
+from report import generate
 
 
 def _spread(n: int, seed: int, scale: float = 1.0) -> torch.Tensor:
@@ -153,4 +155,70 @@ def test_a_method_that_needs_images_refuses_pca_when_the_spec_loads(tmp_path, mo
     )
     spec_folder(tmp_path, monkeypatch, own=text)
     with pytest.raises(UserError, match=r"\[methods.vae\] hyper: the method cannot be built for mnist_gray"):
+        specs.load_paper("own")
+
+
+ON_GRAY = '[datasets.mnist_gray]\nlikelihood = "gaussian"\n'
+GRAY_SETTINGS = ON_GRAY + (
+    "training = { batch_size = 64, ema_decay = 0.9995 }\nevaluation = { importance_samples = 7 }\n"
+)
+
+
+def test_a_dataset_sets_training_and_evaluation_for_every_method_on_it_alone(tmp_path, monkeypatch):
+    # the MAE code's colour settings on CIFAR-10 (batch 64, EMA 0.9995, 512 importance samples)
+    spec_folder(tmp_path, monkeypatch, own=OWN_OPTIONS)
+    paper = specs.load_paper("own")
+    before = {
+        (m, d, b): specs.run_id(specs.resolve(paper, m, d, specs.budget(b), 0))
+        for m in ("vae", "gmdgm")
+        for d in ("mnist", "mnist_gray")
+        for b in ("smoke", "paper")
+    }
+    spec_folder(tmp_path, monkeypatch, own=OWN_OPTIONS.replace(ON_GRAY, GRAY_SETTINGS))
+    paper = specs.load_paper("own")
+    for method in ("vae", "gmdgm"):
+        gray, mnist = (specs.resolve(paper, method, d, specs.budget("paper"), 0) for d in ("mnist_gray", "mnist"))
+        assert gray["training"]["batch_size"] == 64 and gray["training"]["ema_decay"] == 0.9995
+        assert gray["evaluation"]["importance_samples"] == 7  # over the paper's 10
+        assert gray["identity"]["training"] == {"batch_size": 64, "ema_decay": 0.9995, "epochs": 100}
+        assert mnist["training"]["batch_size"] == 100 and mnist["evaluation"]["importance_samples"] == 10
+        assert specs.run_id(mnist) == before[method, "mnist", "paper"]  # the other dataset's runs are the same
+        assert specs.run_id(gray) != before[method, "mnist_gray", "paper"]
+        smoke = specs.resolve(paper, method, "mnist_gray", specs.budget("smoke"), 0)
+        assert smoke["evaluation"]["importance_samples"] == 100  # a budget's own sizes still apply
+        assert smoke["training"]["epochs"] == 3 and smoke["training"]["batch_size"] == 64
+    training_note, evaluation_note = generate.dataset_notes(paper, "mnist_gray")
+    assert (
+        "On mnist_gray, every method's training over the paper's: batch_size = 64, ema_decay = 0.9995" in training_note
+    )
+    assert "On mnist_gray, every method's evaluation over the paper's: importance_samples = 7" in evaluation_note
+    assert generate.dataset_notes(paper, "mnist") == []
+
+
+@pytest.mark.parametrize(
+    "settings, error",
+    [
+        ("training = { batch_sise = 64 }", r"\[datasets.mnist_gray\] training: unknown key\(s\) batch_sise"),
+        ("training = { ema_decay = 1.5 }", r"\[datasets.mnist_gray\] training ema_decay: expected a finite number"),
+        ('evaluation = { compare = ["nll"] }', r"\[datasets.mnist_gray\] evaluation: unknown key\(s\) compare"),
+        ("evaluation = { importance_samples = 0 }", "evaluation.importance_samples: expected a positive integer"),
+    ],
+)
+def test_a_datasets_bad_settings_are_refused_when_the_spec_loads(tmp_path, monkeypatch, settings, error):
+    spec_folder(tmp_path, monkeypatch, own=OWN_OPTIONS.replace(ON_GRAY, ON_GRAY + settings + "\n"))
+    with pytest.raises(UserError, match=error):
+        specs.load_paper("own")
+
+
+@pytest.mark.parametrize(
+    "method_training",
+    ["training = { batch_size = 32 }", "grid = { 'training.batch_size' = [32, 128] }"],
+    ids=["the method's training", "its grid"],
+)
+def test_a_training_setting_set_by_both_a_method_and_a_dataset_is_refused(tmp_path, monkeypatch, method_training):
+    text = OWN_OPTIONS.replace(ON_GRAY, GRAY_SETTINGS).replace(
+        'model = "vae"', 'model = "vae"\n' + method_training.replace("'", '"')
+    )
+    spec_folder(tmp_path, monkeypatch, own=text)
+    with pytest.raises(UserError, match=r"\[methods.vae\] training: batch_size is also set by \[datasets.mnist_gray\]"):
         specs.load_paper("own")
