@@ -361,6 +361,15 @@ def _failure(record: dict, error: BaseException) -> None:
     record.update(status="failed", stop_reason=reason, error=traceback.format_exc()[-4000:])
 
 
+def place(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` on ``device``; on the CPU with its convolutions' weights channels-last, so that
+    oneDNN's convolutions (whose outputs follow their weights' layout) run 1.2 to 1.3 times faster
+    on the PixelCNN decoders (report/performance.md). The same numbers up to rounding; a model
+    without convolutions is unchanged, and on a GPU the model stays as built."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
+
+
 def run(
     config: dict, run_id: str, data: Dataset, device: torch.device, progress: bool = True, results: Path | None = None
 ) -> dict:
@@ -371,7 +380,7 @@ def run(
     reset = reset_peak_memory(device)
     try:
         torch.manual_seed(config["seed"])
-        model = models.build(config["model"], data.shape, config["hyper"], data.likelihood).to(device)
+        model = place(models.build(config["model"], data.shape, config["hyper"], data.likelihood), device)
         checkpoint = None if results is None else records.checkpoint_path(results, run_id)
         trained = train(model, data, config, device, progress, checkpoint)
         record.update({key: trained[key] for key in ("status", "stop_reason", "error", "curves", "selection")})
@@ -477,7 +486,7 @@ def reevaluate(trained: dict, data: Dataset, device: torch.device, results: Path
     record["timing"] = {key: trained["timing"].get(key) for key in TRAINING_TIMING}
     reset = reset_peak_memory(device)
     try:
-        model = models.build(config["model"], data.shape, config["hyper"], data.likelihood).to(device)
+        model = place(models.build(config["model"], data.shape, config["hyper"], data.likelihood), device)
         model.load_state_dict(records.load_weights(results, trained["run_id"], device))
         evaluate_into(record, model, data, config["evaluation"], device)
     except UserError:

@@ -1,6 +1,7 @@
 """The fast paths against the plain computations they replace: the Bernoulli log-likelihood and tanh
 (models/networks.py, fast on the CPU without gradient), the chunked importance-sampled estimator
-(benchmarks/metrics.py), and the VAE and IWAE losses written with plain tensors (models/)."""
+(benchmarks/metrics.py), the VAE and IWAE losses written with plain tensors (models/), and the
+channels-last convolutions of a model placed on the CPU (benchmarks/train.py)."""
 
 import math
 
@@ -170,3 +171,33 @@ def test_plain_tensor_losses_equal_the_distribution_ones(key, samples, likelihoo
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert diagnostics["elbo"].item() == pytest.approx(-loss.item() if key == "vae" else diagnostics["elbo"].item())
     torch.testing.assert_close(diagnostics["kl"], kl_divergence(model.posterior(x), model.prior()).mean())
+
+
+@pytest.mark.parametrize("method", ["vlossy", "vae"])
+def test_a_model_placed_on_the_cpu_has_channels_last_convolutions_and_the_same_loss_and_gradients(method):
+    from benchmarks.train import place
+
+    torch.manual_seed(0)
+    hyper = (
+        {"latent_dim": 8, "prior_steps": 2, "prior_hidden": [32], "pixelcnn_layers": 3} if method == "vlossy" else SMALL
+    )
+    plain = models.build(method, (1, 28, 28), hyper)
+    placed = place(models.build(method, (1, 28, 28), hyper), torch.device("cpu"))
+    placed.load_state_dict(plain.state_dict())
+    convolutions = [p for p in placed.parameters() if p.dim() == 4]
+    assert bool(convolutions) == (method == "vlossy")  # the VAE has none: unchanged
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convolutions)
+    assert all(p.is_contiguous() for p in placed.parameters() if p.dim() != 4)
+    if convolutions:  # a 1×1 kernel is both layouts at once; the 3×3 ones changed
+        assert any(not p.is_contiguous() for p in convolutions)
+    x = torch.rand(16, 1, 28, 28).round()
+    losses, gradients = [], []
+    for model in (plain, placed):
+        torch.manual_seed(1)
+        loss, _ = model.loss(x)
+        loss.backward()
+        losses.append(loss.detach())
+        gradients.append([p.grad for p in model.parameters()])
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=0)
+    for placed_grad, plain_grad in zip(gradients[1], gradients[0]):
+        torch.testing.assert_close(placed_grad, plain_grad, rtol=1e-3, atol=1e-5)
