@@ -128,20 +128,24 @@ hyper = { latent_dim = 4, prior_steps = 0, pixelcnn_layers = 2, pixelcnn_filters
 model = "vlossy"
 hyper = { latent_dim = 4, prior_hidden = [16], decoder = "factorized" }
 
+[methods.vae]
+model = "vlossy"
+hyper = { latent_dim = 4, decoder = "factorized", prior_steps = 0 }
+
 [methods.pixelcnn]
 model = "vlossy"
 hyper = { latent_dim = 4, decoder = "unconditional", prior_steps = 0, pixelcnn_layers = 2, pixelcnn_filters = 4 }
 """
 
 
-@pytest.mark.parametrize("method", ["vlossy", "vlossy_gaussian_prior", "af_vae", "pixelcnn"])
+@pytest.mark.parametrize("method", ["vlossy", "vlossy_gaussian_prior", "af_vae", "vae", "pixelcnn"])
 def test_each_variant_trains_and_every_metric_group_evaluates_through_the_harness(tmp_path, monkeypatch, method):
     assert_trains_and_evaluates(tmp_path, monkeypatch, LOSSY_ON_DIGITS, method, "mnist_static")
 
 
 def test_the_spec_loads_with_its_reported_numbers_and_claims():
     paper = specs.load_paper("chen2017lossy")
-    assert set(paper.methods) == {"vlossy", "vlossy_gaussian_prior", "af_vae", "pixelcnn"}
+    assert set(paper.methods) == {"vlossy", "vlossy_gaussian_prior", "af_vae", "vae", "pixelcnn"}
     reported = {(r.method, r.dataset, r.metric): r.value for r in paper.reported}
     assert reported[("vlossy", "mnist_static", "nll")] == 79.03 and reported[("vlossy", "mnist", "nll")] == 78.53
     assert reported[("pixelcnn", "caltech101_silhouettes", "nll")] == 89.26
@@ -214,7 +218,7 @@ def test_on_colour_images_the_prior_is_a_pixelcnn_flow_over_the_latent_maps_and_
 
 @pytest.mark.parametrize(
     "paper, method",
-    [("chen2017lossy", m) for m in ("vlossy", "vlossy_gaussian_prior", "af_vae", "pixelcnn")]
+    [("chen2017lossy", m) for m in ("vlossy", "vlossy_gaussian_prior", "af_vae", "vae", "pixelcnn")]
     + [("ma2019mae", "mae"), ("ma2019mae", "vae_pixelcnn")],
 )
 def test_the_specs_cifar10_configuration_builds_the_colour_networks(paper, method):
@@ -225,5 +229,5 @@ def test_the_specs_cifar10_configuration_builds_the_colour_networks(paper, metho
     assert binary["hyper"] == spec.methods[method].hyper  # the binary configuration is untouched
     model = models.build(spec.methods[method].model, (3, 32, 32), config["hyper"], "discretized_logistic")
     assert model.image == (3, 32, 32) and model.parameters_per_pixel == 100  # 10 logistics
-    flow_steps = {"vlossy_gaussian_prior": 0, "pixelcnn": 0, "mae": 8, "vae_pixelcnn": 8}.get(method, 6)
+    flow_steps = {"vlossy_gaussian_prior": 0, "vae": 0, "pixelcnn": 0, "mae": 8, "vae_pixelcnn": 8}.get(method, 6)
     assert len(model.prior_steps) == flow_steps
