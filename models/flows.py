@@ -102,20 +102,26 @@ class SpatialMADE(nn.Module):
     of position p from the positions before p in raster order only (after p with ``reverse``). The
     C channels of one position are computed together, so an autoregressive step over it inverts in
     H · W passes (``passes``). The network is a gated PixelCNN of ``len(hidden)`` layers of
-    ``hidden[0]`` feature maps, 3 × 3 kernels."""
+    ``hidden[0]`` feature maps, 3 × 3 kernels; ``context`` maps of the same side ([B, context·H·W],
+    an IAF posterior's encoder features) condition every position at every layer."""
 
-    def __init__(self, channels: int, side: int, hidden: list[int], outputs: int = 1, reverse: bool = False):
+    def __init__(
+        self, channels: int, side: int, hidden: list[int], outputs: int = 1, reverse: bool = False, context: int = 0
+    ):
         super().__init__()
         if not hidden or len(set(hidden)) != 1:
-            raise ValueError(f"a PixelCNN prior step's hidden layers must be one or more of one width, got {hidden!r}")
-        self.pixelcnn = GatedPixelCNN(channels, hidden[0], len(hidden), 3, outputs=outputs)
-        self.maps = (channels, side, side)
+            raise ValueError(f"a PixelCNN flow step's hidden layers must be one or more of one width, got {hidden!r}")
+        self.pixelcnn = GatedPixelCNN(channels, hidden[0], len(hidden), 3, condition_channels=context, outputs=outputs)
+        self.maps, self.context_maps = (channels, side, side), (context, side, side)
         self.dim, self.outputs, self.passes, self.reverse = channels * side * side, outputs, side * side, reverse
 
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         maps = z.reshape(-1, *self.maps)
-        maps = maps.flip(-2, -1) if self.reverse else maps  # the last position first: reversed raster order
-        out = self.pixelcnn(maps)
+        if context is not None:  # [B, ...] for every draw of z [..., B, D]
+            context = context.expand(*z.shape[:-1], context.shape[-1]).reshape(-1, *self.context_maps)
+        if self.reverse:  # the last position first: reversed raster order
+            maps, context = maps.flip(-2, -1), None if context is None else context.flip(-2, -1)
+        out = self.pixelcnn(maps, context)
         out = out.flip(-2, -1) if self.reverse else out
         return tuple(t.reshape(z.shape) for t in out.chunk(self.outputs, dim=1))
 

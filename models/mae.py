@@ -40,6 +40,8 @@ def diversity_and_smoothness(loc: torch.Tensor, log_scale: torch.Tensor) -> tupl
 class MutualPosteriorDivergenceVAE(VariationalLossyAutoencoder):
     def __init__(self, data_shape, likelihood="bernoulli", eta=0.0, gamma=0.0, **lossy_hyper):
         super().__init__(data_shape, likelihood, **lossy_hyper)
+        if self.posterior_steps:
+            raise ValueError("MAE's regulariser compares diagonal Gaussian posteriors: posterior_steps = 0")
         if not (eta >= 0 and gamma >= 0):
             raise ValueError(f"eta and gamma must be non-negative, got {eta!r} and {gamma!r}")
         self.eta, self.gamma = eta, gamma

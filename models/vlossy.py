@@ -24,8 +24,13 @@ initialisation come from the spec and the ``initialize`` hook.
 The same module gives the paper's baselines and ablation rows: ``prior_steps = 0`` a Gaussian prior
 (Appendix D's "PixelCNN decoder + Gaussian prior"), ``decoder = "factorized"`` independent Bernoulli
 pixels from the trunk and two convolutions (Table 1's "AF VAE"), ``decoder = "unconditional"`` the
-PixelCNN alone, blind to z (Tables 2–4's "Unconditional Decoder"): it has no code, so no encoder and
-no flow prior; q(z|x) is p(z) = N(0, I) itself, its KL is exactly 0 and the importance-sampled NLL
+PixelCNN alone, blind to z (Tables 2–4's "Unconditional Decoder"), and ``posterior_steps`` > 0 an
+inverse autoregressive flow posterior (Kingma et al. 2016, the gated step of ``models.flows``) on the
+encoder's Gaussian, each step a MADE of ``posterior_hidden`` ReLU units (on colour images a PixelCNN
+over z's maps) conditioned on a context the encoder adds, as many numbers as z has: with a Gaussian
+prior and the factorized decoder Table 1's "IAF VAE", with the PixelCNN decoder the IAF posterior
+that Section 4 finds 0.6 nat worse than the AF prior. The unconditional PixelCNN has no code, so no
+encoder and no flow; q(z|x) is p(z) = N(0, I) itself, its KL is exactly 0 and the importance-sampled NLL
 its exact likelihood (a learned q would sit anywhere under the free-bits floor, which would then
 only add noise to the estimate).
 
@@ -48,7 +53,7 @@ from torch.distributions import TransformedDistribution
 from models import register
 from models.base import LatentVariableModel
 from models.convnets import LinearTrunk28, ResNetEncoder28, ResNetEncoder32, ResNetTrunk32, data_dependent_init
-from models.flows import MADE, AutoregressiveFlowStep, SpatialMADE
+from models.flows import MADE, AutoregressiveFlowStep, InverseAutoregressiveStep, SpatialMADE
 from models.networks import (
     MIXTURE_PARAMETERS,
     bernoulli_log_prob,
@@ -79,6 +84,8 @@ class VariationalLossyAutoencoder(LatentVariableModel):
         prior_steps=4,
         prior_hidden=(640, 640),
         mean_only_prior=True,
+        posterior_steps=0,
+        posterior_hidden=(640, 640),
         decoder="pixelcnn",
         pixelcnn_layers=6,
         pixelcnn_filters=12,
@@ -104,27 +111,39 @@ class VariationalLossyAutoencoder(LatentVariableModel):
                 f"prior_steps must be a non-negative integer and free_bits_per_dim non-negative, "
                 f"got {prior_steps!r} and {free_bits_per_dim!r}"
             )
-        if decoder == "unconditional" and prior_steps:
+        if not (isinstance(posterior_steps, int) and posterior_steps >= 0):
+            raise ValueError(f"posterior_steps must be a non-negative integer, got {posterior_steps!r}")
+        if decoder == "unconditional" and (prior_steps or posterior_steps):
             raise ValueError(
-                f"the unconditional decoder has no code for a flow prior: prior_steps = 0, not {prior_steps}"
+                f"the unconditional decoder has no code for a flow prior or posterior: prior_steps and "
+                f"posterior_steps = 0, not {prior_steps} and {posterior_steps}"
             )
         outputs = 1 if mean_only_prior else 2
+        # an IAF posterior's steps read a context from the encoder, as many numbers (maps) as z has
+        encoder_outputs = 3 if posterior_steps else 2
         if self.image == COLOUR:
             latent_dim = latent_channels * LATENT_SIDE**2
-            encoder = lambda: ResNetEncoder32(2 * latent_channels, tuple(encoder_channels))
+            encoder = lambda: ResNetEncoder32(encoder_outputs * latent_channels, tuple(encoder_channels))
             prior_network = lambda t: SpatialMADE(
                 latent_channels, LATENT_SIDE, list(prior_hidden), outputs, reverse=bool(t % 2)
+            )
+            posterior_network = lambda t: SpatialMADE(
+                latent_channels, LATENT_SIDE, list(posterior_hidden), 2, reverse=bool(t % 2), context=latent_channels
             )
             trunk = lambda: ResNetTrunk32(latent_channels, tuple(encoder_channels))
             self.parameters_per_pixel = MIXTURE_PARAMETERS * mixture_components
         else:
-            encoder = lambda: ResNetEncoder28(2 * latent_dim)
+            encoder = lambda: ResNetEncoder28(encoder_outputs * latent_dim)
             prior_network = lambda t: MADE(
                 latent_dim, list(prior_hidden), outputs=outputs, reverse=bool(t % 2), activation="relu"
+            )
+            posterior_network = lambda t: MADE(
+                latent_dim, list(posterior_hidden), context=latent_dim, reverse=bool(t % 2), activation="relu"
             )
             trunk = lambda: LinearTrunk28(latent_dim, trunk_channels)
             self.parameters_per_pixel = 1  # a Bernoulli logit
         self.prior_steps = nn.ModuleList(prior_network(t) for t in range(prior_steps))
+        self.posterior_steps = nn.ModuleList(posterior_network(t) for t in range(posterior_steps))
         unconditional = decoder == "unconditional"
         self.encoder = None if unconditional else encoder()
         self.trunk = None if unconditional else trunk()
@@ -166,11 +185,19 @@ class VariationalLossyAutoencoder(LatentVariableModel):
         if self.encoder is None:  # no code: q(z|x) = p(z) = N(0, I)
             zero = self._origin.expand(len(x), -1)
             return {"loc": zero, "log_scale": zero}
-        loc, log_scale = self.encoder(x).chunk(2, dim=-1)
-        return {"loc": loc, "log_scale": log_scale}
+        if not self.posterior_steps:
+            loc, log_scale = self.encoder(x).chunk(2, dim=-1)
+            return {"loc": loc, "log_scale": log_scale}
+        loc, log_scale, context = self.encoder(x).chunk(3, dim=-1)
+        return {"loc": loc, "log_scale": log_scale, "context": context}
+
+    def _iaf_steps(self, parameters) -> list[InverseAutoregressiveStep]:
+        return [InverseAutoregressiveStep(made, parameters["context"]) for made in self.posterior_steps]
 
     def variational_family(self, parameters):
-        return diagonal_gaussian(parameters["loc"], parameters["log_scale"])
+        base = diagonal_gaussian(parameters["loc"], parameters["log_scale"])
+        steps = self._iaf_steps(parameters)
+        return TransformedDistribution(base, steps, validate_args=False) if steps else base
 
     def decoder_output(self, x, z):
         """The pixel distribution's parameters [..., B, P, H, W] for images x [B, ...] given z [..., B, D]
@@ -223,6 +250,9 @@ class VariationalLossyAutoencoder(LatentVariableModel):
         least at the free-bits floor (below it the KL's gradient is switched off)."""
         z, eps = diagonal_gaussian_rsample(q["loc"], q["log_scale"], (self.samples,))
         log_q = standard_normal_log_prob(eps) - q["log_scale"].sum(-1)
+        for step in self._iaf_steps(q):  # an IAF posterior: each step's volume change leaves log q
+            moved = step(z)
+            log_q, z = log_q - step.log_abs_det_jacobian(z, moved), moved
         recon = self.log_likelihood(x, z).mean(0)
         kl = (log_q - self.prior().log_prob(z)).mean(0)
         elbo = recon - kl
