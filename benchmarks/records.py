@@ -126,9 +126,12 @@ def _image_shape(shape: list[int]) -> tuple[int, ...] | None:
 
 def save_image_grids(results: Path, run_id: str, grids: dict) -> dict[str, str]:
     """Each grid [rows, columns, *image shape] as ``<name>.png`` (a row of the grid a row of
-    pictures), written atomically; their paths relative to ``results``, by name. A grid whose images
+    pictures, torchvision's layout), written atomically; grey pictures as a one-channel PNG (half the
+    size of three equal channels). Their paths relative to ``results``, by name. A grid whose images
     have no picture shape (``_image_shape``) is left out."""
+    import torch
     import torchvision.utils
+    from PIL import Image
 
     written = {}
     for name, grid in grids.items():
@@ -143,7 +146,10 @@ def save_image_grids(results: Path, run_id: str, grids: dict) -> dict[str, str]:
         partial = _partial(path, os.getpid())
         try:
             pictures = grid.reshape(rows * columns, *image).clamp(0, 1).cpu()
-            torchvision.utils.save_image(pictures, partial, nrow=columns, format="png")
+            sheet = torchvision.utils.make_grid(pictures, nrow=columns)  # [3, H, W], grey repeated
+            pixels = sheet.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)  # as torchvision.utils.save_image
+            grey = image[0] == 1
+            Image.fromarray((pixels[0] if grey else pixels.permute(1, 2, 0)).numpy()).save(partial, format="png")
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)

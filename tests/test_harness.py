@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision.utils
 from conftest import table_rows
 from toy_hooks import ToyHooks
 
@@ -549,6 +550,19 @@ def test_records_frame_has_a_row_per_run_and_a_column_per_metric():
     row = frame.set_index("run_id").loc[committed[0]["run_id"]]
     assert row["nll"] == committed[0]["metrics"]["nll"]["value"]
     assert row["s_per_epoch"] == committed[0]["timing"]["s_per_epoch"]
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 8, 8)], ids=["grey", "colour"])
+def test_picture_grids_are_torchvisions_grey_ones_in_one_channel(tmp_path, shape):
+    from PIL import Image
+
+    grid = torch.rand(3, 4, *shape, generator=torch.Generator().manual_seed(0))
+    written = records.save_image_grids(tmp_path, "0123456789abcdef", {"samples": grid})
+    torchvision.utils.save_image(grid.reshape(12, *shape), tmp_path / "reference.png", nrow=4)
+    with Image.open(tmp_path / written["samples"]) as image, Image.open(tmp_path / "reference.png") as reference:
+        assert image.mode == ("L" if shape[0] == 1 else "RGB") and image.size == reference.size
+        expected = np.asarray(reference)[..., 0] if shape[0] == 1 else np.asarray(reference)
+        np.testing.assert_array_equal(np.asarray(image), expected)
 
 
 def test_pictures_of_centred_data_add_the_training_mean_back(tmp_path):
