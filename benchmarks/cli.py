@@ -49,8 +49,15 @@ def _device(name: str) -> torch.device:
 
 
 def _with_options(dataset: str, table: dict) -> str:
-    options = specs.dataset_options(table)
-    return f"{dataset} ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else dataset
+    """A paper's dataset as ``list`` shows it: its options, and the training and evaluation settings
+    the paper uses on it alone."""
+    shown = [f"{k}={v}" for k, v in specs.dataset_options(table).items()]
+    shown += [
+        f"{kind} {k}={specs.shown_value(v)}"
+        for kind in ("training", "evaluation")
+        for k, v in table.get(kind, {}).items()
+    ]
+    return f"{dataset} ({', '.join(shown)})" if shown else dataset
 
 
 def cmd_list(args) -> None:

@@ -105,6 +105,9 @@ def test_list(run_cli):
         assert f"method {method} " in out
     assert "claim: The IWAE (k = 50) reaches a lower test NLL than the VAE" in out
     assert "86.76" in out  # a reported number
+    # a dataset's options, and the settings a paper uses on it alone
+    assert "cifar10 (likelihood=discretized_logistic, training batch_size=64, " in out
+    assert "evaluation importance_samples=512)" in out
     methods = next(line for line in lines if line.startswith("methods:"))
     assert {"vae", "iwae"} <= {m.strip() for m in methods.split(":", 1)[1].split(",")}
     datasets = next(line for line in lines if line.startswith("datasets:"))
