@@ -660,16 +660,20 @@ def render(paper, dataset, budget_name, frame: pd.DataFrame, evaluation: str = "
 def dataset_notes(paper, dataset) -> list[str]:
     """What a table says of its dataset: the spec's note, the training and evaluation settings the
     paper uses on it alone, and what each method sets for it alone."""
+
+    def shown(values: dict) -> str:
+        return ", ".join(f"{k} = {specs.shown_value(v)}" for k, v in values.items())
+
     notes = [f"Dataset: {paper.datasets[dataset]['note']}"] if "note" in paper.datasets[dataset] else []
     for kind in ("training", "evaluation"):
-        values = paper.datasets[dataset].get(kind, {})
-        if values:
-            shown = ", ".join(f"{k} = {specs.shown_value(v)}" for k, v in values.items())
-            notes.append(f"On {dataset}, every method's {kind} over the paper's: {shown} (a budget's caps still apply)")
+        if paper.datasets[dataset].get(kind):
+            settings = shown(paper.datasets[dataset][kind])
+            where = f"On {dataset}, every method's {kind} over the paper's"
+            notes.append(f"{where}: {settings} (a budget's caps still apply)")
     for method, spec in paper.methods.items():
         for kind, values in spec.on.get(dataset, {}).items():
-            shown = ", ".join(f"{k} = {specs.shown_value(v)}" for k, v in values.items())
-            notes.append(f"{method} on {dataset}: its own {'dataset options' if kind == 'options' else kind}: {shown}")
+            what = "dataset options" if kind == "options" else kind
+            notes.append(f"{method} on {dataset}: its own {what}: {shown(values)}")
     return notes
 
 
