@@ -9,7 +9,28 @@ A method that needs another recipe overrides ``LatentVariableModel.configure_opt
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
+
+class UncorrectedAdamax(torch.optim.Adamax):
+    """Adamax as Kingma et al.'s IAF code writes it (openai/iaf, tf_utils/adamax.py): the first moment
+    is not bias-corrected, so step t moves by (1 − β1^t) of torch's Adamax step, starting at a tenth
+    of it. torch's first step is lr · sign(g) on every weight at once; the code's grows to it over
+    some 20 steps. Done by scaling the learning rate of torch's update by (1 − β1^t)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        scheduled = [group["lr"] for group in self.param_groups]
+        for group in self.param_groups:
+            # counted in the group, which a checkpoint keeps, not read from a (GPU) step tensor
+            group["steps_taken"] = group.get("steps_taken", 0) + 1
+            group["lr"] = group["lr"] * (1 - group["betas"][0] ** group["steps_taken"])
+        try:
+            return super().step(closure)
+        finally:
+            for group, lr in zip(self.param_groups, scheduled):
+                group["lr"] = lr
+
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamax_uncorrected": UncorrectedAdamax}
 
 
 def _iwae_stages(training: dict, epoch: int) -> float:
@@ -33,7 +54,7 @@ def learning_rate(training: dict, epoch: int) -> float:
 
 
 def build_optimizer(parameters, training: dict) -> torch.optim.Optimizer:
-    """``optimizer`` (adam | adamax) with ``learning_rate``, ``adam_betas``, ``adam_eps`` and
+    """``optimizer`` (adam | adamax | adamax_uncorrected) with ``learning_rate``, ``adam_betas``, ``adam_eps`` and
     ``weight_decay``; with ``clip_grad_norm`` > 0 the gradients' total norm is clipped to it before
     every step (a step pre-hook, so an unclipped run pays nothing)."""
     parameters = [p for p in parameters if p.requires_grad]

@@ -17,6 +17,7 @@ from toy_hooks import ToyHooks
 import models
 from benchmarks import UserError, data, metrics, records, specs, train
 from benchmarks.data import Dataset
+from models import optim
 from report import claims, generate
 
 HERE = Path(__file__).parent
@@ -181,6 +182,44 @@ def test_a_method_using_every_hook_trains_through_the_unchanged_harness(toy, mon
         average = 0.9 * average + 0.1 * after_step
     torch.testing.assert_close(torch.cat([p.flatten() for p in evaluated.parameters()]), average)
     assert not torch.allclose(average, torch.cat([p.detach().flatten() for p in model.parameters()]))
+
+
+def test_uncorrected_adamax_takes_the_steps_of_kingma_et_als_code():
+    """m ← β1 m + (1 − β1) g, u ← max(β2 u, |g|), w ← w − lr · m / u, with no bias correction of m
+    (openai/iaf's Adamax): the first step is a tenth of torch's. The count survives a checkpoint, and
+    the learning rate the harness sets each epoch is the one scaled."""
+    torch.manual_seed(0)
+    weights = torch.nn.Parameter(torch.randn(6))
+    training = {
+        "optimizer": "adamax_uncorrected",
+        "learning_rate": 2e-3,
+        "adam_betas": [0.9, 0.999],
+        "adam_eps": 1e-8,
+        "weight_decay": 0.0,
+        "clip_grad_norm": 0.0,
+    }
+    optimizer = optim.build_optimizer([weights], training)
+    expected, m, u = weights.detach().clone(), torch.zeros(6), torch.zeros(6)
+    gradients = torch.randn(8, 6)
+    for step, g in enumerate(gradients):
+        if step == 4:  # resumed from a checkpoint, at a lower rate
+            saved = optimizer.state_dict()
+            optimizer = optim.build_optimizer([weights], training)
+            optimizer.load_state_dict(saved)
+            optimizer.param_groups[0]["lr"] = 1e-3
+        lr = 2e-3 if step < 4 else 1e-3
+        weights.grad = g.clone()
+        optimizer.step()
+        m, u = 0.9 * m + 0.1 * g, torch.maximum(0.999 * u, g.abs())
+        expected -= lr * m / u
+        torch.testing.assert_close(weights.detach(), expected)
+        assert optimizer.param_groups[0]["lr"] == lr  # the schedule's rate is left as it was set
+    # torch's Adamax, bias-corrected, moves ten times as far at the first step
+    corrected, uncorrected = (torch.zeros(6, requires_grad=True) for _ in range(2))
+    for w, name in ((corrected, "adamax"), (uncorrected, "adamax_uncorrected")):
+        w.grad = gradients[0].clone()
+        optim.build_optimizer([w], {**training, "optimizer": name}).step()
+    torch.testing.assert_close(uncorrected.detach(), 0.1 * corrected.detach())
 
 
 def test_a_method_with_latent_parts_gets_per_part_metrics(toy):
