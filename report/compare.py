@@ -26,8 +26,6 @@ from benchmarks import specs
 from benchmarks.metrics import METRICS, metric_reference
 from report import generate
 
-SPEED = ("s_per_epoch", "inference_latency_ms")
-
 
 @dataclass(frozen=True)
 class Finding:
@@ -102,7 +100,7 @@ def _claims(paper, before: pd.DataFrame, after: pd.DataFrame) -> list[Finding]:
 
 def _speed(paper, before: pd.DataFrame, after: pd.DataFrame, threshold: float) -> list[Finding]:
     findings = []
-    for name in SPEED:
+    for name in generate.SPEED:
         old, new = _means(before, paper.key, name), _means(after, paper.key, name)
         for (method, dataset, budget), (value, _, devices) in sorted(new.items()):
             if (method, dataset, budget) not in old:

@@ -93,6 +93,10 @@ def device_label(name, threads, sharing=None) -> str:
     return _known(name)
 
 
+# The metrics that are times: two methods' are compared only when their runs ran on the same devices
+SPEED = ("s_per_epoch", "inference_latency_ms")
+
+
 def devices(runs: pd.DataFrame) -> list[str]:
     """The devices of ``runs`` (``device_label``), sorted."""
     none = [None] * len(runs)
@@ -714,7 +718,7 @@ def render_grid(paper, dataset, budget_name, frame: pd.DataFrame, key: str) -> t
     values = list(dict.fromkeys(m.grid_point[key] for m in paper.methods.values() if key in m.grid_point))
     reference = paper.evaluation.get("cost_relative_to")
     reference_runs = here[here["method"] == reference]
-    costs = {column: _mean_of(reference_runs, column) for column in ("s_per_epoch", "inference_latency_ms")}
+    costs = {column: _mean_of(reference_runs, column) for column in SPEED}
     title = f"{paper.key} / {dataset} / {budget_name} / by {key}"
     marks, footnotes = set(), Footnotes(title)
 
@@ -730,10 +734,13 @@ def render_grid(paper, dataset, budget_name, frame: pd.DataFrame, key: str) -> t
             gap = _reproduced(runs, "amortization_gap")
             extras.append(f"; gap {gap.shown}")
             marks.update(gap.marks)
-        for column, label in (("s_per_epoch", "train"), ("inference_latency_ms", "test")):
-            mine = _mean_of(runs, column)
-            if mine is not None and costs[column]:
-                extras.append(f"; {label} ×{mine / costs[column]:.2g}")
+        if len(runs) and len(reference_runs) and devices(runs) != devices(reference_runs):
+            extras.append(f"; costs: not on {reference}'s devices")  # a ratio of two machines' times says nothing
+        else:
+            for column, label in zip(SPEED, ("train", "test")):
+                mine = _mean_of(runs, column)
+                if mine is not None and costs[column]:
+                    extras.append(f"; {label} ×{mine / costs[column]:.2g}")
         ended = everything[everything["method"] == method]
         if not len(runs) and len(ended):  # nothing to average: how its runs ended ("3 timeout"), not a bare "–"
             return footnotes.mark(Cell(_tally(ended), "".join(extras)), ended)
@@ -761,7 +768,8 @@ def render_grid(paper, dataset, budget_name, frame: pd.DataFrame, key: str) -> t
             + ("; gap: the amortization gap (nats)" if "amortization_gap" in here else "")
             + (
                 f"; train and test: seconds per training epoch and test-time inference latency (q(z|x) and one "
-                f"sample, a batch of 100) as multiples of {reference}'s, on the same devices"
+                f"sample, a batch of 100) as multiples of {reference}'s, shown only where both ran on the same "
+                f"devices"
                 if reference
                 else ""
             )
@@ -810,6 +818,14 @@ def claim_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
                 than = _side(claim.than, claim.than_metric or claim.metric, at_budget, named)
             else:  # a number of the spec: as written there
                 than = Side(float(claim.than), f"{float(claim.than):g}", 0)
+            verdict = claim_checks.verdict(claim, side.values, than.values)
+            timed_apart = than.runs is not None and len(side.runs) and len(than.runs)
+            if (
+                {claim.metric, claim.than_metric} & set(SPEED)
+                and timed_apart
+                and devices(side.runs) != devices(than.runs)
+            ):
+                verdict = {"verdict": "inconclusive", "p": None, "test": "the two sides were timed on other devices"}
             checked.append(
                 {
                     "index": i,
@@ -820,7 +836,7 @@ def claim_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
                     "runs": side.runs,
                     "runs_than": than.runs,
                     "stale": bool(side.stale or than.stale),
-                    **claim_checks.verdict(claim, side.values, than.values),
+                    **verdict,
                 }
             )
     return checked
@@ -853,7 +869,8 @@ def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
     notes.insert(
         0,
         "Verdict: holds when a one-sided Welch t-test over the seeds (ok or partial runs, current config) finds "
-        "the claimed effect at the claim's level; fails otherwise; inconclusive with fewer than 3 seeds on a side; "
+        "the claimed effect at the claim's level; fails otherwise; inconclusive with fewer than 3 seeds on a side, "
+        "or for a time when the two sides ran on different devices; "
         "no runs when a side has none. A budget below the paper's does not test the paper, only how far its "
         "claim carries at that cost.",
     )

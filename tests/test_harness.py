@@ -564,6 +564,41 @@ def test_a_grid_gets_a_table_in_the_papers_layout_with_costs_relative_to_the_ref
     assert rows["small"] == ["–", "45.50 ± 0.71 (paper 40.00); train ×3; test ×1", "–"]
 
 
+TIMING_CLAIM = """
+[[claims]]
+claim = "The small VAE trains faster than the VAE"
+source = "tests"
+dataset = "digits"
+metric = "s_per_epoch"
+method = "small[latent_dim=2]"
+than = "vae"
+direction = "lower"
+"""
+
+
+@pytest.mark.parametrize("small_device", ["CPU A", "GPU B"])
+def test_times_are_compared_only_between_runs_on_the_same_devices(tmp_path, monkeypatch, small_device):
+    """A ratio of two machines' seconds, or a claim about speed decided by them, would measure the
+    machines: the grid shows no cost ratio and the claim is inconclusive when the devices differ."""
+    spec_folder(tmp_path, monkeypatch, bygrid=BY_GRID + TIMING_CLAIM)
+    paper = specs.load_paper("bygrid")
+    results = tmp_path / "results"
+    runs = {"vae": (2.0, "CPU A"), "small[latent_dim=2]": (1.0, small_device)}  # s/epoch, device
+    for method, (per_epoch, device) in runs.items():
+        for seed in (0, 1, 2):
+            config = specs.resolve(paper, method, "digits", specs.budget("smoke"), seed)
+            timing = {"s_per_epoch": per_epoch + 0.01 * seed, "inference_latency_ms": 1.0, "device_name": device}
+            record = hand_record(config, {"nll": {"value": 45.0, "unit": "nats", "estimator": {}}}, timing)
+            records.write(record, records.path_for(results, config, record["run_id"]))
+    generate.write_tables(results, tmp_path / "out")
+    cell = table_rows((tmp_path / "out" / "bygrid__digits__smoke__by-latent_dim.md").read_text())["small"][1]
+    (claim,) = generate.claim_verdicts(paper, generate.annotated_frame(results))
+    if small_device == "CPU A":
+        assert cell.endswith("; train ×0.5; test ×1") and claim["verdict"] == "holds"
+    else:
+        assert cell.endswith("; costs: not on vae's devices") and claim["verdict"] == "inconclusive"
+
+
 def test_a_claim_naming_an_unknown_method_is_refused(tmp_path, monkeypatch, toy):
     spec_folder(tmp_path, monkeypatch, toy=TOY_SPEC.replace('method = "toy"', 'method = "nobody"'))
     with pytest.raises(UserError, match=r"claims\[0\] method: 'nobody' is not a method of the spec; valid: toy"):
