@@ -11,14 +11,21 @@ are not in the sources consulted):
 
 (minimised, batch means). Diversity pushes the posteriors of different images apart, so that the
 code cannot collapse onto the prior; the smoothness term keeps them evenly spread. η = γ = 0 is
-the plain VAE with the same networks, the paper's baseline."""
+the plain VAE with the same networks, the paper's baseline.
+
+As in the code, the encoder's second output is log σ², not log σ (``models.vlossy``'s networks read it
+as log σ, as Chen et al.'s code does), hard-clipped to [−7, 7] on colour images (the code's colour
+encoder). It matters at the first steps: Adam's first step moves every weight by the learning rate,
+and read as log σ the outputs of some posteriors dropped to log σ = −12 in six steps, the pairs'
+KLs (which grow as σ_i²/σ_j²) to a standard deviation of 12,000 nats, and one run on a GPU to an
+infinite loss; read as log σ², log σ stays above −4 over the same steps (seeds 0-4)."""
 
 import torch
 import torch.nn.functional as F
 
 from models import register
 from models.networks import diagonal_gaussian_kl
-from models.vlossy import VariationalLossyAutoencoder
+from models.vlossy import COLOUR, VariationalLossyAutoencoder
 
 
 def pairwise_kl(loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
@@ -38,6 +45,8 @@ def diversity_and_smoothness(loc: torch.Tensor, log_scale: torch.Tensor) -> tupl
 
 @register("mae")
 class MutualPosteriorDivergenceVAE(VariationalLossyAutoencoder):
+    version = 2  # 2: the encoder gives log σ², as the code's (was log σ; a seed diverged on a GPU)
+
     def __init__(self, data_shape, likelihood="bernoulli", eta=0.0, gamma=0.0, **lossy_hyper):
         super().__init__(data_shape, likelihood, **lossy_hyper)
         if self.posterior_steps:
@@ -45,6 +54,11 @@ class MutualPosteriorDivergenceVAE(VariationalLossyAutoencoder):
         if not (eta >= 0 and gamma >= 0):
             raise ValueError(f"eta and gamma must be non-negative, got {eta!r} and {gamma!r}")
         self.eta, self.gamma = eta, gamma
+
+    def variational_parameters(self, x):
+        q = super().variational_parameters(x)
+        log_variance = F.hardtanh(q["log_scale"], -7.0, 7.0) if self.image == COLOUR else q["log_scale"]
+        return {**q, "log_scale": 0.5 * log_variance}
 
     def loss(self, x):
         q = self.variational_parameters(x)

@@ -54,9 +54,14 @@ def test_a_step_on_the_diversity_term_pushes_the_posteriors_apart():
 
 
 def test_with_eta_and_gamma_zero_it_is_the_vae_with_the_same_networks():
+    """The same networks, MAE's encoder read as log σ² (the code's): the plain VAE whose encoder gives
+    half of those outputs as log σ is the same model."""
     x = images(8)
     torch.manual_seed(0)
     plain = models.build("vlossy", (28, 28), TINY, "bernoulli")
+    with torch.no_grad():  # the rows of the encoder's output layer that give log σ, halved (exactly)
+        plain.encoder.out.weight[TINY["latent_dim"] :] *= 0.5
+        plain.encoder.out.bias[TINY["latent_dim"] :] *= 0.5
     torch.manual_seed(0)
     mae = models.build("mae", (28, 28), {**TINY, "eta": 0.0, "gamma": 0.0}, "bernoulli")
     torch.manual_seed(1)
@@ -72,6 +77,33 @@ def test_with_eta_and_gamma_zero_it_is_the_vae_with_the_same_networks():
     added = -torch.nn.functional.logsigmoid(diversity).sum() + 0.01 * smoothness
     torch.testing.assert_close(loss, expected + added)
     assert logged["posterior_divergence"].item() == pytest.approx(diversity.sum().item())
+
+
+def test_the_encoder_gives_log_variances_clipped_on_colour_images_as_the_codes():
+    x = images(8)
+    torch.manual_seed(0)
+    binary = models.build("mae", (28, 28), TINY, "bernoulli")
+    raw = binary.encoder(x).chunk(2, dim=-1)[1]
+    torch.testing.assert_close(binary.variational_parameters(x)["log_scale"], 0.5 * raw)
+    colour = models.build(
+        "mae",
+        (3, 32, 32),
+        {
+            "latent_channels": 2,
+            "encoder_channels": [4, 8],
+            "prior_steps": 0,
+            "pixelcnn_layers": 2,
+            "pixelcnn_filters": 4,
+        },
+        "discretized_logistic",
+    )
+    with torch.no_grad():
+        colour.encoder.net[-1].weight *= 100  # outputs far beyond ±7
+    pictures = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    raw = colour.encoder(pictures).chunk(2, dim=-1)[1]
+    log_scale = colour.variational_parameters(pictures)["log_scale"]
+    assert raw.abs().max() > 7 and log_scale.abs().max() == 3.5  # log σ² in [-7, 7]
+    torch.testing.assert_close(log_scale, 0.5 * raw.clamp(-7, 7))
 
 
 MAE_SMALL = """
