@@ -633,14 +633,23 @@ def inference_latency(model, x: torch.Tensor, batch_size: int = 100, repeats: in
 
 
 def evaluate(
-    model, x: torch.Tensor, labels: torch.Tensor | None, evaluation: dict, seed: int, discrete: bool
+    model,
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    evaluation: dict,
+    seed: int,
+    discrete: bool,
+    distinct: int | None = None,
 ) -> tuple[dict, dict, dict]:
     """Every test metric of a trained model on the (binarized) test points ``x``; the wall-clock each
     group of them took and the inference latency; and the groups that failed, with their traceback.
     Each group (density, posterior means and active units, clustering, linear probe, gaps, latency) is evaluated on
     its own: one that fails leaves the others' values in the record. ``evaluation`` is the run
     config's: importance_samples, gap_points (None: no gaps), gap_max_steps, gap_samples, gap_start,
-    and the chunk sizes importance_rows_per_chunk and gap_points_per_chunk."""
+    and the chunk sizes importance_rows_per_chunk and gap_points_per_chunk. Only the first ``distinct``
+    points (all if None) are distinct images, the others further binarizations of them: the
+    posterior means, active units, clustering and probe use those alone (the probe would otherwise
+    find copies of one image on both sides of its folds)."""
     metrics, seconds, errors = {}, {}, {}
     parts = model.latent_parts()
 
@@ -663,11 +672,13 @@ def evaluate(
         ),
     )
     metrics.update(density or {})
-    means, noise = group("posterior_means", lambda: posterior_means(model, x)) or (None, None)
+    images = x[:distinct]
+    means, noise = group("posterior_means", lambda: posterior_means(model, images)) or (None, None)
     if means is not None:
         metrics["active_units"] = active_units(means, parts=parts, noise=noise, samples=POSTERIOR_MEAN_SAMPLES)
         if labels is not None:
-            metrics.update(group("clustering", lambda: clustering(model, x, labels, means, seed, parts)) or {})
+            labels = labels[:distinct]
+            metrics.update(group("clustering", lambda: clustering(model, images, labels, means, seed, parts)) or {})
             metrics.update(group("probe", lambda: linear_probe(means, labels, seed, parts)) or {})
     if evaluation.get("gap_points"):
         torch.manual_seed(seed)

@@ -409,7 +409,7 @@ def evaluate_into(record: dict, model, data: Dataset, evaluation: dict, device: 
     metrics.synchronize(device)
     started = time.perf_counter()
     record["metrics"], eval_timing, failed = metrics.evaluate(
-        model, data.test[:points], labels, evaluation, seed, data.discrete
+        model, data.test[:points], labels, evaluation, seed, data.discrete, min(points, data.distinct_test_points)
     )
     metrics.synchronize(device)
     record["timing"].update(eval_timing, eval_wall_s=time.perf_counter() - started)

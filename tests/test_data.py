@@ -634,16 +634,57 @@ def test_svhn_mat_files_are_read_and_labels_map_10_to_0(tmp_path):
 
 def test_dataset_options_are_checked_with_what_is_valid():
     assert data.resolve_options("svhn", {}) == {"likelihood": "gaussian", "center": False, "pca": 0, "extra": "none"}
-    assert data.resolve_options("mnist", {}) == {"likelihood": "bernoulli"}
+    assert data.resolve_options("mnist", {}) == {"likelihood": "bernoulli", "eval_binarizations": 1}
     for name, options, message in [
         ("svhn", {"extra": "all"}, "extra = 'all' is not valid; valid: 'none', 'add', 'only'"),
-        ("mnist", {"center": True}, "unknown option 'center'; valid: likelihood"),
+        ("mnist", {"center": True}, "unknown option 'center'; valid: likelihood, eval_binarizations"),
+        ("mnist", {"eval_binarizations": 0}, "eval_binarizations = 0 is not valid; valid: an integer from 1 to 10"),
+        ("mnist_gray", {"eval_binarizations": 5}, "unknown option 'eval_binarizations'; valid: likelihood, center"),
         ("mnist_gray", {"center": 1}, "center = 1 is not valid"),
         ("cifar10", {"likelihood": "discretized_logistic", "center": True}, "center = true goes with likelihood"),
         ("imagenet", {}, "unknown dataset 'imagenet'"),
     ]:
         with pytest.raises(UserError, match=re.escape(message)):
             data.resolve_options(name, options)
+
+
+def test_evaluation_images_binarized_several_times_are_fresh_draws_stacked_after_the_first():
+    as_read = data.load_digits()
+    once = data.prepare(as_read, "bernoulli")
+    thrice = data.prepare(as_read, "bernoulli", eval_binarizations=3)
+    n = len(as_read.test)
+    assert thrice.eval_copies == 3 and thrice.distinct_test_points == n and len(thrice.test) == 3 * n
+    assert torch.equal(thrice.test[:n], once.test) and torch.equal(thrice.valid[: len(once.valid)], once.valid)
+    assert torch.equal(thrice.train, once.train)  # training images are not touched
+    assert torch.equal(thrice.test_labels, once.test_labels.repeat(3))
+    copies = thrice.test.reshape(3, n, -1)
+    assert not torch.equal(copies[0], copies[1]) and not torch.equal(copies[1], copies[2])
+    intensities = as_read.test.reshape(n, -1)
+    for copy in copies:  # each a binarization of the same images: a pixel of intensity 0 or 1 never flips
+        assert torch.equal(copy[intensities == 0], torch.zeros_like(copy[intensities == 0]))
+        assert torch.equal(copy[intensities == 1], torch.ones_like(copy[intensities == 1]))
+    assert thrice.info["sizes"]["test"] == 3 * n and "2 more draws" in thrice.info["binarization"]
+    with pytest.raises(ValueError, match="likelihood 'bernoulli', not 'gaussian'"):
+        data.prepare(as_read, "gaussian", eval_binarizations=3)
+
+
+def test_representation_metrics_use_one_copy_of_the_evaluation_images(monkeypatch):
+    """The probe's folds would otherwise hold copies of one image on both sides."""
+    from benchmarks import metrics, train
+
+    thrice = data.prepare(data.load_digits(), "bernoulli", eval_binarizations=3)
+    seen = {}
+    monkeypatch.setattr(metrics, "density_metrics", lambda model, x, *a: seen.update(density=len(x)) or {})
+    monkeypatch.setattr(metrics, "inference_latency", lambda model, x: {})
+    monkeypatch.setattr(metrics, "active_units", lambda means, **k: {"value": 1.0})
+    monkeypatch.setattr(metrics, "posterior_means", lambda model, x: seen.update(means=len(x)) or (x.flatten(1), None))
+    monkeypatch.setattr(metrics, "clustering", lambda m, x, labels, *a: seen.update(clustering=len(labels)) or {})
+    monkeypatch.setattr(metrics, "linear_probe", lambda means, labels, *a: seen.update(probe=len(labels)) or {})
+    model = type("Model", (), {"latent_parts": lambda self: None})()
+    evaluation = {"test_points": None, "importance_samples": 1, "importance_rows_per_chunk": 1, "gap_points": 0}
+    train.evaluate_into({"seed": 0, "status": "ok", "timing": {}}, model, thrice, evaluation, torch.device("cpu"))
+    n = thrice.distinct_test_points
+    assert seen == {"density": 3 * n, "means": n, "clustering": n, "probe": n}
 
 
 def test_centring_subtracts_the_training_mean_and_records_the_data_variance():
@@ -703,7 +744,7 @@ def test_a_spec_sets_a_dataset_variant_and_the_run_config_carries_it(tmp_path, m
     config = specs.resolve(paper, method, "svhn", specs.budget("smoke"), 0)
     assert config["dataset_options"] == {"likelihood": "gaussian", "center": False, "pca": 0, "extra": "add"}
     plain = specs.resolve(paper, method, "digits", specs.budget("smoke"), 0)
-    assert plain["dataset_options"] == {"likelihood": "bernoulli"}
+    assert plain["dataset_options"] == {"likelihood": "bernoulli", "eval_binarizations": 1}
 
     (tmp_path / "demo.toml").write_text(
         spec.replace("[datasets.digits]", '[datasets.svhn]\nextra = "all"\n\n[datasets.digits]')

@@ -35,6 +35,8 @@ _SHARED_MODULES = {"sources"}  # file machinery, not a dataset
 # The GM-DGM code's preproc=True (src/data/data.py): PCA fitted on the first 10,000 training images.
 PCA_FIT_IMAGES = 10_000
 PCA_COMPONENTS = range(0, 100_001)  # 0: no projection; the GM-DGM code keeps 1,000 (cutoff=1000)
+# The MAE code's binarization of the validation and test images: 5 independent draws of each, stacked
+EVAL_BINARIZATIONS = range(1, 11)
 
 
 @dataclass
@@ -51,6 +53,13 @@ class Dataset:
     pixel_variance: float | None = None  # set when centred: the likelihood's scale starts at it (VLAE's code)
     pixel_mean: torch.Tensor | None = None  # set when centred: the training mean subtracted [*shape], for pictures
     pictures: bool = True  # whether an example can be drawn (not PCA coefficients)
+    # validation and test are this many binarizations of the same images, stacked (one draw after another)
+    eval_copies: int = 1
+
+    @property
+    def distinct_test_points(self) -> int:
+        """How many test points are distinct images: the first copy of the test binarizations."""
+        return len(self.test) // self.eval_copies
 
     @property
     def discrete(self) -> bool:
@@ -93,6 +102,7 @@ def prepare(
     center: bool = False,
     name: str | None = None,
     pca: int = 0,
+    eval_binarizations: int = 1,
 ) -> Dataset:
     """The variant a run uses. Bernoulli: validation and test binarized once (fixed seed), training
     binarized per batch (``dynamic``) or once (``static``). Continuous likelihoods: intensities as
@@ -100,8 +110,13 @@ def prepare(
     VLAE code's preprocessing for Gaussian pixels); ``pca`` > 0 projects every split on that many
     principal components of the first ``PCA_FIT_IMAGES`` training images (scikit-learn's PCA, which
     centres them): the data become vectors of coefficients, whose mean square is recorded as the
-    data variance."""
+    data variance. ``eval_binarizations`` > 1 stacks that many independent binarizations of the
+    validation and test images (the MAE code's five), the first the single draw above, the labels
+    repeated."""
+    if eval_binarizations > 1 and likelihood != "bernoulli":
+        raise ValueError(f"eval_binarizations binarizes images: likelihood 'bernoulli', not {likelihood!r}")
     x = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
+    test_labels = dataset.test_labels
     info = {"likelihood": likelihood, **dataset.info}
     pixel_variance = mean = None
     if likelihood == "bernoulli":
@@ -115,6 +130,17 @@ def prepare(
             else f"dynamic for training (a fresh draw per batch); validation and test drawn once, seed "
             f"{EVAL_BINARIZATION_SEED}"
         )
+        if eval_binarizations > 1:  # the later draws from seeds of their own: the first stays as it was
+            for split in ("valid", "test"):
+                seeds = range(EVAL_BINARIZATION_SEED + 1, EVAL_BINARIZATION_SEED + eval_binarizations)
+                later = [binarize(getattr(dataset, split), torch.Generator().manual_seed(seed)) for seed in seeds]
+                x[split] = torch.cat([x[split], *later])
+            test_labels = None if test_labels is None else test_labels.repeat(eval_binarizations)
+            info["binarization"] += (
+                f"; then {eval_binarizations - 1} more draws of validation and test, stacked after the first "
+                f"(seeds {EVAL_BINARIZATION_SEED + 1} to {EVAL_BINARIZATION_SEED + eval_binarizations - 1})"
+            )
+            info["sizes"] = {**info["sizes"], "valid": len(x["valid"]), "test": len(x["test"])}
     else:
         info["binarization"] = "none: continuous intensities in [0, 1]"
     if center:
@@ -139,12 +165,13 @@ def prepare(
         x["train"],
         x["valid"],
         x["test"],
-        dataset.test_labels,
+        test_labels,
         info,
         binarize_batches=likelihood == "bernoulli" and binarization == "dynamic",
         pixel_variance=pixel_variance,
         pixel_mean=mean,
         pictures=not pca,
+        eval_copies=eval_binarizations,
     )
 
 
@@ -180,7 +207,8 @@ class Entry:
     def options(self) -> dict[str, tuple]:
         """Every option a paper spec may set for this dataset, with its valid values (the first the default)."""
         gaussian = {"center": (False, True), "pca": PCA_COMPONENTS} if "gaussian" in self.likelihoods else {}
-        return {"likelihood": self.likelihoods, **gaussian, **self.source_options}
+        binary = {"eval_binarizations": EVAL_BINARIZATIONS} if "bernoulli" in self.likelihoods else {}
+        return {"likelihood": self.likelihoods, **gaussian, **binary, **self.source_options}
 
 
 def discover() -> dict[str, Entry]:
@@ -263,7 +291,13 @@ def load(name: str, data_dir=None, options: dict | None = None) -> Dataset:
     entry = DATASETS[name]
     as_read = entry.load(data_dir, **{key: options[key] for key in entry.source_options})
     return prepare(
-        as_read, options["likelihood"], entry.binarization, options.get("center", False), name, options.get("pca", 0)
+        as_read,
+        options["likelihood"],
+        entry.binarization,
+        options.get("center", False),
+        name,
+        options.get("pca", 0),
+        options.get("eval_binarizations", 1),
     )
 
 
