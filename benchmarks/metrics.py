@@ -75,6 +75,29 @@ METRICS = {
         "higher",
         digits=3,
     ),
+    # Ma et al.'s representation protocol (the MAE code's classify.py): classifiers trained on the
+    # training images' posterior means, scored on the test images'; parts by labelled training codes
+    "linear_acc": Metric(
+        "Linear acc.",
+        "test accuracy of a logistic regression on the posterior means, trained on the labelled training "
+        "codes (all; parts: that many, drawn 5 times)",
+        "higher",
+        digits=3,
+    ),
+    "knn_acc": Metric(
+        "k-NN acc.",
+        "test accuracy of a distance-weighted 10-nearest-neighbour classifier on the posterior means, trained "
+        "on the labelled training codes (all; parts: that many, drawn 5 times)",
+        "higher",
+        digits=3,
+    ),
+    "kmeans_acc": Metric(
+        "k-means acc.",
+        "test accuracy of k-means on the training codes, each cluster labelled by the majority of its "
+        "training labels (the first K; parts: each K)",
+        "higher",
+        digits=3,
+    ),
     "nmi": Metric("NMI", "normalized mutual information of clusters and test labels", "higher", digits=3),
     "ari": Metric("ARI", "adjusted Rand index of clusters and test labels", "higher", digits=3),
     # Gaps in nats, 2 decimals; lower: a tighter amortized q (amortization), a richer family (approximation).
@@ -477,6 +500,72 @@ def linear_probe(means: torch.Tensor, labels: torch.Tensor, seed: int, parts=Non
     return {"probe_acc": entry}
 
 
+LABEL_DRAWS = 5  # the MAE code's random subsets of labelled training codes per size
+NEIGHBOURS = 10  # its k-NN: 10 neighbours, distance-weighted
+
+
+def label_efficiency(
+    train_means: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_means: torch.Tensor,
+    test_labels: torch.Tensor,
+    label_counts: list[int],
+    clusters: list[int],
+    seed: int,
+) -> dict:
+    """Ma et al.'s representation metrics (the MAE code's classify.py, with scikit-learn): a linear
+    classifier (logistic regression on standardised means) and a 10-NN classifier trained on the
+    training codes and their labels, scored on the test codes: with every label (``value``) and, for
+    each n of ``label_counts`` below the training set's size, the mean over ``LABEL_DRAWS`` random
+    draws of n labelled codes (``parts``); and k-means on the training codes for each K of
+    ``clusters``, each cluster labelled by the majority of its training labels, scored on the test
+    codes (``value``: the first K)."""
+    from sklearn.cluster import KMeans
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x_train, y_train = train_means.cpu().double().numpy(), train_labels.cpu().numpy()
+    x_test, y_test = test_means.cpu().double().numpy(), test_labels.cpu().numpy()
+    classifiers = {
+        "linear_acc": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+        "knn_acc": lambda: KNeighborsClassifier(NEIGHBOURS, weights="distance"),
+    }
+    draws = np.random.default_rng(seed)
+    counts = [n for n in label_counts if n < len(y_train)]
+    subsets = {n: [draws.choice(len(y_train), n, replace=False) for _ in range(LABEL_DRAWS)] for n in counts}
+    accuracy = lambda model, idx: float((model.fit(x_train[idx], y_train[idx]).predict(x_test) == y_test).mean())
+    every = np.arange(len(y_train))
+    estimator = {"features": "posterior_means", "train_points": len(y_train), "test_points": len(y_test)}
+    result = {}
+    for name, build in classifiers.items():
+        parts = {str(n): float(np.mean([accuracy(build(), idx) for idx in subsets[n]])) for n in counts}
+        value = accuracy(build(), every)
+        result[name] = {
+            "value": value,
+            "parts": {**parts, "all": value},
+            "unit": "fraction",
+            "estimator": {**estimator, "draws": LABEL_DRAWS, "random_state": seed},
+        }
+    by_k = {}
+    for k in clusters:
+        assigned = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(x_train)
+        majority = {
+            c: np.bincount(y_train[assigned.labels_ == c]).argmax() for c in range(k) if (assigned.labels_ == c).any()
+        }
+        predicted = np.array([majority.get(c, -1) for c in assigned.predict(x_test)])
+        by_k[str(k)] = float((predicted == y_test).mean())
+    if by_k:
+        result["kmeans_acc"] = {
+            "value": by_k[str(clusters[0])],
+            "parts": by_k,
+            "unit": "fraction",
+            "estimator": {**estimator, "name": "kmeans_majority_label", "n_init": 10, "random_state": seed},
+        }
+    return result
+
+
 def fit_local_posteriors(
     model, x: torch.Tensor, max_steps: int, optimizer: dict = GAP_OPTIMIZER, start: str = "encoder"
 ) -> tuple[dict, dict]:
@@ -640,6 +729,7 @@ def evaluate(
     seed: int,
     discrete: bool,
     distinct: int | None = None,
+    train: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[dict, dict, dict]:
     """Every test metric of a trained model on the (binarized) test points ``x``; the wall-clock each
     group of them took and the inference latency; and the groups that failed, with their traceback.
@@ -649,7 +739,9 @@ def evaluate(
     and the chunk sizes importance_rows_per_chunk and gap_points_per_chunk. Only the first ``distinct``
     points (all if None) are distinct images, the others further binarizations of them: the
     posterior means, active units, clustering and probe use those alone (the probe would otherwise
-    find copies of one image on both sides of its folds)."""
+    find copies of one image on both sides of its folds). ``train`` (training images as evaluated,
+    and their labels) gives the representation metrics of ``label_efficiency`` where ``evaluation``
+    asks for them (``probe_labels``, ``kmeans_clusters``)."""
     metrics, seconds, errors = {}, {}, {}
     parts = model.latent_parts()
 
@@ -680,6 +772,14 @@ def evaluate(
             labels = labels[:distinct]
             metrics.update(group("clustering", lambda: clustering(model, images, labels, means, seed, parts)) or {})
             metrics.update(group("probe", lambda: linear_probe(means, labels, seed, parts)) or {})
+            label_counts, clusters = evaluation.get("probe_labels") or [], evaluation.get("kmeans_clusters") or []
+            if train is not None and (label_counts or clusters):
+
+                def representation():
+                    train_means = posterior_means(model, train[0])[0]
+                    return label_efficiency(train_means, train[1], means, labels, label_counts, clusters, seed)
+
+                metrics.update(group("label_efficiency", representation) or {})
     if evaluation.get("gap_points"):
         torch.manual_seed(seed)
         gaps = lambda: inference_gaps(

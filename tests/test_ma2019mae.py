@@ -130,9 +130,49 @@ def test_each_method_trains_and_every_metric_group_evaluates_through_the_harness
     assert_trains_and_evaluates(tmp_path, monkeypatch, MAE_SMALL, method, "mnist")
 
 
+def test_the_representation_metrics_come_from_the_training_codes_through_the_harness(tmp_path, monkeypatch):
+    from images28 import SMALL_SPEC_HEADER, TINY_BUDGET, small_dataset
+
+    from benchmarks import train
+
+    header = SMALL_SPEC_HEADER.replace(
+        'compare = ["nll"]', 'compare = ["nll"]\nprobe_labels = [10]\nkmeans_clusters = [3]'
+    )
+    (tmp_path / "small.toml").write_text(header + MAE_SMALL)
+    monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path))
+    config = specs.resolve(specs.load_paper("small"), "mae", "mnist", TINY_BUDGET, 0)
+    assert config["evaluation"]["probe_labels"] == [10] and config["identity"]["evaluation"]["kmeans_clusters"] == [3]
+    record = train.run(config, specs.run_id(config), small_dataset(), torch.device("cpu"), progress=False)
+    assert record["status"] == "ok", record["error"]
+    for name, parts in (("linear_acc", {"10", "all"}), ("knn_acc", {"10", "all"}), ("kmeans_acc", {"3"})):
+        entry = record["metrics"][name]
+        assert set(entry["parts"]) == parts and 0 <= entry["value"] <= 1
+        assert entry["estimator"]["train_points"] == 100  # every training image's code
+    assert "label_efficiency_s" in record["timing"]["eval_s"]
+
+
+@pytest.mark.parametrize(
+    "setting, error",
+    [
+        ("probe_labels = [0]", "evaluation.probe_labels: expected integers of at least 1, got 0"),
+        ("kmeans_clusters = [1]", "evaluation.kmeans_clusters: expected integers of at least 2, got 1"),
+        ('probe_labels = "100"', "evaluation.probe_labels: expected a list"),
+    ],
+)
+def test_a_bad_representation_setting_is_refused_with_what_is_valid(tmp_path, monkeypatch, setting, error):
+    from images28 import SMALL_SPEC_HEADER
+
+    from benchmarks import UserError
+
+    (tmp_path / "small.toml").write_text(SMALL_SPEC_HEADER.replace("compare", setting + "\ncompare") + MAE_SMALL)
+    monkeypatch.setenv("VLAEBENCH_SPECS", str(tmp_path))
+    with pytest.raises(UserError, match=error):
+        specs.load_paper("small")
+
+
 def test_the_spec_loads_with_every_number_missing_and_its_claims():
     paper = specs.load_paper("ma2019mae")
     assert set(paper.methods) == {"mae", "vae_pixelcnn"}
     assert paper.methods["vae_pixelcnn"].hyper["eta"] == 0.0 and paper.methods["mae"].hyper["eta"] > 0
     assert all(r.value is None for r in paper.reported)  # nothing guessed
-    assert paper.evaluation["importance_samples"] == 4096 and len(paper.claims) == 3
+    assert paper.evaluation["importance_samples"] == 4096 and len(paper.claims) == 5

@@ -434,3 +434,43 @@ def test_the_gap_fit_in_chunks_of_points_equals_the_fit_of_all_points_at_once(po
     assert chunked["amortization_gap"]["estimator"]["points_per_chunk"] == 3
     for name in ("amortization_gap", "approximation_gap"):
         assert chunked[name]["value"] == pytest.approx(whole[name]["value"], abs=3 * whole[name]["sem"] + 0.01)
+
+
+# --- Ma et al.'s representation metrics -------------------------------------------------------------------
+
+
+def _classes(n, dim=12, spread=0.05, seed=0, classes=10):
+    """Codes of ``classes`` well-separated centres (the first ``classes`` axes, scaled) and their labels."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    centres = 5 * torch.eye(classes, dim, dtype=torch.float64)
+    return centres[labels] + spread * torch.randn(n, dim, generator=generator, dtype=torch.float64), labels
+
+
+def test_separable_codes_are_classified_and_clustered_without_error_from_every_label_count():
+    (train, y_train), (test, y_test) = _classes(2000), _classes(500, seed=1)
+    result = metrics.label_efficiency(train, y_train, test, y_test, [100, 1000, 10000], [10, 20], seed=0)
+    for name in ("linear_acc", "knn_acc"):
+        # 10,000 is more than the 2,000 training codes: no part for it; "all" is the value
+        assert result[name]["parts"] == {"100": 1.0, "1000": 1.0, "all": 1.0} and result[name]["value"] == 1.0
+    # k-means: each cluster named by its training codes' majority label, also with more clusters than labels
+    assert result["kmeans_acc"]["parts"] == {"10": 1.0, "20": 1.0} and result["kmeans_acc"]["value"] == 1.0
+
+
+def test_kmeans_names_clusters_by_the_training_labels_not_by_the_test_labels():
+    """With the test labels a known permutation of the training ones, the codes of a test image sit
+    with training codes of another label: a mapping fitted on the test labels would still score 1."""
+    (train, y_train), (test, y_test) = _classes(1000), _classes(300, seed=1)
+    permuted = (y_test + 1) % 10
+    result = metrics.label_efficiency(train, y_train, test, permuted, [], [10], seed=0)
+    assert result["kmeans_acc"]["value"] == 0.0
+    assert result["linear_acc"]["value"] == 0.0 and result["knn_acc"]["value"] == 0.0
+
+
+def test_fewer_labels_give_a_worse_classifier_where_classes_overlap():
+    """Each part is a classifier trained on that many labels, not on every one."""
+    (train, y_train), (test, y_test) = (_classes(n, dim=40, spread=4.0, seed=s) for n, s in ((5000, 0), (1000, 1)))
+    result = metrics.label_efficiency(train, y_train, test, y_test, [100], [], seed=0)
+    for name in ("linear_acc", "knn_acc"):
+        assert result[name]["parts"]["100"] < result[name]["value"] - 0.05, result[name]
+    assert "kmeans_acc" not in result and result["linear_acc"]["estimator"]["draws"] == 5

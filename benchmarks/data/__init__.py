@@ -55,6 +55,7 @@ class Dataset:
     pictures: bool = True  # whether an example can be drawn (not PCA coefficients)
     # validation and test are this many binarizations of the same images, stacked (one draw after another)
     eval_copies: int = 1
+    train_labels: torch.Tensor | None = None  # None where the files carry none; kept on the CPU
 
     @property
     def distinct_test_points(self) -> int:
@@ -71,6 +72,14 @@ class Dataset:
         """What a model may initialise from (its ``initialize`` hook): the data variance of centred data."""
         return {} if self.pixel_variance is None else {"pixel_variance": self.pixel_variance}
 
+    def evaluated_training_images(self) -> torch.Tensor:
+        """The training images as the test images are evaluated: under a dynamic binarization, drawn
+        once with the validation and test images' seed (the representation metrics' training codes)."""
+        if not self.binarize_batches:
+            return self.train
+        generator = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
+        return binarize(self.train.cpu(), generator).to(self.train.device)
+
     def training_batch(self, idx: torch.Tensor) -> torch.Tensor:
         """The training images ``idx``, binarized afresh under a dynamic binarization."""
         x = self.train[idx]
@@ -86,13 +95,15 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
     return torch.bernoulli(x, generator=generator)
 
 
-def _make(name, shape, train, valid, test, test_labels, info) -> Dataset:
+def _make(name, shape, train, valid, test, test_labels, info, train_labels=None) -> Dataset:
     """The splits as read from the files, continuous; ``prepare`` makes the variant a run uses."""
     as_images = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).reshape(-1, *shape)
+    as_labels = lambda a: None if a is None else torch.from_numpy(np.asarray(a, dtype=np.int64))
     train, valid, test = as_images(train), as_images(valid), as_images(test)
     info = {"sizes": {"train": len(train), "valid": len(valid), "test": len(test)}, **info}
-    labels = None if test_labels is None else torch.from_numpy(np.asarray(test_labels, dtype=np.int64))
-    return Dataset(name, shape, None, train, valid, test, labels, info)
+    return Dataset(
+        name, shape, None, train, valid, test, as_labels(test_labels), info, train_labels=as_labels(train_labels)
+    )
 
 
 def prepare(
@@ -172,6 +183,7 @@ def prepare(
         pixel_mean=mean,
         pictures=not pca,
         eval_copies=eval_binarizations,
+        train_labels=dataset.train_labels,
     )
 
 

@@ -13,7 +13,7 @@ def read_caltech101_silhouettes(path: Path, origin: str) -> Dataset:
     """Marlin et al.'s Caltech-101 Silhouettes, ``caltech101_silhouettes_28_split1.mat``:
     ``train_data``/``val_data``/``test_data`` (N × 784, binary) with their own split, labels 1..101.
     Pixels are kept as stored (some code transposes or inverts them; an MLP is indifferent)."""
-    m = _loadmat(path, ["train_data", "val_data", "test_data", "test_labels"])
+    m = _loadmat(path, ["train_data", "val_data", "test_data", "train_labels", "test_labels"])
     images = lambda key: m[key].reshape(-1, 28, 28)
     return _make(
         "caltech101_silhouettes",
@@ -29,6 +29,7 @@ def read_caltech101_silhouettes(path: Path, origin: str) -> Dataset:
             "origin": origin,
             "verified": f"no published checksum known; sha256 {_sha256(path)}",
         },
+        train_labels=m["train_labels"].ravel(),
     )
 
 

@@ -34,9 +34,9 @@ def _read_cifar10(folder_set: FolderSet, folder: Path, origin: str) -> Dataset:
         except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
             raise UserError(f"{folder / name}: not a CIFAR-10 batch ({type(e).__name__}: {e})") from None
     train = np.concatenate([batches[f"data_batch_{i}"][0] for i in range(1, 6)])
-    return _colour(
-        folder_set, train[:-COLOUR_VALID], train[-COLOUR_VALID:], *batches["test_batch"], origin, "data_batch_1..5"
-    )
+    labels = np.concatenate([batches[f"data_batch_{i}"][1] for i in range(1, 6)])
+    fit = (train[:-COLOUR_VALID], labels[:-COLOUR_VALID])
+    return _colour(folder_set, fit, train[-COLOUR_VALID:], *batches["test_batch"], origin, "data_batch_1..5")
 
 
 FOLDER_SET = FolderSet(

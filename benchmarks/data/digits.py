@@ -28,6 +28,7 @@ def load_digits(data_dir=None) -> Dataset:
             "origin": "scikit-learn bundled load_digits()",
             "verified": "bundled with scikit-learn",
         },
+        train_labels=y[:1297],
     )
 
 

@@ -61,6 +61,7 @@ def load_mnist_static(data_dir=None) -> Dataset:
             **{k: mnist.info[k] for k in ("split", "origin", "verified")},
             "variant": "statically binarized MNIST: a seeded draw of MNIST, NOT Larochelle's binarized_mnist files",
         },
+        train_labels=mnist.train_labels,
     )
 
 

@@ -202,10 +202,14 @@ def _from_arrays(folder_set: FolderSet, arrays: dict[str, np.ndarray], origin: s
             "origin": origin,
             "verified": verified,
         },
+        train_labels=arrays["train-labels-idx1-ubyte"][:MNIST_CLASSIC_TRAIN],
     )
 
 
-def _colour(folder_set: FolderSet, fit_x: np.ndarray, valid_x, test_x, test_y, origin: str, fit_from: str) -> Dataset:
+def _colour(
+    folder_set: FolderSet, fit: tuple[np.ndarray, np.ndarray], valid_x, test_x, test_y, origin: str, fit_from: str
+) -> Dataset:
+    fit_x, fit_y = fit  # the training images and their labels
     return _make(
         folder_set.name,
         COLOUR_SHAPE,
@@ -220,6 +224,7 @@ def _colour(folder_set: FolderSet, fit_x: np.ndarray, valid_x, test_x, test_y, o
             "origin": origin,
             "verified": "md5s of the files match the checksum manifest",
         },
+        train_labels=fit_y,
     )
 
 

@@ -38,18 +38,17 @@ def _read_svhn(folder_set: FolderSet, folder: Path, origin: str, extra: str = "n
         m = _loadmat(_verified_md5(path, folder_set.md5s[name]), ["X", "y"])
         return m["X"].transpose(3, 2, 0, 1), m["y"].ravel() % 10
 
-    train_x, _ = read("train_32x32.mat")
+    train_x, train_y = read("train_32x32.mat")
     test_x, test_y = read("test_32x32.mat")
+    kept = (train_x[:-COLOUR_VALID], train_y[:-COLOUR_VALID])
+    join = lambda a, b: (np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]))
     fit = {
-        "none": lambda: (train_x[:-COLOUR_VALID], "train_32x32"),
-        "add": lambda: (
-            np.concatenate([train_x[:-COLOUR_VALID], read("extra_32x32.mat")[0]]),
-            "train_32x32 + extra_32x32",
-        ),
-        "only": lambda: (read("extra_32x32.mat")[0], "extra_32x32"),
+        "none": lambda: (kept, "train_32x32"),
+        "add": lambda: (join(kept, read("extra_32x32.mat")), "train_32x32 + extra_32x32"),
+        "only": lambda: (read("extra_32x32.mat"), "extra_32x32"),
     }[extra]
-    fit_x, fit_from = fit()
-    return _colour(folder_set, fit_x, train_x[-COLOUR_VALID:], test_x, test_y, origin, fit_from)
+    fit_xy, fit_from = fit()
+    return _colour(folder_set, fit_xy, train_x[-COLOUR_VALID:], test_x, test_y, origin, fit_from)
 
 
 FOLDER_SET = FolderSet(
