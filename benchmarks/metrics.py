@@ -528,9 +528,9 @@ def label_efficiency(
 
     x_train, y_train = train_means.cpu().double().numpy(), train_labels.cpu().numpy()
     x_test, y_test = test_means.cpu().double().numpy(), test_labels.cpu().numpy()
-    classifiers = {
-        "linear_acc": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
-        "knn_acc": lambda: KNeighborsClassifier(NEIGHBOURS, weights="distance"),
+    classifiers = {  # name: (a classifier for n training codes, its estimator's name)
+        "linear_acc": (lambda n: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), "logistic"),
+        "knn_acc": (lambda n: KNeighborsClassifier(min(NEIGHBOURS, n), weights="distance"), "knn_distance_10"),
     }
     draws = np.random.default_rng(seed)
     counts = [n for n in label_counts if n < len(y_train)]
@@ -539,14 +539,14 @@ def label_efficiency(
     every = np.arange(len(y_train))
     estimator = {"features": "posterior_means", "train_points": len(y_train), "test_points": len(y_test)}
     result = {}
-    for name, build in classifiers.items():
-        parts = {str(n): float(np.mean([accuracy(build(), idx) for idx in subsets[n]])) for n in counts}
-        value = accuracy(build(), every)
+    for name, (build, kind) in classifiers.items():
+        parts = {str(n): float(np.mean([accuracy(build(n), idx) for idx in subsets[n]])) for n in counts}
+        value = accuracy(build(len(every)), every)
         result[name] = {
             "value": value,
             "parts": {**parts, "all": value},
             "unit": "fraction",
-            "estimator": {**estimator, "draws": LABEL_DRAWS, "random_state": seed},
+            "estimator": {**estimator, "name": kind, "draws": LABEL_DRAWS, "random_state": seed},
         }
     by_k = {}
     for k in clusters:
