@@ -408,18 +408,12 @@ def evaluate_into(record: dict, model, data: Dataset, evaluation: dict, device: 
     torch.manual_seed(seed)
     metrics.synchronize(device)
     started = time.perf_counter()
-    train = None
+    labelled_training = None  # for the representation metrics, where the spec asks for them
     if data.train_labels is not None and (evaluation.get("probe_labels") or evaluation.get("kmeans_clusters")):
-        train = (data.evaluated_training_images(), data.train_labels)
+        labelled_training = (data.evaluated_training_images(), data.train_labels)
+    distinct = min(points, data.distinct_test_points)
     record["metrics"], eval_timing, failed = metrics.evaluate(
-        model,
-        data.test[:points],
-        labels,
-        evaluation,
-        seed,
-        data.discrete,
-        min(points, data.distinct_test_points),
-        train,
+        model, data.test[:points], labels, evaluation, seed, data.discrete, distinct, labelled_training
     )
     metrics.synchronize(device)
     record["timing"].update(eval_timing, eval_wall_s=time.perf_counter() - started)
