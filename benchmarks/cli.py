@@ -277,8 +277,15 @@ def cmd_sweep(args) -> int:
     gpus = None if args.gpus is None else [int(g) for g in args.gpus.split(",") if g.strip()]
     sweep.check(args.launcher, args.max_parallel, gpus)
     plan = _plan(args)
-    _check_results_folder(args.results)  # before any run's process starts
     jobs, skipped = sweep.pending(plan, args.results)
+    if args.dry_run:  # what a machine would have to run, without touching the results folder
+        print(f"sweep: {len(plan)} runs planned, {skipped} with an ok record, {len(jobs)} to run (dry run)")
+        for job in jobs:
+            path = records.path_for(args.results, job.config, job.run_id)
+            why = f"redo: {records.read(path)['status']}" if path.exists() else "new"
+            print(f"would run {_label(job.config)} ({why})")
+        return 0
+    _check_results_folder(args.results)  # before any run's process starts
     limit = sweep.hard_limit_s(specs.budget(args.budget), args.hard_limit_s)
     print(f"sweep: {len(plan)} runs planned, {skipped} with an ok record, {len(jobs)} to run ({args.launcher})")
     if args.launcher == "local":
@@ -383,6 +390,9 @@ def parser() -> argparse.ArgumentParser:
     sweep_.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     sweep_.add_argument("--data-dir")
     sweep_.add_argument("--quiet", action="store_true", help="a line per finished run instead of a progress bar")
+    sweep_.add_argument(
+        "--dry-run", action="store_true", help="list the runs it would start (new, or redoing a failed one), start none"
+    )
     comparison = sub.add_parser(
         "compare", help="what regressed against a baseline's records (quality, claims, speed); exit 1 if anything did"
     )

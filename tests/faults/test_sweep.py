@@ -4,6 +4,7 @@ recorded, the crash is reported, the sweep exits 1 with a summary; a rerun runs 
 not end ok (here past a hard limit, so each is killed and reported as such)."""
 
 import pytest
+from conftest import tree_digest
 
 from benchmarks import records
 from benchmarks.cli import main
@@ -93,6 +94,15 @@ def test_failures_stay_in_their_process_and_a_rerun_runs_only_them(sweep, tmp_pa
     assert "sweep: 1 crashed, 1 diverged, 1 ok; 0 skipped (an ok record exists)" in out
     statuses = {r["method"]: r["status"] for r in records.load_all(tmp_path / "results")}
     assert statuses == {"fine": "ok", "diverges": "diverged"}  # the crash left no record
+
+    # a dry run lists what a rerun would start, and why, and changes nothing
+    before = tree_digest(tmp_path / "results")
+    assert sweep("--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "sweep: 3 runs planned, 1 with an ok record, 2 to run (dry run)" in out
+    assert "would run sweepfaults diverges digits tiny seed 0 (redo: diverged)" in out
+    assert "would run sweepfaults crashes digits tiny seed 0 (new)" in out and "fine" not in out
+    assert tree_digest(tmp_path / "results") == before
     logs = sorted((tmp_path / "results" / "logs").glob("*.log"))  # each run's output, the crash's too
     assert len(logs) == 3 and any("diverged" in log.read_text() for log in logs)
 
@@ -109,6 +119,12 @@ def test_a_dataset_not_on_this_machine_leaves_its_runs_unavailable_not_crashed(s
     out = capsys.readouterr().out
     assert "sweep: 1 unavailable; 0 skipped" in out and "crashed" not in out
     assert not records.load_all(tmp_path / "results")
+
+
+def test_a_dry_run_creates_no_results_folder(sweep, tmp_path, capsys):
+    assert sweep("--dry-run") == 0
+    assert "would run sweepfaults fine digits tiny seed 0 (new)" in capsys.readouterr().out
+    assert not (tmp_path / "results").exists()
 
 
 def test_bad_sweep_options_are_refused_before_anything_runs(sweep, tmp_path, capsys):
