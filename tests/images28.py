@@ -32,7 +32,8 @@ def images(n, seed=0):
 
 
 def small_dataset():
-    """100 training, 20 validation and 40 test images, in place of MNIST's."""
+    """100 training, 20 validation and 40 test images, in place of MNIST's, with their labels (all
+    from digits' training images)."""
     return dataclasses.replace(
         _digits(),
         shape=(28, 28),
@@ -40,6 +41,7 @@ def small_dataset():
         valid=images(20, seed=100),
         test=images(40, seed=120),
         train_labels=_digits().train_labels[:100],
+        test_labels=_digits().train_labels[120:160],
     )
 
 
