@@ -465,23 +465,29 @@ def clustering(model, x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor
 PROBE_FOLDS = 5
 
 
+def _logistic_classifier():
+    """The linear classifier of every probe: multinomial logistic regression on standardised codes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+
+
 def linear_probe(means: torch.Tensor, labels: torch.Tensor, seed: int, parts=None) -> dict:
     """probe_acc: how linearly the posterior means hold the labels. A multinomial logistic regression
     (scikit-learn's, on standardised means) is fitted on four fifths of the test points and scored
     on the fifth, over 5 stratified folds (shuffled with the run's seed); the mean accuracy, for the
     whole latent and for each part (which layer holds the digit identity). With fewer test points of
     some label than folds, as many folds as that label has points; below two, no probe."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     labels = labels.cpu().numpy()
     n_folds = min(PROBE_FOLDS, int(np.unique(labels, return_counts=True)[1].min()))
     if n_folds < 2:
         return {}
     folds = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    probe = _logistic_classifier()
     score = lambda features: float(cross_val_score(probe, features.cpu().double().numpy(), labels, cv=folds).mean())
     entry = {
         "value": score(means),
@@ -521,15 +527,12 @@ def label_efficiency(
     ``clusters``, each cluster labelled by the majority of its training labels, scored on the test
     codes (``value``: the first K)."""
     from sklearn.cluster import KMeans
-    from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     x_train, y_train = train_means.cpu().double().numpy(), train_labels.cpu().numpy()
     x_test, y_test = test_means.cpu().double().numpy(), test_labels.cpu().numpy()
     classifiers = {  # name: (a classifier for n training codes, its estimator's name)
-        "linear_acc": (lambda n: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), "logistic"),
+        "linear_acc": (lambda n: _logistic_classifier(), "logistic"),
         "knn_acc": (lambda n: KNeighborsClassifier(min(NEIGHBOURS, n), weights="distance"), "knn_distance_10"),
     }
     draws = np.random.default_rng(seed)
@@ -740,8 +743,8 @@ def evaluate(
     points (all if None) are distinct images, the others further binarizations of them: the
     posterior means, active units, clustering and probe use those alone (the probe would otherwise
     find copies of one image on both sides of its folds). ``train`` (training images as evaluated,
-    and their labels) gives the representation metrics of ``label_efficiency`` where ``evaluation``
-    asks for them (``probe_labels``, ``kmeans_clusters``)."""
+    and their labels, given where ``evaluation`` sets ``probe_labels`` or ``kmeans_clusters``) gives
+    the representation metrics of ``label_efficiency``."""
     metrics, seconds, errors = {}, {}, {}
     parts = model.latent_parts()
 
@@ -772,11 +775,14 @@ def evaluate(
             labels = labels[:distinct]
             metrics.update(group("clustering", lambda: clustering(model, images, labels, means, seed, parts)) or {})
             metrics.update(group("probe", lambda: linear_probe(means, labels, seed, parts)) or {})
-            label_counts, clusters = evaluation.get("probe_labels") or [], evaluation.get("kmeans_clusters") or []
-            if train is not None and (label_counts or clusters):
+            if train is not None:  # the caller passes it where the spec asks for these metrics
 
                 def representation():
                     train_means = posterior_means(model, train[0])[0]
+                    label_counts, clusters = (
+                        evaluation.get("probe_labels") or [],
+                        evaluation.get("kmeans_clusters") or [],
+                    )
                     return label_efficiency(train_means, train[1], means, labels, label_counts, clusters, seed)
 
                 metrics.update(group("label_efficiency", representation) or {})

@@ -142,8 +142,8 @@ def prepare(
             f"{EVAL_BINARIZATION_SEED}"
         )
         if eval_binarizations > 1:  # the later draws from seeds of their own: the first stays as it was
+            seeds = range(EVAL_BINARIZATION_SEED + 1, EVAL_BINARIZATION_SEED + eval_binarizations)
             for split in ("valid", "test"):
-                seeds = range(EVAL_BINARIZATION_SEED + 1, EVAL_BINARIZATION_SEED + eval_binarizations)
                 later = [binarize(getattr(dataset, split), torch.Generator().manual_seed(seed)) for seed in seeds]
                 x[split] = torch.cat([x[split], *later])
             test_labels = None if test_labels is None else test_labels.repeat(eval_binarizations)
