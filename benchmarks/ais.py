@@ -198,20 +198,38 @@ def ais_metrics(
     steps: int = DEFAULTS["steps"],
     leapfrog_steps: int = DEFAULTS["leapfrog_steps"],
     schedule_kind: str = DEFAULTS["schedule"],
+    importance_samples: int | None = None,
+    importance_rows_per_chunk: int = 10_000,
     **options,
 ) -> dict:
     """``{"ais_nll": entry}`` on the first ``points`` test points of ``x``: the mean of −log p̂(x) by
     ``ais``, ``sem`` over the points, in nats, with the estimator's settings and diagnostics; ``{}``
     where AIS is not applicable (a tuple latent), as the gaps are absent for a method without a
     variational family. ``options`` go to ``ais`` (pilot_chains, initial_step_size,
-    target_acceptance, rows_per_chunk)."""
-    from benchmarks.metrics import _entry  # here: metrics may import this module
+    target_acceptance, rows_per_chunk).
+
+    With ``importance_samples`` K, the same points also get the importance-sampled NLL (q as the
+    proposal, K samples, after the AIS draws): ``importance_sampled`` its mean, and
+    ``minus_importance_sampled`` (with its paired ``minus_importance_sampled_sem``) the mean over
+    the points of AIS's NLL minus IS's. AIS is run on a few points only; the test NLL's points are
+    many more, so only this paired difference says whether AIS finds likelihood that q misses
+    (below zero) or has not converged (above)."""
+    from benchmarks.metrics import _entry, _mean_and_sem, importance_sampled_terms  # here: metrics imports this
 
     x = x[:points]
     try:
         result = ais(model, x, chains, steps, leapfrog_steps, schedule_kind, **options)
     except NotApplicable:
         return {}
+    paired = {}
+    if importance_samples:
+        is_nll = -importance_sampled_terms(model, x, importance_samples, importance_rows_per_chunk)["log_px"].double()
+        difference, difference_sem = _mean_and_sem(-result["log_px"] - is_nll)
+        paired = {
+            "importance_sampled": is_nll.mean().item(),
+            "minus_importance_sampled": difference,
+            "minus_importance_sampled_sem": difference_sem,
+        }
     estimator = {
         "name": "annealed_importance_sampling",
         "points": len(x),
@@ -226,5 +244,6 @@ def ais_metrics(
         "target_acceptance": result["settings"]["target_acceptance"],
         "step_size": result["step_size"],
         "weights_ess": result["weights_ess"],
+        **({"importance_samples": importance_samples} if paired else {}),
     }
-    return {"ais_nll": _entry(-result["log_px"], "nats", estimator)}
+    return {"ais_nll": _entry(-result["log_px"], "nats", estimator, **paired)}

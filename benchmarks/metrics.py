@@ -803,6 +803,8 @@ def evaluate(
             "points": evaluation["ais_points"],
             "chains": evaluation["ais_chains"],
             "steps": evaluation["ais_steps"],
+            "importance_samples": evaluation["importance_samples"],  # IS on the same points, for a paired check
+            "importance_rows_per_chunk": evaluation["importance_rows_per_chunk"],
         }
         metrics.update(group("ais", lambda: ais.ais_metrics(model, x, **settings)) or {})
     timing = {"eval_s": seconds, **(group("latency", lambda: inference_latency(model, x)) or {})}

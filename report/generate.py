@@ -259,7 +259,7 @@ class Reproduced(NamedTuple):
     """A metric over the kept runs: ``text`` mean ± std of the current values; ``rest`` what goes
     with it (the convergence of a gap's local optimisation, unreliable importance weights, the count
     of stale values, a dagger); ``mean``; ``marks``, the notes that explain ``rest`` ("conv.",
-    "dagger", "pareto", "stale"); ``runs``, the runs the values come from."""
+    "dagger", "pareto", "vs IS", "stale"); ``runs``, the runs the values come from."""
 
     text: str
     rest: str
@@ -292,6 +292,10 @@ def _reproduced(runs: pd.DataFrame, reference: str, sign: int = 1) -> Reproduced
         if share > 0.5:  # most points' estimates cannot be trusted
             extras.append(f"k̂ > 0.7 on {math.floor(100 * share + 1e-9)} %")
             marks.add("pareto")
+    paired = f"{name}.minus_importance_sampled"  # AIS against IS on AIS's own few points
+    if values and paired in with_value and with_value[paired].notna().any():
+        extras.append(f"{_fmt(sign * float(with_value[paired].dropna().mean()), _digits(reference), sign=True)} vs IS")
+        marks.add("vs IS")
     if stale:
         extras.append(f"{stale} stale")
         marks.add("stale")
@@ -397,7 +401,11 @@ MARK_NOTES = {
     "gap is under-estimated and the approximation gap over-estimated (the inference gap, their sum, is "
     "affected only through q* as the importance-sampling proposal); a larger gap_max_steps cap converges more",
     "pareto": "k̂ > 0.7 on n %: on most test points the importance weights' Pareto k̂ (Vehtari et al.) says the "
-    "importance-sampled estimate is unreliable (q is a poor proposal): trust the AIS column more",
+    "importance-sampled estimate is unreliable (q is a poor proposal): the AIS column, which does not use q, "
+    "is the check (on the same points: its vs IS)",
+    "vs IS": "vs IS: AIS's estimate minus the importance-sampled one on the same test points (AIS runs on the "
+    "first ais_points only, the other columns on test_points), mean over the seeds: a better log-likelihood "
+    "by AIS says that q misses some of it, a worse one that AIS has not converged",
     "stale": "n stale: values made by an earlier version of the metric's estimator, left out of that metric "
     "only; rerun the runs (vlaebench run --force) to refresh them",
 }

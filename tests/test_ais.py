@@ -131,3 +131,24 @@ def test_a_tuple_latent_is_not_applicable(points):
         ais.ais(Ladder(), points, chains=2, steps=3)
     assert isinstance(raised.value, NotImplementedError)
     assert ais.ais_metrics(Ladder(), points, points=4, chains=2, steps=3) == {}
+
+
+def test_the_importance_sampled_nll_is_paired_with_ais_on_its_own_points(points):
+    # With the exact posterior as q, every importance weight is p(x): IS is exact, point by point.
+    model = LinearGaussian(encoder="exact")
+    exact_nll = -model.log_marginal(points[:5])
+    assert abs(exact_nll.mean() - (-model.log_marginal(points)).mean()) > 0.5  # the first points are not all
+    torch.manual_seed(4)
+    entry = ais.ais_metrics(model, points, points=5, chains=4, steps=30, leapfrog_steps=2, importance_samples=50)
+    torch.manual_seed(4)  # the IS draws come after AIS's: the same chains
+    ais_nll = -ais.ais(model, points[:5], chains=4, steps=30, leapfrog_steps=2)["log_px"]
+    nll = entry["ais_nll"]
+    assert nll["value"] == pytest.approx(ais_nll.mean().item(), abs=1e-12)
+    assert nll["importance_sampled"] == pytest.approx(exact_nll.mean().item(), abs=1e-9)
+    difference = ais_nll - exact_nll
+    assert nll["minus_importance_sampled"] == pytest.approx(difference.mean().item(), abs=1e-9)
+    # paired: the spread of the differences, not of the points' NLLs
+    assert nll["minus_importance_sampled_sem"] == pytest.approx(difference.std().item() / 5**0.5, rel=1e-6)
+    assert nll["estimator"]["importance_samples"] == 50
+    without = ais.ais_metrics(model, points, points=5, chains=4, steps=30, leapfrog_steps=2)["ais_nll"]
+    assert "minus_importance_sampled" not in without and "importance_samples" not in without["estimator"]

@@ -253,16 +253,21 @@ def test_a_gap_shows_its_convergence_and_a_dagger_where_most_points_did_not_conv
 
 
 def test_an_nll_whose_importance_weights_are_unreliable_says_so(tmp_path, monkeypatch):
-    _spec(tmp_path, monkeypatch)
+    _spec(tmp_path, monkeypatch, ('show = ["kl"]', 'show = ["kl", "ais_nll"]'))
     results = tmp_path / "results"
     for seed, share in enumerate((0.9, 0.8)):  # most points' Pareto k̂ above 0.7 in both seeds
-        _write(results, "alpha", seed, {"nll": {"value": 90.0 + seed, "pareto_k_above_0_7": share}, "kl": 1.0})
-    _write(results, "beta", 0, {"nll": {"value": 95.0, "pareto_k_above_0_7": 0.1}, "kl": 1.0})
+        # AIS on its few points against IS on the same points: 1.5 and 2.5 nats better
+        ais = {"value": 80.0 + seed, "minus_importance_sampled": -1.5 - seed}
+        _write(results, "alpha", seed, {"nll": {"value": 90.0 + seed, "pareto_k_above_0_7": share}, "ais_nll": ais})
+    _write(results, "beta", 0, {"nll": {"value": 95.0, "pareto_k_above_0_7": 0.1}, "ais_nll": 94.0})  # an older record
     generate.write_tables(results, tmp_path / "out")
     markdown = (tmp_path / "out" / "demo__digits__smoke.md").read_text()
     rows = table_rows(markdown)
     assert rows["alpha"][1] == "90.50 ± 0.71 (k̂ > 0.7 on 85 %)" and rows["beta"][1] == "95.00"
-    assert any(n.startswith("k̂ > 0.7 on n %") and "trust the AIS column" in n for n in _notes(markdown))
+    assert rows["alpha"][5] == "80.50 ± 0.71 (−2.00 vs IS)" and rows["beta"][5] == "94.00"
+    notes = _notes(markdown)
+    assert any(n.startswith("k̂ > 0.7 on n %") and "the AIS column, which does not use q" in n for n in notes)
+    assert any(n.startswith("vs IS: AIS's estimate minus the importance-sampled one on the same") for n in notes)
     assert (tmp_path / "out" / "demo__digits__smoke.tex").read_text().isascii()
 
 
