@@ -321,7 +321,10 @@ def _now() -> str:
 def determinism(device: torch.device) -> dict:
     """Ask for what torch offers and say what holds. On the CPU a seed reproduces a run bit for bit
     (same CPU type, thread count and library versions); on CUDA deterministic algorithms are
-    requested (a kernel without one warns rather than fails) and cuDNN's autotuner is off."""
+    requested (a kernel without one warns rather than fails) and cuDNN's autotuner is off. Whether
+    float32 convolutions and matrix products may run in TensorFloat-32 (10-bit mantissas, on
+    Ampere and later GPUs) is recorded as torch leaves it: by default convolutions do, matrix
+    products do not; a CPU computes both in IEEE float32."""
     if device.type != "cuda":
         return {"device": "cpu", "bitwise": True, "note": "same seed, same CPU type, threads and versions"}
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS first starts
@@ -334,6 +337,8 @@ def determinism(device: torch.device) -> dict:
         "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "tf32_convolutions": torch.backends.cudnn.allow_tf32,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "note": "deterministic kernels where torch has them; atomics-based ones may still vary run to run",
     }
 

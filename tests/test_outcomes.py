@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from benchmarks import data, specs, train
@@ -179,3 +180,20 @@ def test_peak_memory_is_each_runs_own(monkeypatch):
     small = _run(_config())
     assert big["timing"]["peak_memory_kind"] == small["timing"]["peak_memory_kind"] == "run_peak_rss"
     assert big["timing"]["peak_memory_bytes"] - small["timing"]["peak_memory_bytes"] > 300e6
+
+
+@pytest.mark.parametrize("convolutions", [True, False])
+def test_a_gpu_record_says_whether_float32_ran_in_tensorfloat32(monkeypatch, convolutions):
+    # No GPU is needed: the record reads torch's settings, which a CUDA device would obey.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", convolutions)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    try:
+        said = train.determinism(torch.device("cuda"))
+    finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.backends.cudnn.benchmark = benchmark
+    assert said["tf32_convolutions"] is convolutions
+    assert said["tf32_matmul"] is torch.backends.cuda.matmul.allow_tf32 is False  # torch's default
+    assert "tf32_convolutions" not in train.determinism(torch.device("cpu"))
