@@ -136,12 +136,16 @@ def test_the_divergence_from_the_mixture_is_bounded_and_the_divergence_from_the_
     assert mixture[-1] < mixture[0] - 100  # far out, h's own ELBO decides
 
 
-def test_the_earlier_components_do_not_move_once_the_next_one_joins():
-    model = built("rme", components=3)
+@pytest.mark.parametrize(
+    "freeze_earlier, moving",
+    [(True, [{"first"}, {"second"}, set()]), (False, [{"first"}, {"first", "second"}, {"first", "second"}])],
+)
+def test_the_earlier_components_move_once_the_next_one_joins_only_unless_frozen(freeze_earlier, moving):
+    model = built("rme", components=3, freeze_earlier=freeze_earlier)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     x = torch.rand(50, 64, generator=torch.Generator().manual_seed(1)).round()
     encoders = {"first": model.encoder, "second": model.component_encoders[0]}
-    for epoch, expected_to_move in enumerate([{"first"}, {"second"}, set()]):
+    for epoch, expected_to_move in enumerate(moving):
         model.on_epoch_start(epoch, {"epochs": 3})
         before = {key: [p.detach().clone() for p in encoder.parameters()] for key, encoder in encoders.items()}
         for _ in range(5):  # Adam's momentum from the epoch before would move them on zero gradients
@@ -218,6 +222,7 @@ def test_each_mixture_method_trains_and_every_metric_group_evaluates_through_the
 
 def test_the_spec_loads_with_every_claim_naming_its_methods():
     paper = specs.load_paper("kim2020recursive")
-    assert {"rme", "rme_entropy", "vae_mixture", "savae", "vae_iaf", "vae"} == set(paper.methods)
+    assert {"rme", "rme_unfrozen", "rme_entropy", "vae_mixture", "savae", "vae_iaf", "vae"} == set(paper.methods)
+    assert paper.methods["rme_unfrozen"].hyper == {**paper.methods["rme"].hyper, "freeze_earlier": False}
     assert paper.methods["savae"].hyper["T"] == 4 and paper.methods["rme_entropy"].hyper["criterion"] == "entropy"
     assert len(paper.claims) == 6 and all(r.value is None for r in paper.reported)  # nothing guessed
