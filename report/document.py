@@ -3,7 +3,8 @@
 
 - ``README.md``: readable on GitHub. A summary first, a row per paper: its reported numbers within
   tolerance, outside, missing (not yet transcribed) and not run; its claims that hold, fail, are
-  inconclusive or have no runs; the budgets and the hardware of its runs. Then per paper its tables
+  inconclusive or have no runs, and how many of its claims on the NLL hold on AIS too; the budgets and
+  the hardware of its runs. Then per paper its tables
   and claims (those of ``vlaebench tables``, also written as ``.md`` and ``.tex`` under ``tables/``),
   its figures, the pictures its runs drew (samples, reconstructions, the method's own), and the
   provenance of every run, failed and stale ones included (never silently dropped);
@@ -84,9 +85,11 @@ def summary_rows(frame: pd.DataFrame, papers: list) -> list[list[str]]:
                 reported[row["verdict"]] += 1
             else:  # no runs, or only stale ones
                 reported["not run"] += 1
-        claims = {verdict: 0 for verdict in CLAIM_VERDICTS}
+        claims, on_ais = {verdict: 0 for verdict in CLAIM_VERDICTS}, []
         for row in _largest(generate.claim_verdicts(paper, frame), budget_order):
             claims[row["verdict"]] += 1
+            if row["on_ais"] is not None:
+                on_ais.append(row["on_ais"]["verdict"] == "holds")
         kept = generate._kept(frame[frame["paper"] == key])
         budgets = sorted(kept["budget"].unique(), key=budget_order)
         devices = generate.devices(kept)
@@ -94,7 +97,8 @@ def summary_rows(frame: pd.DataFrame, papers: list) -> list[list[str]]:
             [
                 f"[{key}](#{key})",
                 ", ".join(f"{n} {verdict}" for verdict, n in reported.items()),
-                ", ".join(f"{n} {verdict}" for verdict, n in claims.items()),
+                ", ".join(f"{n} {verdict}" for verdict, n in claims.items())
+                + (f"; on AIS {sum(on_ais)} of {len(on_ais)} hold" if on_ais else ""),
                 ", ".join(budgets) or "no runs",
                 "; ".join(devices) or "–",
             ]
@@ -282,7 +286,8 @@ def write_report(results: Path, out: Path) -> list[Path]:
         "## Summary\n",
         "A reported number is judged, and a claim checked, at the largest budget whose runs judge it (for a",
         "claim, both sides have runs; each budget's own verdicts are in the paper's tables); *missing*: not yet",
-        "transcribed from the paper; *not run*: no current run of its method and dataset.\n",
+        "transcribed from the paper; *not run*: no current run of its method and dataset; *on AIS*: of the claims",
+        "on the NLL whose two sides have an AIS estimate, how many hold on it too (the claims tables' *On AIS*).\n",
         _table(SUMMARY_HEADER, summary_rows(frame, papers)),
     ]
     for paper in papers:

@@ -834,6 +834,13 @@ def claim_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
                 and devices(side.runs) != devices(than.runs)
             ):
                 verdict = {"verdict": "inconclusive", "p": None, "test": "the two sides were timed on other devices"}
+            on_ais = None
+            if claim.metric == "nll" and not named and isinstance(claim.than, str):
+                # the same claim on AIS, which does not use q: IS with each method's own q as the
+                # proposal is looser for the method with the poorer q, which tilts an NLL claim
+                ais, ais_than = _side(claim.method, "ais_nll", at_budget), _side(claim.than, "ais_nll", at_budget)
+                if ais.values and ais_than.values:
+                    on_ais = claim_checks.verdict(claim, ais.values, ais_than.values)
             checked.append(
                 {
                     "index": i,
@@ -844,6 +851,7 @@ def claim_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
                     "runs": side.runs,
                     "runs_than": than.runs,
                     "stale": bool(side.stale or than.stale),
+                    "on_ais": on_ais,
                     **verdict,
                 }
             )
@@ -852,7 +860,7 @@ def claim_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
 
 def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
     """One row per claim and budget at which its dataset has runs (a claim without any: one row)."""
-    header = ["Claim", "Dataset", "Metric", "Budget", "Method", "Than", "p", "Verdict"]
+    header = ["Claim", "Dataset", "Metric", "Budget", "Method", "Than", "On AIS", "p", "Verdict"]
     rows, title = [], f"{paper.key} / claims"
     footnotes = Footnotes(title)
     checked = claim_verdicts(paper, frame)
@@ -868,6 +876,7 @@ def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
                 row["budget"] or "–",
                 footnotes.mark(Cell(row["shown"]), row["runs"]),
                 than if row["runs_than"] is None else footnotes.mark(than, row["runs_than"]),
+                _on_ais(row["on_ais"]),
                 "–" if row["p"] is None else f"{row['p']:.3g}",
                 row["verdict"],
             ]
@@ -880,14 +889,22 @@ def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
         "the claimed effect at the claim's level; fails otherwise; inconclusive with fewer than 3 seeds on a side, "
         "or for a time when the two sides ran on different devices; "
         "no runs when a side has none. A budget below the paper's does not test the paper, only how far its "
-        "claim carries at that cost.",
+        "claim carries at that cost. On AIS: a claim on the NLL tested in the same way on the AIS estimate "
+        "(its first ais_points test points), where both sides have one: importance sampling with each method's "
+        "own q as the proposal is looser for the poorer q, which can make a claim hold that AIS does not bear out.",
     )
     if any_stale:
         notes.insert(1, MARK_NOTES["stale"])
     if footnotes.notes:
         notes.append(FOOTNOTES_NOTE)
     caption = f"{paper.title} ({paper.key}): the paper's claims, checked against the seeds."
-    return _documents(title, caption, header, rows, notes, align="p{5cm}lllllrl", footnotes=footnotes)
+    return _documents(title, caption, header, rows, notes, align="p{5cm}llllllrl", footnotes=footnotes)
+
+
+def _on_ais(verdict: dict | None) -> str:
+    if verdict is None:
+        return "–"
+    return verdict["verdict"] + ("" if verdict["p"] is None else f" (p {verdict['p']:.3g})")
 
 
 # --- the output folder -------------------------------------------------------------------------------------------

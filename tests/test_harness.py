@@ -18,7 +18,7 @@ import models
 from benchmarks import UserError, data, metrics, records, specs, train
 from benchmarks.data import Dataset
 from models import optim
-from report import claims, generate
+from report import claims, document, generate
 
 HERE = Path(__file__).parent
 COMMITTED = sorted((HERE.parent / "results" / "runs").glob("baselines__vae__digits__smoke__seed0__*.json"))
@@ -657,3 +657,48 @@ def test_pictures_of_centred_data_add_the_training_mean_back(tmp_path):
         with Image.open(tmp_path / path) as image:
             first = np.asarray(image.convert("L"))[2:10, 2:10]  # the first picture, inside the 2-pixel padding
         assert (first == 64).all(), first
+
+
+NLL_CLAIMS = """
+[[claim_tables]]
+source = "tests"
+metric = "nll"
+direction = "lower"
+dataset = "digits"
+columns = ["claim", "method", "than"]
+rows = [
+    ["The small VAE reaches a lower NLL than the VAE", "small[latent_dim=2]", "vae"],
+    ["The VAE reaches a lower NLL than the small VAE at latent_dim = 4", "vae", "small[latent_dim=4]"],
+]
+"""
+
+
+def test_a_claim_on_the_nll_is_also_tested_on_ais_where_both_sides_have_it(tmp_path, monkeypatch):
+    """The small VAE's NLL is the lower by IS, but not by AIS (its q made IS the tighter): the claim
+    holds, and its AIS test says it fails; a side without AIS leaves that test out."""
+    spec_folder(tmp_path, monkeypatch, bygrid=BY_GRID + NLL_CLAIMS)
+    paper = specs.load_paper("bygrid")
+    results = tmp_path / "results"
+    runs = {"vae": (50.0, 44.0), "small[latent_dim=2]": (45.0, 44.5), "small[latent_dim=4]": (52.0, None)}
+    for method, (nll, ais_nll) in runs.items():
+        for seed in (0, 1, 2):
+            config = specs.resolve(paper, method, "digits", specs.budget("smoke"), seed)
+            measured = {"nll": {"value": nll + 0.1 * seed, "unit": "nats", "estimator": {}}}
+            if ais_nll is not None:
+                measured["ais_nll"] = {"value": ais_nll + 0.1 * seed, "unit": "nats", "estimator": {}}
+            record = hand_record(config, measured)
+            records.write(record, records.path_for(results, config, record["run_id"]))
+    first, second = generate.claim_verdicts(paper, generate.annotated_frame(results))
+    assert first["verdict"] == "holds" and first["on_ais"]["verdict"] == "fails"
+    assert second["verdict"] == "holds" and second["on_ais"] is None
+    generate.write_tables(results, tmp_path / "out")
+    markdown = (tmp_path / "out" / "bygrid__claims.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| Claim"))
+    on_ais = [c.strip() for c in header.strip("|").split("|")].index("On AIS")
+    cells = [
+        [c.strip() for c in line.strip("|").split("|")] for line in markdown.splitlines() if line.startswith("| (")
+    ]
+    assert cells[0][on_ais].startswith("fails (p ") and cells[1][on_ais] == "–"
+    assert "On AIS: a claim on the NLL tested in the same way on the AIS estimate" in markdown
+    [summary] = document.summary_rows(generate.annotated_frame(results), [paper])
+    assert summary[2] == "2 holds, 0 fails, 0 inconclusive, 0 no runs; on AIS 0 of 1 hold"
