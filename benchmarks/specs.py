@@ -4,9 +4,10 @@ loading, validation, and the resolved configuration of one run.
 A paper spec is declarative; the layout is documented in ``benchmarks/papers/baselines.toml``.
 Every problem found is reported as a ``UserError`` naming the file, the key and what is valid.
 
-A spec scales in four ways: a method may ``include`` another spec's method (``"baselines.vae"``)
-and override what differs; a method's ``grid`` expands it into named variants (``iwae[samples=5]``);
-reported numbers may be given as compact ``[[reported_tables]]`` (one per paper table); and
+A spec scales in four ways: a method may ``include`` another method (``"baselines.vae"``; or one of
+its own spec's, an ablation) and override what differs; a method's ``grid`` expands it into named
+variants (``iwae[samples=5]``); reported numbers may be given as compact ``[[reported_tables]]`` (one
+per paper table); and
 ``[[claims]]`` state the paper's comparisons, which the tables check against the seeds (many at
 once as ``[[claim_tables]]``, rows of the fields that differ).
 
@@ -308,9 +309,7 @@ def paper_keys() -> list[str]:
     return sorted(p.stem for p in papers_dir().glob("*.toml"))
 
 
-def _raw_paper(key: str, including: tuple[str, ...] = ()) -> tuple[Path, dict]:
-    if key in including:
-        raise UserError(f"{papers_dir() / (key + '.toml')}: include cycle {' -> '.join((*including, key))}")
+def _raw_paper(key: str) -> tuple[Path, dict]:
     if key not in paper_keys():  # a name, not a path: "../x" must not reach outside the specs folder
         raise UserError(f"unknown paper {key!r}; valid: {', '.join(paper_keys()) or '(none)'}")
     path = papers_dir() / f"{key}.toml"
@@ -438,7 +437,9 @@ ON_KEYS = {"options", "hyper"}  # what a method may set for one dataset
 def _method_table(path: Path, paper: str, name: str, table, including: tuple[str, ...] = ()) -> dict:
     """``[methods.<name>]`` with its ``include`` resolved: the included method's model, hyper, grid,
     method-level training, citation and note, overridden key by key by this table (``hyper`` and
-    ``training`` merge; the others replace). The including paper's own [training] applies to it."""
+    ``training`` merge; the others replace). The including paper's own [training] applies to it.
+    The included method may be in the same paper (an ablation of one setting); ``including`` holds
+    the methods ("<paper>.<method>") that led here, so that a cycle is refused."""
     where = f"{path}: [methods.{name}]"
     if not NAME.fullmatch(name):
         raise UserError(f"{where}: a method name is letters, digits and underscores (variants get [key=value])")
@@ -451,11 +452,14 @@ def _method_table(path: Path, paper: str, name: str, table, including: tuple[str
     other, _, method = reference.partition(".") if isinstance(reference, str) else ("", "", "")
     if not other or not method:
         raise UserError(f'{where} include: expected "<paper>.<method>", got {reference!r}')
-    other_path, other_raw = _raw_paper(other, (*including, paper))
+    chain = (*including, f"{paper}.{name}")
+    if reference in chain:
+        raise UserError(f"{where} include: include cycle {' -> '.join((*chain, reference))}")
+    other_path, other_raw = _raw_paper(other)
     other_methods = other_raw.get("methods", {})
     if method not in other_methods:
         raise UserError(f"{where} include: {other_path} has no method {method!r}; valid: {', '.join(other_methods)}")
-    base = _method_table(other_path, other, method, other_methods[method], (*including, paper))
+    base = _method_table(other_path, other, method, other_methods[method], chain)
     merged = {k: v for k, v in base.items() if k != "include"}
     grid = table.get("grid", {})  # this table's grid replaces what the included method fixed
     for key in ("hyper", "training"):

@@ -3,9 +3,9 @@
 
 - ``README.md``: readable on GitHub. A summary first, a row per paper: its reported numbers within
   tolerance, outside, missing (not yet transcribed) and not run; its claims that hold, fail, are
-  inconclusive or have no runs, and how many of its claims on the NLL hold on AIS too; the budgets and
-  the hardware of its runs. Then per paper its tables
-  and claims (those of ``vlaebench tables``, also written as ``.md`` and ``.tex`` under ``tables/``),
+  inconclusive or have no runs, and how many of its claims on the NLL hold on AIS too; the budgets
+  and the hardware of its runs. Then per paper its tables and claims (those of ``vlaebench tables``,
+  also written as ``.md`` and ``.tex`` under ``tables/``),
   its figures, the pictures its runs drew (samples, reconstructions, the method's own), and the
   provenance of every run, failed and stale ones included (never silently dropped);
 - ``index.html``: the same page, self-contained (styles inline, every image embedded as a data URI;

@@ -338,6 +338,33 @@ def test_an_include_reuses_another_specs_method_and_overrides_what_it_sets(tmp_p
     )
 
 
+def test_a_method_may_include_one_of_its_own_papers_methods_but_not_in_a_cycle(tmp_path, monkeypatch):
+    own = """
+[paper]
+title = "Own includes"
+citation = "Nobody, tests"
+
+[evaluation]
+importance_samples = 10
+compare = ["nll"]
+
+[datasets.digits]
+
+[methods.vae]
+include = "baselines.vae"
+
+[methods.small]
+include = "own.vae"
+hyper = { latent_dim = 2 }
+"""
+    spec_folder(tmp_path, monkeypatch, own=own)
+    paper = specs.load_paper("own")
+    assert paper.methods["small"].hyper == {**paper.methods["vae"].hyper, "latent_dim": 2}
+    spec_folder(tmp_path, monkeypatch, own=own.replace('include = "baselines.vae"', 'include = "own.small"'))
+    with pytest.raises(UserError, match=r"include cycle own\.vae -> own\.small -> own\.vae"):
+        specs.load_paper("own")
+
+
 @pytest.mark.parametrize(
     "breakage, needles",
     [

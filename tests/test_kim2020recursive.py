@@ -140,7 +140,7 @@ def test_the_divergence_from_the_mixture_is_bounded_and_the_divergence_from_the_
     "freeze_earlier, moving",
     [(True, [{"first"}, {"second"}, set()]), (False, [{"first"}, {"first", "second"}, {"first", "second"}])],
 )
-def test_the_earlier_components_move_once_the_next_one_joins_only_unless_frozen(freeze_earlier, moving):
+def test_the_earlier_components_stop_moving_once_the_next_one_joins_only_when_frozen(freeze_earlier, moving):
     model = built("rme", components=3, freeze_earlier=freeze_earlier)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     x = torch.rand(50, 64, generator=torch.Generator().manual_seed(1)).round()
@@ -223,6 +223,7 @@ def test_each_mixture_method_trains_and_every_metric_group_evaluates_through_the
 def test_the_spec_loads_with_every_claim_naming_its_methods():
     paper = specs.load_paper("kim2020recursive")
     assert {"rme", "rme_unfrozen", "rme_entropy", "vae_mixture", "savae", "vae_iaf", "vae"} == set(paper.methods)
-    assert paper.methods["rme_unfrozen"].hyper == {**paper.methods["rme"].hyper, "freeze_earlier": False}
+    unfrozen, rme = paper.methods["rme_unfrozen"], paper.methods["rme"]  # included from rme, one setting changed
+    assert unfrozen.model == "rme" and unfrozen.hyper == {**rme.hyper, "freeze_earlier": False}
     assert paper.methods["savae"].hyper["T"] == 4 and paper.methods["rme_entropy"].hyper["criterion"] == "entropy"
     assert len(paper.claims) == 6 and all(r.value is None for r in paper.reported)  # nothing guessed
