@@ -6,7 +6,8 @@ Each value is returned with the settings of its estimator, as it goes into the r
   or Monte-Carlo, with the per-dimension KL where q factorizes), reconstruction, bits/dim;
 - representation: active units, clustering accuracy / NMI / ARI and the linear-probe accuracy of
   the test labels;
-- inference: the amortization and approximation gaps of Cremer, Li & Duvenaud (2018);
+- inference: the amortization and approximation gaps of Cremer, Li & Duvenaud (2018); where q is a
+  mixture, how many of its components it uses and how far apart they lie;
 - cost: the test-time inference latency per batch (the rest of the timing block is ``train.py``'s).
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.distributions import Distribution, Independent, kl_divergence
+from torch.distributions import Distribution, Independent, MixtureSameFamily, kl_divergence
 
 from benchmarks import ais, diagnostics
 from models.base import has_analytic_kl, reparameterized_elbo
@@ -112,6 +113,20 @@ METRICS = {
         "Approx. gap", "approximation gap log p̂(x) − L[q*] (nats; Cremer et al. 2018)", "lower"
     ),
     "inference_gap": Metric("Inference gap", "inference gap log p̂(x) − L[q] (nats)", "lower"),
+    # A mixture posterior's use of its components (no direction: how many a posterior needs depends
+    # on the data). 2 decimals: both lie between 0 and log K or K.
+    "mixture_components": Metric(
+        "Components",
+        "effective number of components of a mixture q(z|x): exp of the entropy of its weights, mean over the "
+        "test points (1: one component carries it all)",
+        None,
+    ),
+    "mixture_information": Metric(
+        "I(k; z)",
+        "what a mixture q(z|x) gains over its components: I(k; z) = H(q) − Σ_k α_k H(q_k) (nats), the ELBO "
+        "beyond the components' weighted ELBOs; 0 where the components coincide, at most the weights' entropy",
+        None,
+    ),
     # Cost: seconds to 2 decimals, throughput to whole examples; latency to 3 decimals of a ms (a GPU
     # batch can take well under a millisecond).
     "s_per_epoch": Metric("s/epoch", "training wall-clock per epoch (s)", "lower", timing=True),
@@ -360,6 +375,57 @@ def posterior_means(
             means.append(draws.mean(0))
             noise.append(draws.var(0) / samples)
     return torch.cat(means).double(), torch.cat(noise).double() if noise else None
+
+
+# Draws of each component per point for I(k; z): the estimate lies in [0, log K] and is averaged over
+# the test points, so its Monte-Carlo error is far below the seeds' spread.
+MIXTURE_SAMPLES = 100
+
+
+@torch.no_grad()
+def mixture_usage(
+    model, x: torch.Tensor, seed: int, samples: int = MIXTURE_SAMPLES, rows_per_chunk: int = 100_000
+) -> dict:
+    """Where q(z|x) is a mixture Σ_k α_k(x) q_k(z|x) (``MixtureSameFamily``; else nothing): how much of
+    it its components carry. ``mixture_components``: exp H(α(x)), the number of components a point's
+    weights spread over (1 to K), with each component's mean weight. ``mixture_information``:
+    I(k; z) = Σ_k α_k E_{q_k}[log q_k(z|x) − log q(z|x)] from ``samples`` draws of each component, the
+    information the draw's component leaves in z: 0 where the components coincide (q is then one of
+    them, whatever the weights), H(α) where they do not overlap. It is what the mixture's ELBO has
+    beyond Σ_k α_k ELBO(q_k): without it, a mixture is no better than its best component. Its draws
+    come from ``seed`` without moving the global random stream that the later metrics draw from."""
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _mixture_usage(model, x, samples, rows_per_chunk)
+
+
+def _mixture_usage(model, x, samples, rows_per_chunk):
+    effective, information, weights = [], [], []
+    for xb in x.split(max(1, rows_per_chunk // samples)):
+        q = model.posterior(xb)
+        if not isinstance(q, MixtureSameFamily):
+            return {}
+        alpha = q.mixture_distribution.probs  # [B, K]
+        components = q.component_distribution
+        z = components.sample((samples,))  # [S, B, K, D]: draws of every component
+        log_component = components.log_prob(z)  # [S, B, K]
+        log_mixture = q.log_prob(z.movedim(2, 1)).movedim(1, 2)  # each draw under the whole mixture
+        information.append((alpha * (log_component - log_mixture).mean(0)).sum(-1))
+        effective.append(torch.special.entr(alpha).sum(-1).exp())
+        weights.append(alpha)
+    common = {"points": len(x), "split": "test"}
+    return {
+        "mixture_components": _entry(
+            torch.cat(effective),
+            "components",
+            {"name": "exp_entropy_of_weights", **common},
+            of=weights[0].shape[-1],
+            mean_weights=torch.cat(weights).double().mean(0).tolist(),
+        ),
+        "mixture_information": _entry(
+            torch.cat(information), "nats", {"name": "monte_carlo", "samples_per_component": samples, **common}
+        ),
+    }
 
 
 def part_slices(parts: dict[str, int] | None) -> dict[str, slice]:
@@ -736,15 +802,16 @@ def evaluate(
 ) -> tuple[dict, dict, dict]:
     """Every test metric of a trained model on the (binarized) test points ``x``; the wall-clock each
     group of them took and the inference latency; and the groups that failed, with their traceback.
-    Each group (density, posterior means and active units, clustering, linear probe, gaps, latency) is evaluated on
-    its own: one that fails leaves the others' values in the record. ``evaluation`` is the run
-    config's: importance_samples, gap_points (None: no gaps), gap_max_steps, gap_samples, gap_start,
-    and the chunk sizes importance_rows_per_chunk and gap_points_per_chunk. Only the first ``distinct``
-    points (all if None) are distinct images, the others further binarizations of them: the
-    posterior means, active units, clustering and probe use those alone (the probe would otherwise
-    find copies of one image on both sides of its folds). ``train`` (training images as evaluated,
-    and their labels, given where ``evaluation`` sets ``probe_labels`` or ``kmeans_clusters``) gives
-    the representation metrics of ``label_efficiency``."""
+    Each group (density, posterior means and active units, mixture usage, clustering, linear probe,
+    gaps, latency) is evaluated on its own: one that fails leaves the others' values in the record.
+    ``evaluation`` is the run config's: importance_samples, gap_points (None: no gaps),
+    gap_max_steps, gap_samples, gap_start, and the chunk sizes importance_rows_per_chunk and
+    gap_points_per_chunk. Only the first ``distinct`` points (all if None) are distinct images, the
+    others further binarizations of them: the posterior means, active units, mixture usage,
+    clustering and probe use those alone (the probe would otherwise find copies of one image on both
+    sides of its folds). ``train`` (training images as evaluated, and their labels, given where
+    ``evaluation`` sets ``probe_labels`` or ``kmeans_clusters``) gives the representation metrics of
+    ``label_efficiency``."""
     metrics, seconds, errors = {}, {}, {}
     parts = model.latent_parts()
 
@@ -771,6 +838,7 @@ def evaluate(
     means, noise = group("posterior_means", lambda: posterior_means(model, images)) or (None, None)
     if means is not None:
         metrics["active_units"] = active_units(means, parts=parts, noise=noise, samples=POSTERIOR_MEAN_SAMPLES)
+        metrics.update(group("mixture", lambda: mixture_usage(model, images, seed)) or {})
         if labels is not None:
             labels = labels[:distinct]
             metrics.update(group("clustering", lambda: clustering(model, images, labels, means, seed, parts)) or {})

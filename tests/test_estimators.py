@@ -1,11 +1,15 @@
 """The test metrics against a model whose log p(x), posterior and KL are known in closed form."""
 
+import math
+
 import pytest
+import scipy
 import torch
 from linear_gaussian import LinearGaussian
 from torch.distributions import kl_divergence
 
 from benchmarks import metrics
+from models.mixtures import gaussian_mixture
 
 
 @pytest.fixture
@@ -84,3 +88,45 @@ def test_gaussian_pixel_likelihood_matches_its_formula():
     x, mean = torch.rand(4, 1, 2, 3), torch.rand(5, 4, 6)  # five samples of z for four images
     expected = (-0.5 * ((x.flatten(1) - mean) / 0.3) ** 2 - math.log(0.3) - 0.5 * math.log(2 * math.pi)).sum(-1)
     torch.testing.assert_close(likelihood(mean, x), expected)
+
+
+class MixturePosterior:
+    """q(z|x_i) = Σ_k α_k N(loc_k + shift_i, diag(scale_k²)): the same mixture moved to another place
+    for each point (I(k; z) does not change with a shift; a draw scored under another point's
+    mixture would)."""
+
+    def __init__(self, alpha, loc, scale):
+        self.alpha, self.loc, self.scale = torch.tensor(alpha), torch.tensor(loc), torch.tensor(scale)
+
+    def posterior(self, x):
+        shift = x.view(-1, 1, 1)  # [B, 1, 1]: one shift per point
+        loc = self.loc + shift
+        return gaussian_mixture(self.alpha.log().expand(len(x), -1), loc, self.scale.log().expand_as(loc))
+
+
+def test_mixture_usage_is_exact_where_the_components_coincide():
+    alpha = [0.2, 0.3, 0.5]
+    coinciding = MixturePosterior(alpha, [[0.5, -1.0]] * 3, [[0.8, 1.2]] * 3)
+    usage = metrics.mixture_usage(coinciding, torch.linspace(-20, 20, 50), seed=0)
+    assert usage["mixture_components"]["value"] == pytest.approx(math.exp(-sum(a * math.log(a) for a in alpha)))
+    assert usage["mixture_components"]["mean_weights"] == pytest.approx(alpha)
+    assert abs(usage["mixture_information"]["value"]) < 1e-5  # one Gaussian, however it is split
+
+
+def test_the_information_between_component_and_draw_matches_quadrature():
+    """Two overlapping components in the first dimension (the second is the same in both): I(k; z) =
+    H(q) − Σ_k α_k H(q_k), by numerical integration of the one-dimensional mixture."""
+    alpha, means, scales = [0.3, 0.7], [0.0, 1.5], [1.0, 0.7]
+    mixture = lambda z: sum(a * scipy.stats.norm.pdf(z, m, s) for a, m, s in zip(alpha, means, scales))  # noqa: E731
+    entropy = scipy.integrate.quad(lambda z: -mixture(z) * math.log(mixture(z)), -15, 15)[0]
+    exact = entropy - sum(a * scipy.stats.norm.entropy(0, s) for a, s in zip(alpha, scales))
+    assert 0.1 < exact < 0.5  # well inside (0, H(α) = 0.61): partly overlapping
+    posterior = MixturePosterior(alpha, [[m, 2.0] for m in means], [[s, 0.5] for s in scales])
+    usage = metrics.mixture_usage(posterior, torch.linspace(-30, 30, 500), seed=0)
+    information = usage["mixture_information"]
+    assert abs(information["value"] - exact) < 4 * information["sem"]
+    assert information["sem"] < 0.01  # a test that can tell 0.05 nat apart
+
+
+def test_a_posterior_that_is_not_a_mixture_has_no_mixture_usage(data):
+    assert metrics.mixture_usage(LinearGaussian(), data, seed=0) == {}

@@ -216,6 +216,9 @@ def test_each_mixture_method_trains_and_every_metric_group_evaluates_through_the
     assert record["status"] == "ok", record["error"]
     for metric in ("nll", "elbo", "kl", "active_units", "cluster_acc", "amortization_gap", "ais_nll"):
         assert metric in record["metrics"] and math.isfinite(record["metrics"][metric]["value"]), metric
+    components = record["metrics"]["mixture_components"]  # three in use at the end: every one is measured
+    assert 1 <= components["value"] <= 3 and len(components["mean_weights"]) == 3
+    assert 0 <= record["metrics"]["mixture_information"]["value"] <= math.log(3) + 0.05
     if method.startswith("rme"):  # one component joined per epoch, logged in the curves
         assert record["curves"]["components"] == [1, 2, 3]
 
