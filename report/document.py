@@ -89,7 +89,7 @@ def summary_rows(frame: pd.DataFrame, papers: list) -> list[list[str]]:
         for row in _largest(generate.claim_verdicts(paper, frame), budget_order):
             claims[row["verdict"]] += 1
             if row["on_ais"] is not None:
-                on_ais.append(row["on_ais"]["verdict"] == "holds")
+                on_ais.append("not converged" if "why" in row["on_ais"] else row["on_ais"]["verdict"])
         kept = generate._kept(frame[frame["paper"] == key])
         budgets = sorted(kept["budget"].unique(), key=budget_order)
         devices = generate.devices(kept)
@@ -97,13 +97,23 @@ def summary_rows(frame: pd.DataFrame, papers: list) -> list[list[str]]:
             [
                 f"[{key}](#{key})",
                 ", ".join(f"{n} {verdict}" for verdict, n in reported.items()),
-                ", ".join(f"{n} {verdict}" for verdict, n in claims.items())
-                + (f"; on AIS {sum(on_ais)} of {len(on_ais)} hold" if on_ais else ""),
+                ", ".join(f"{n} {verdict}" for verdict, n in claims.items()) + _on_ais_summary(on_ais),
                 ", ".join(budgets) or "no runs",
                 "; ".join(devices) or "–",
             ]
         )
     return rows
+
+
+def _on_ais_summary(verdicts: list[str]) -> str:
+    """The summary's AIS part: how many of the claims that AIS could test hold on it, and on how many a
+    side's AIS had not converged."""
+    unconverged = verdicts.count("not converged")
+    tested = len(verdicts) - unconverged
+    parts = ([f"{verdicts.count('holds')} of {tested} hold"] if tested else []) + (
+        [f"{unconverged} not converged"] if unconverged else []
+    )
+    return f"; on AIS {', '.join(parts)}" if parts else ""
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -287,7 +297,8 @@ def write_report(results: Path, out: Path) -> list[Path]:
         "A reported number is judged, and a claim checked, at the largest budget whose runs judge it (for a",
         "claim, both sides have runs; each budget's own verdicts are in the paper's tables); *missing*: not yet",
         "transcribed from the paper; *not run*: no current run of its method and dataset; *on AIS*: of the claims",
-        "on the NLL whose two sides have an AIS estimate, how many hold on it too (the claims tables' *On AIS*).\n",
+        "on the NLL whose two sides have an AIS estimate, how many hold on it too (the claims tables' *On AIS*),",
+        "and on how many a side's AIS reads above its importance-sampled NLL on the same points (not converged).\n",
         _table(SUMMARY_HEADER, summary_rows(frame, papers)),
     ]
     for paper in papers:

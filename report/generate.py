@@ -840,7 +840,9 @@ def claim_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
                 # proposal is looser for the method with the poorer q, which tilts an NLL claim
                 ais, ais_than = _side(claim.method, "ais_nll", at_budget), _side(claim.than, "ais_nll", at_budget)
                 if ais.values and ais_than.values:
-                    on_ais = claim_checks.verdict(claim, ais.values, ais_than.values)
+                    on_ais = _ais_not_converged(
+                        {claim.method: ais.runs, claim.than: ais_than.runs}
+                    ) or claim_checks.verdict(claim, ais.values, ais_than.values)
             checked.append(
                 {
                     "index": i,
@@ -856,6 +858,21 @@ def claim_verdicts(paper, frame: pd.DataFrame) -> list[dict]:
                 }
             )
     return checked
+
+
+def _ais_not_converged(runs_by_method: dict[str, pd.DataFrame]) -> dict | None:
+    """An inconclusive AIS verdict where a side's AIS reads above its own importance-sampled NLL on the
+    same points (the mean over its seeds of the paired difference): both are stochastic bounds on
+    log p(x) from below, so an AIS looser than IS with q has not converged and cannot check it."""
+    above = []
+    for method, runs in runs_by_method.items():
+        paired = runs.get("ais_nll.minus_importance_sampled")
+        if paired is not None and paired.notna().any() and (difference := float(paired.dropna().mean())) > 0:
+            above.append(f"{method} +{_fmt(difference, _digits('ais_nll'))}")
+    if not above:
+        return None
+    why = f"AIS above IS: {', '.join(above)}"
+    return {"verdict": "inconclusive", "p": None, "test": "AIS not converged", "why": why}
 
 
 def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
@@ -891,7 +908,9 @@ def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
         "no runs when a side has none. A budget below the paper's does not test the paper, only how far its "
         "claim carries at that cost. On AIS: a claim on the NLL tested in the same way on the AIS estimate "
         "(its first ais_points test points), where both sides have one: importance sampling with each method's "
-        "own q as the proposal is looser for the poorer q, which can make a claim hold that AIS does not bear out.",
+        "own q as the proposal is looser for the poorer q, which can make a claim hold that AIS does not bear out; "
+        "inconclusive where a side's AIS reads above its importance-sampled NLL on the same points (AIS above IS: "
+        "looser than q, so not converged).",
     )
     if any_stale:
         notes.insert(1, MARK_NOTES["stale"])
@@ -904,6 +923,8 @@ def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
 def _on_ais(verdict: dict | None) -> str:
     if verdict is None:
         return "–"
+    if "why" in verdict:
+        return f"{verdict['verdict']} ({verdict['why']})"
     return verdict["verdict"] + ("" if verdict["p"] is None else f" (p {verdict['p']:.3g})")
 
 

@@ -729,3 +729,41 @@ def test_a_claim_on_the_nll_is_also_tested_on_ais_where_both_sides_have_it(tmp_p
     assert "On AIS: a claim on the NLL tested in the same way on the AIS estimate" in markdown
     [summary] = document.summary_rows(generate.annotated_frame(results), [paper])
     assert summary[2] == "2 holds, 0 fails, 0 inconclusive, 0 no runs; on AIS 0 of 1 hold"
+
+
+def test_a_claim_is_not_tested_on_ais_where_a_sides_ais_reads_above_its_own_is(tmp_path, monkeypatch):
+    """AIS and IS with q both bound log p(x) from below: where a side's AIS reads above its own
+    importance-sampled NLL on the same points, AIS is the looser and has not converged, so the claim's
+    AIS test is inconclusive and names that side; a side whose AIS reads below its IS is no reason."""
+    spec_folder(tmp_path, monkeypatch, bygrid=BY_GRID + NLL_CLAIMS)
+    paper = specs.load_paper("bygrid")
+    results = tmp_path / "results"
+    # method: (nll, ais_nll, AIS minus IS on the AIS points)
+    runs = {
+        "vae": (50.0, 44.0, -1.5),
+        "small[latent_dim=2]": (45.0, 47.0, 2.0),
+        "small[latent_dim=4]": (52.0, 51.0, -0.5),
+    }
+    for method, (nll, ais_nll, ais_minus_is) in runs.items():
+        for seed in (0, 1, 2):
+            config = specs.resolve(paper, method, "digits", specs.budget("smoke"), seed)
+            measured = {
+                "nll": {"value": nll + 0.1 * seed, "unit": "nats", "estimator": {}},
+                "ais_nll": {
+                    "value": ais_nll + 0.1 * seed,
+                    "unit": "nats",
+                    "estimator": {},
+                    "minus_importance_sampled": ais_minus_is + 0.1 * seed,
+                },
+            }
+            record = hand_record(config, measured)
+            records.write(record, records.path_for(results, config, record["run_id"]))
+    first, second = generate.claim_verdicts(paper, generate.annotated_frame(results))
+    assert first["verdict"] == "holds" and first["on_ais"]["verdict"] == "inconclusive"
+    assert first["on_ais"]["why"] == "AIS above IS: small[latent_dim=2] +2.10" and first["on_ais"]["p"] is None
+    assert second["on_ais"]["verdict"] == "holds" and "why" not in second["on_ais"]  # both AIS below IS: tested
+    generate.write_tables(results, tmp_path / "out")
+    markdown = (tmp_path / "out" / "bygrid__claims.md").read_text()
+    assert "inconclusive (AIS above IS: small[latent_dim=2] +2.10)" in markdown
+    [summary] = document.summary_rows(generate.annotated_frame(results), [paper])
+    assert summary[2] == "2 holds, 0 fails, 0 inconclusive, 0 no runs; on AIS 1 of 1 hold, 1 not converged"
