@@ -424,7 +424,7 @@ def _mixture_usage(model, x, samples, elements):
             torch.cat(effective),
             "components",
             {"name": "exp_entropy_of_weights", **common},
-            of=weights[0].shape[-1],
+            of=k,
             mean_weights=torch.cat(weights).double().mean(0).tolist(),
         ),
         "mixture_information": _entry(

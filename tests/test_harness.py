@@ -700,21 +700,37 @@ rows = [
 """
 
 
-def test_a_claim_on_the_nll_is_also_tested_on_ais_where_both_sides_have_it(tmp_path, monkeypatch):
-    """The small VAE's NLL is the lower by IS, but not by AIS (its q made IS the tighter): the claim
-    holds, and its AIS test says it fails; a side without AIS leaves that test out."""
+def nll_claim_runs(tmp_path, monkeypatch, runs: dict) -> tuple:
+    """The NLL claims' paper and a results folder of three seeds a method, from ``runs``: method ->
+    (nll, ais_nll or None, AIS minus IS on the AIS points or None); each seed adds 0.1 to all three."""
     spec_folder(tmp_path, monkeypatch, bygrid=BY_GRID + NLL_CLAIMS)
     paper = specs.load_paper("bygrid")
     results = tmp_path / "results"
-    runs = {"vae": (50.0, 44.0), "small[latent_dim=2]": (45.0, 44.5), "small[latent_dim=4]": (52.0, None)}
-    for method, (nll, ais_nll) in runs.items():
+    for method, (nll, ais_nll, ais_minus_is) in runs.items():
         for seed in (0, 1, 2):
             config = specs.resolve(paper, method, "digits", specs.budget("smoke"), seed)
             measured = {"nll": {"value": nll + 0.1 * seed, "unit": "nats", "estimator": {}}}
             if ais_nll is not None:
                 measured["ais_nll"] = {"value": ais_nll + 0.1 * seed, "unit": "nats", "estimator": {}}
+                if ais_minus_is is not None:
+                    measured["ais_nll"]["minus_importance_sampled"] = ais_minus_is + 0.1 * seed
             record = hand_record(config, measured)
             records.write(record, records.path_for(results, config, record["run_id"]))
+    return paper, results
+
+
+def test_a_claim_on_the_nll_is_also_tested_on_ais_where_both_sides_have_it(tmp_path, monkeypatch):
+    """The small VAE's NLL is the lower by IS, but not by AIS (its q made IS the tighter): the claim
+    holds, and its AIS test says it fails; a side without AIS leaves that test out."""
+    paper, results = nll_claim_runs(
+        tmp_path,
+        monkeypatch,
+        {
+            "vae": (50.0, 44.0, None),
+            "small[latent_dim=2]": (45.0, 44.5, None),
+            "small[latent_dim=4]": (52.0, None, None),
+        },
+    )
     first, second = generate.claim_verdicts(paper, generate.annotated_frame(results))
     assert first["verdict"] == "holds" and first["on_ais"]["verdict"] == "fails"
     assert second["verdict"] == "holds" and second["on_ais"] is None
@@ -735,29 +751,15 @@ def test_a_claim_is_not_tested_on_ais_where_a_sides_ais_reads_above_its_own_is(t
     """AIS and IS with q both bound log p(x) from below: where a side's AIS reads above its own
     importance-sampled NLL on the same points, AIS is the looser and has not converged, so the claim's
     AIS test is inconclusive and names that side; a side whose AIS reads below its IS is no reason."""
-    spec_folder(tmp_path, monkeypatch, bygrid=BY_GRID + NLL_CLAIMS)
-    paper = specs.load_paper("bygrid")
-    results = tmp_path / "results"
-    # method: (nll, ais_nll, AIS minus IS on the AIS points)
-    runs = {
-        "vae": (50.0, 44.0, -1.5),
-        "small[latent_dim=2]": (45.0, 47.0, 2.0),
-        "small[latent_dim=4]": (52.0, 51.0, -0.5),
-    }
-    for method, (nll, ais_nll, ais_minus_is) in runs.items():
-        for seed in (0, 1, 2):
-            config = specs.resolve(paper, method, "digits", specs.budget("smoke"), seed)
-            measured = {
-                "nll": {"value": nll + 0.1 * seed, "unit": "nats", "estimator": {}},
-                "ais_nll": {
-                    "value": ais_nll + 0.1 * seed,
-                    "unit": "nats",
-                    "estimator": {},
-                    "minus_importance_sampled": ais_minus_is + 0.1 * seed,
-                },
-            }
-            record = hand_record(config, measured)
-            records.write(record, records.path_for(results, config, record["run_id"]))
+    paper, results = nll_claim_runs(
+        tmp_path,
+        monkeypatch,
+        {
+            "vae": (50.0, 44.0, -1.5),
+            "small[latent_dim=2]": (45.0, 47.0, 2.0),
+            "small[latent_dim=4]": (52.0, 51.0, -0.5),
+        },
+    )
     first, second = generate.claim_verdicts(paper, generate.annotated_frame(results))
     assert first["verdict"] == "holds" and first["on_ais"]["verdict"] == "inconclusive"
     assert first["on_ais"]["why"] == "AIS above IS: small[latent_dim=2] +2.10" and first["on_ais"]["p"] is None
