@@ -10,20 +10,25 @@ Gaussians over the VAE's model, component 1 from the VAE's encoder and each furt
 encoder, its weights unrolled from the recursion q_m = (1 − ε_m) q_{m−1} + ε_m h_m of Kim &
 Pavlovic (2020) (any point of the simplex is such an unrolling, so a jointly trained mixture uses it
 too). ``epsilon``: "amortized" (ε_m(x), a sigmoid output of component m's encoder) or "global" (one
-learned ε_m). ``active`` components are in use (saved with the weights); with one the posterior is
-the VAE's."""
+learned ε_m). ``kl_estimate``: how its training ELBO is estimated (``KL_ESTIMATES``). ``active``
+components are in use (saved with the weights); with one the posterior is the VAE's."""
 
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Categorical, Distribution, MixtureSameFamily, constraints
+from torch.distributions import Categorical, Distribution, MixtureSameFamily, constraints, kl_divergence
 
+from models.base import reparameterized_elbo
 from models.networks import diagonal_gaussian, mlp
 from models.vae import VAE
 
 EPSILONS = ("amortized", "global")
+# "sampled": log p(x, z) − log q(z|x) at each component's draws (``reparameterized_elbo``);
+# "per_component": each component's KL from the prior in closed form, only the reconstruction and
+# I(k; z) sampled (``per_component_kl_elbo``). The same expectation; the first is the suite's default.
+KL_ESTIMATES = ("sampled", "per_component")
 
 
 def gaussian_mixture(logits: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor) -> MixtureSameFamily:
@@ -57,6 +62,26 @@ class IndependentParts(Distribution):
         return torch.cat([part.sample(sample_shape) for part in self.parts], -1)
 
 
+def per_component_kl_elbo(model, x: torch.Tensor, q: MixtureSameFamily, samples: int):
+    """Each point's ELBO of the mixture q = Σ_k α_k q_k, and its reconstruction term E_q[log p(x|z)]
+    (a pair, as ``reparameterized_elbo(..., reconstruction=True)``), from
+
+        ELBO = Σ_k α_k (E_{q_k}[log p(x|z)] − KL(q_k ‖ p)) + I(k; z),
+        I(k; z) = Σ_k α_k E_{q_k}[log q_k(z) − log q(z)],
+
+    with each KL(q_k ‖ p) in closed form and the rest from ``samples`` reparameterized draws of each
+    component (the draws ``reparameterized_elbo`` takes). Sampling log p(z) − log q(z) instead adds
+    a variance that grows with z's dimension, where I(k; z) lies between 0 and H(α)."""
+    components = q.component_distribution  # batch [B, K], event [D]
+    z = components.rsample((samples,))  # [S, B, K, D]
+    information = (components.log_prob(z) - q.log_prob(z.movedim(-2, 0)).movedim(0, -1)).mean(0)  # [B, K]
+    k = components.batch_shape[-1]
+    recon = model.log_likelihood(x, z.movedim(-2, 0).flatten(0, 1)).unflatten(0, (k, samples)).mean(1).T  # [B, K]
+    weights = q.mixture_distribution.probs
+    elbo = (weights * (recon - kl_divergence(components, model.prior()) + information)).sum(-1)
+    return elbo, (weights * recon).sum(-1)
+
+
 def mixture_logits(epsilon_logits: torch.Tensor) -> torch.Tensor:
     """log α [B, m] of the mixture that the recursion builds from ε_2..ε_m (their logits [B, m − 1]):
     α_1 = Π_{i≥2} (1 − ε_i) and α_j = ε_j Π_{i>j} (1 − ε_i)."""
@@ -67,11 +92,15 @@ def mixture_logits(epsilon_logits: torch.Tensor) -> torch.Tensor:
 
 
 class MixturePosteriorVAE(VAE):
-    def __init__(self, data_shape, likelihood="bernoulli", components=4, epsilon="amortized", **vae_hyper):
+    def __init__(
+        self, data_shape, likelihood="bernoulli", components=4, epsilon="amortized", kl_estimate="sampled", **vae_hyper
+    ):
         if not (isinstance(components, int) and components >= 1):
             raise ValueError(f"components must be a positive integer, got {components!r}")
         if epsilon not in EPSILONS:
             raise ValueError(f"unknown epsilon {epsilon!r}; valid: {', '.join(EPSILONS)}")
+        if kl_estimate not in KL_ESTIMATES:
+            raise ValueError(f"unknown kl_estimate {kl_estimate!r}; valid: {', '.join(KL_ESTIMATES)}")
         super().__init__(data_shape, likelihood, **vae_hyper)
         self.latent_dim = self._origin.numel()
         outputs = 2 * self.latent_dim + (epsilon == "amortized")
@@ -82,7 +111,7 @@ class MixturePosteriorVAE(VAE):
         if epsilon == "global":
             self.epsilon_logits = nn.Parameter(torch.zeros(components - 1))
         self.register_buffer("active", torch.tensor(1))  # components in use: saved with the weights
-        self.components, self.epsilon = components, epsilon
+        self.components, self.epsilon, self.kl_estimate = components, epsilon, kl_estimate
 
     def component_parameters(self, x: torch.Tensor):
         """The active components' means and log-scales [B, m, k], and the logits of ε_2..ε_m [B, m − 1]."""
@@ -112,3 +141,9 @@ class MixturePosteriorVAE(VAE):
         if "logits" not in parameters:
             return diagonal_gaussian(parameters["loc"], parameters["log_scale"])
         return gaussian_mixture(parameters["logits"], parameters["loc"], parameters["log_scale"])
+
+    def mixture_elbo(self, x, q: MixtureSameFamily):
+        """Each point's ELBO of the mixture q and its reconstruction term, estimated as ``kl_estimate`` says."""
+        if self.kl_estimate == "per_component":
+            return per_component_kl_elbo(self, x, q, self.samples)
+        return reparameterized_elbo(self, x, q, self.samples, reconstruction=True)

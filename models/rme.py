@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 
 from models import register
-from models.base import reparameterized_elbo
 from models.mixtures import MixturePosteriorVAE, mixture_logits
 from models.networks import diagonal_gaussian
 
@@ -79,7 +78,7 @@ class RecursiveMixtureVAE(MixturePosteriorVAE):
         mixture = self.variational_family(
             {"logits": mixture_logits(epsilon_logits), "loc": newest(loc), "log_scale": newest(log_scale)}
         )
-        elbo, recon = reparameterized_elbo(self, x, mixture, self.samples, reconstruction=True)
+        elbo, recon = self.mixture_elbo(x, mixture)
         criterion = self.new_component_criterion(x, loc, log_scale, epsilon_logits.detach())
         loss = -(elbo + criterion).mean()
         return loss, {

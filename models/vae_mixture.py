@@ -3,7 +3,6 @@ mixture of M diagonal Gaussians as ``rme`` (``models.mixtures``), every componen
 first step and all trained together, with the decoder, on the mixture's ELBO."""
 
 from models import register
-from models.base import reparameterized_elbo
 from models.mixtures import MixturePosteriorVAE
 
 
@@ -16,5 +15,5 @@ class JointMixtureVAE(MixturePosteriorVAE):
     def loss(self, x):
         if self.components == 1:
             return super().loss(x)
-        elbo, recon = reparameterized_elbo(self, x, self.posterior(x), self.samples, reconstruction=True)
+        elbo, recon = self.mixture_elbo(x, self.posterior(x))
         return -elbo.mean(), {"elbo": elbo.mean(), "recon": recon.mean(), "kl": (recon - elbo).mean()}

@@ -10,7 +10,8 @@ import torch
 import models
 from benchmarks import data, metrics, specs, train
 from models.base import reparameterized_elbo
-from models.networks import diagonal_gaussian
+from models.mixtures import per_component_kl_elbo
+from models.networks import diagonal_gaussian, standard_normal_log_prob
 from models.rme import mixture_logits
 
 SMALL = {"latent_dim": 4, "hidden": [32]}
@@ -75,6 +76,76 @@ def test_a_component_of_weight_zero_leaves_the_mixture_and_its_elbo_unchanged():
         without = reparameterized_elbo(model, x, q_two, 20000)
     # the same functional; the two estimates differ only by their draws (about 0.02 nats apart here)
     assert (with_zero - without).abs().max() < 0.1
+
+
+def spread_mixture(key="vae_mixture", **hyper):
+    """A mixture of the spec's latent size (50) whose four components differ, and a batch."""
+    model = built(key, latent_dim=50, components=4, **hyper)
+    model.on_epoch_start(3, {"epochs": 4})  # rme: all four joined
+    x = torch.rand(30, 64, generator=torch.Generator().manual_seed(1)).round()
+    return model, x
+
+
+def test_the_per_component_estimate_replaces_only_each_components_sampled_kl_by_its_closed_form():
+    model, x = spread_mixture()
+    with torch.no_grad():
+        q = model.posterior(x)
+        torch.manual_seed(5)
+        sampled, sampled_recon = reparameterized_elbo(model, x, q, 3, reconstruction=True)
+        torch.manual_seed(5)
+        closed, closed_recon = per_component_kl_elbo(model, x, q, 3)
+        torch.manual_seed(5)  # the same draws by hand: [S, B, K, D]
+        components = q.component_distribution
+        z = components.rsample((3,))
+        sampled_kl = (components.log_prob(z) - standard_normal_log_prob(z)).mean(0)  # [B, K]
+        closed_kl = torch.distributions.kl_divergence(components, model.prior())
+    torch.testing.assert_close(closed_recon, sampled_recon)
+    # both are Σ_k α_k (recon_k − KL_k) + I(k; z) on the same draws, KL_k sampled in one and exact in the other
+    torch.testing.assert_close(closed - sampled, (q.mixture_distribution.probs * (sampled_kl - closed_kl)).sum(-1))
+    assert (closed - sampled).abs().mean() > 0.1  # so the comparison above has something to find
+
+
+def test_with_coinciding_components_the_per_component_estimate_is_the_gaussians_closed_form_elbo():
+    model, x = spread_mixture()
+    with torch.no_grad():
+        parameters = model.variational_parameters(x)
+        same = {key: parameters[key][:, :1].expand_as(parameters[key]) for key in ("loc", "log_scale")}
+        q = model.variational_family({**parameters, **same})  # I(k; z) = 0: every log q_k(z) is log q(z)
+        torch.manual_seed(5)
+        elbo, recon = per_component_kl_elbo(model, x, q, 3)
+        gaussian = diagonal_gaussian(parameters["loc"][:, 0], parameters["log_scale"][:, 0])
+        kl = torch.distributions.kl_divergence(gaussian, model.prior())
+    torch.testing.assert_close(elbo, recon - kl)
+
+
+def test_at_the_specs_latent_size_the_per_component_estimate_has_the_same_mean_and_less_variance():
+    model, x = spread_mixture()
+    with torch.no_grad():
+        q = model.posterior(x)
+        estimates = {"sampled": [], "per_component": []}
+        for seed in range(400):  # one draw a component, as training takes
+            torch.manual_seed(seed)
+            estimates["sampled"].append(reparameterized_elbo(model, x, q, 1))
+            torch.manual_seed(seed)
+            estimates["per_component"].append(per_component_kl_elbo(model, x, q, 1)[0])
+    sampled, closed = (torch.stack(estimates[key]) for key in ("sampled", "per_component"))
+    standard_error = (sampled.var(0) / 400 + closed.var(0) / 400).sqrt()
+    assert ((sampled.mean(0) - closed.mean(0)).abs() < 4 * standard_error).float().mean() > 0.95
+    assert closed.std(0).mean() < 0.6 * sampled.std(0).mean()
+
+
+@pytest.mark.parametrize("key", ["vae_mixture", "rme"])
+def test_each_mixture_method_trains_on_the_estimate_its_kl_estimate_names(key):
+    for kl_estimate, estimate in [("per_component", per_component_kl_elbo), ("sampled", reparameterized_elbo)]:
+        model, x = spread_mixture(key, kl_estimate=kl_estimate)
+        torch.manual_seed(7)
+        logged = model.loss(x)[1]["elbo"]
+        torch.manual_seed(7)
+        with torch.no_grad():
+            expected = estimate(model, x, model.posterior(x), 1)
+        torch.testing.assert_close(logged, (expected[0] if kl_estimate == "per_component" else expected).mean())
+    with pytest.raises(ValueError, match="kl_estimate"):
+        built(key, kl_estimate="closed")
 
 
 class SquareDecoder(models.rme.RecursiveMixtureVAE):
@@ -174,7 +245,7 @@ def test_components_join_on_schedule_and_the_count_is_saved_with_the_weights():
 
 
 def test_rme_takes_the_vaes_hyper_parameters_besides_its_own():
-    own = {"components", "epsilon", "freeze_earlier", "criterion", "criterion_weight"}
+    own = {"components", "epsilon", "kl_estimate", "freeze_earlier", "criterion", "criterion_weight"}
     assert set(models.hyper_parameters("rme")) == own | set(models.hyper_parameters("vae"))
 
 
@@ -225,8 +296,14 @@ def test_each_mixture_method_trains_and_every_metric_group_evaluates_through_the
 
 def test_the_spec_loads_with_every_claim_naming_its_methods():
     paper = specs.load_paper("kim2020recursive")
-    assert {"rme", "rme_unfrozen", "rme_entropy", "vae_mixture", "savae", "vae_iaf", "vae"} == set(paper.methods)
-    unfrozen, rme = paper.methods["rme_unfrozen"], paper.methods["rme"]  # included from rme, one setting changed
-    assert unfrozen.model == "rme" and unfrozen.hyper == {**rme.hyper, "freeze_earlier": False}
+    methods = {"rme", "rme_unfrozen", "rme_entropy", "vae_mixture", "savae", "vae_iaf", "vae"}
+    assert methods | {"rme_per_component_kl", "vae_mixture_per_component_kl"} == set(paper.methods)
+    for variant, of, change in [  # each included from its method, one setting changed
+        ("rme_unfrozen", "rme", {"freeze_earlier": False}),
+        ("rme_per_component_kl", "rme", {"kl_estimate": "per_component"}),
+        ("vae_mixture_per_component_kl", "vae_mixture", {"kl_estimate": "per_component"}),
+    ]:
+        method = paper.methods[variant]
+        assert method.model == paper.methods[of].model and method.hyper == {**paper.methods[of].hyper, **change}
     assert paper.methods["savae"].hyper["T"] == 4 and paper.methods["rme_entropy"].hyper["criterion"] == "entropy"
-    assert len(paper.claims) == 6 and all(r.value is None for r in paper.reported)  # nothing guessed
+    assert len(paper.claims) == 8 and all(r.value is None for r in paper.reported)  # nothing guessed
