@@ -4,7 +4,8 @@ the ResNet encoder of the Variational Lossy Autoencoder (Chen et al. 2017, "the 
 paper"), in the layout of the closest open implementation (Ma et al.'s ``resnet_binary_28x28``, whose
 docstring cites Chen et al.), and that implementation's decoder trunk, the feature maps of z that a
 PixelCNN decoder is conditioned on; for colour images, the ResNet VLAE's encoder of Chen et al.'s
-CIFAR-10 experiment and its mirror as the trunk.
+CIFAR-10 experiment and its mirror as the trunk, and their DenseNet VLAE's encoder (Ma et al.'s
+colour encoder).
 
 Data-dependent initialisation: ``data_dependent_init(model, forward)`` runs ``forward`` once; each
 weight-normalised layer, in the order the pass reaches it, rescales its gain and sets its bias so that
@@ -126,6 +127,57 @@ class ResNetEncoder32(nn.Module):
             nn.ELU(),
             *(ResidualBlock(deep, deep) for _ in range(3)),
             nn.Conv2d(deep, outputs, 1),
+        )
+
+    def forward(self, x):
+        return self.net(x.reshape(-1, 3, 32, 32)).flatten(1)
+
+
+class DenseBlock(nn.Module):
+    """``steps`` densely connected steps: each appends ``growth`` maps, a 3×3 convolution of 4 · growth
+    1×1 features (ELU between) of everything so far, and applies ELU to the whole concatenation, as
+    the MAE code's DenseNet block; ``n_in`` + steps · growth maps out, at the input's size."""
+
+    def __init__(self, n_in: int, growth: int, steps: int):
+        super().__init__()
+        self.steps = nn.ModuleList(
+            nn.Sequential(
+                normalised(nn.Conv2d(n_in + s * growth, 4 * growth, 1)),
+                nn.ELU(),
+                normalised(nn.Conv2d(4 * growth, growth, 3, 1, 1)),
+            )
+            for s in range(steps)
+        )
+        self.channels = n_in + steps * growth
+
+    def forward(self, x):
+        for step in self.steps:
+            x = F.elu(torch.cat([x, step(x)], 1))
+        return x
+
+
+class DenseNetEncoder32(nn.Module):
+    """32×32 colour images → ``outputs`` feature maps of 8×8, flattened: Chen et al.'s DenseNet VLAE
+    encoder (Table 5; "each pair of ResNet blocks replaced by one 3-step DenseNet block") in the layout
+    of Ma et al.'s ``densenet_color_32x32``: dense blocks of 3 steps growing by 15 at 32×32 (3 → 48
+    maps), 3 by 16 at 16×16 (48 → 96) and 6 by 16 at 8×8 (96 → 192), a strided 3×3 convolution between
+    them, a 1×1 convolution to 96 maps, and a 1×1 convolution out (not normalised, as
+    ``ResNetEncoder32``'s)."""
+
+    def __init__(self, outputs: int):
+        super().__init__()
+        first, second, third = DenseBlock(3, 15, 3), DenseBlock(48, 16, 3), DenseBlock(96, 16, 6)
+        self.net = nn.Sequential(
+            first,
+            normalised(nn.Conv2d(first.channels, first.channels, 3, 2, 1)),
+            nn.ELU(),
+            second,
+            normalised(nn.Conv2d(second.channels, second.channels, 3, 2, 1)),
+            nn.ELU(),
+            third,
+            normalised(nn.Conv2d(third.channels, 96, 1)),
+            nn.ELU(),
+            nn.Conv2d(96, outputs, 1),
         )
 
     def forward(self, x):

@@ -7,9 +7,10 @@ see (global structure) must be carried by z: a lossy code.
 
 On 32×32 colour images (8-bit pixels, the ``discretized_logistic`` likelihood: the paper's CIFAR-10
 configuration, Appendix B) the same model has the colour networks: z is ``latent_channels`` feature
-maps of 8×8 from the ResNet VLAE encoder (``models.convnets.ResNetEncoder32``); each prior step's
+maps of 8×8 from the ResNet VLAE encoder (``encoder = "resnet"``, ``models.convnets.ResNetEncoder32``)
+or the DenseNet VLAE's (``"densenet"``, ``DenseNetEncoder32``: Table 5's best row); each prior step's
 network is a PixelCNN over those maps (``models.flows.SpatialMADE``, ``prior_hidden`` its layers);
-the decoder trunk mirrors the encoder up to 32×32 feature maps, and the PixelCNN's output per pixel
+the decoder trunk mirrors the ResNet encoder up to 32×32 feature maps, and the PixelCNN's output per pixel
 is a mixture of ``mixture_components`` discretized logistics whose channels depend on each other
 (PixelCNN++'s, ``models.networks.discretized_logistic_mixture_log_prob``). ``latent_dim`` and
 ``trunk_channels`` size the binary networks; ``latent_channels``, ``encoder_channels`` and
@@ -38,8 +39,8 @@ Deviations from the paper, where it is silent or the suite's blocks differ (said
 the decoder is the suite's gated PixelCNN (``models.pixelcnn``: no blind spot; the paper's has
 plain masked convolutions in ResNet blocks with tied weights), conditioned on z through
 ``models.convnets.LinearTrunk28`` (the closest open implementation's trunk; the paper's is "the
-ResNet VAE of the IAF paper", whose layer counts it does not give). On colour images: the ResNet
-VLAE's encoder, not the DenseNet one of the paper's best row; the PixelCNN++ decoder is the suite's
+ResNet VAE of the IAF paper", whose layer counts it does not give). On colour images: the DenseNet
+encoder's growth rates are Ma et al.'s code's (the paper gives none); the PixelCNN++ decoder is the suite's
 gated PixelCNN with the mixture output (its window set by its layers and kernels: three 3×3 layers
 and a 1×1 one see 4 rows above and 7 columns, the paper's 7×4); hard free bits, not App. C's soft
 ones."""
@@ -52,7 +53,14 @@ from torch.distributions import TransformedDistribution
 
 from models import register
 from models.base import LatentVariableModel
-from models.convnets import LinearTrunk28, ResNetEncoder28, ResNetEncoder32, ResNetTrunk32, data_dependent_init
+from models.convnets import (
+    DenseNetEncoder32,
+    LinearTrunk28,
+    ResNetEncoder28,
+    ResNetEncoder32,
+    ResNetTrunk32,
+    data_dependent_init,
+)
 from models.flows import MADE, AutoregressiveFlowStep, InverseAutoregressiveStep, SpatialMADE
 from models.networks import (
     MIXTURE_PARAMETERS,
@@ -67,6 +75,7 @@ from models.networks import (
 from models.pixelcnn import GatedPixelCNN
 
 DECODERS = ("pixelcnn", "factorized", "unconditional")
+ENCODERS = ("resnet", "densenet")  # on colour images; binary ones have the ResNet alone
 BINARY, COLOUR = (1, 28, 28), (3, 32, 32)
 LATENT_SIDE = 8  # colour images: z is feature maps of 8×8
 
@@ -94,6 +103,7 @@ class VariationalLossyAutoencoder(LatentVariableModel):
         free_bits_per_dim=0.01,
         samples=1,
         latent_channels=16,
+        encoder="resnet",
         encoder_channels=(48, 96),
         mixture_components=10,
     ):
@@ -106,6 +116,11 @@ class VariationalLossyAutoencoder(LatentVariableModel):
             raise ValueError(f"vlossy on {tuple(data_shape)} images takes the {wanted} likelihood, not {likelihood!r}")
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; valid: {', '.join(DECODERS)}")
+        valid_encoders = ENCODERS if self.image == COLOUR else ENCODERS[:1]
+        if encoder not in valid_encoders:
+            raise ValueError(
+                f"unknown encoder {encoder!r} on {tuple(data_shape)} images; valid: {', '.join(valid_encoders)}"
+            )
         if not (isinstance(prior_steps, int) and prior_steps >= 0) or not free_bits_per_dim >= 0:
             raise ValueError(
                 f"prior_steps must be a non-negative integer and free_bits_per_dim non-negative, "
@@ -123,7 +138,10 @@ class VariationalLossyAutoencoder(LatentVariableModel):
         encoder_outputs = 3 if posterior_steps else 2
         if self.image == COLOUR:
             latent_dim = latent_channels * LATENT_SIDE**2
-            encoder = lambda: ResNetEncoder32(encoder_outputs * latent_channels, tuple(encoder_channels))
+            if encoder == "densenet":
+                build_encoder = lambda: DenseNetEncoder32(encoder_outputs * latent_channels)
+            else:
+                build_encoder = lambda: ResNetEncoder32(encoder_outputs * latent_channels, tuple(encoder_channels))
             prior_network = lambda t: SpatialMADE(
                 latent_channels, LATENT_SIDE, list(prior_hidden), outputs, reverse=bool(t % 2)
             )
@@ -133,7 +151,7 @@ class VariationalLossyAutoencoder(LatentVariableModel):
             trunk = lambda: ResNetTrunk32(latent_channels, tuple(encoder_channels))
             self.parameters_per_pixel = MIXTURE_PARAMETERS * mixture_components
         else:
-            encoder = lambda: ResNetEncoder28(encoder_outputs * latent_dim)
+            build_encoder = lambda: ResNetEncoder28(encoder_outputs * latent_dim)
             prior_network = lambda t: MADE(
                 latent_dim, list(prior_hidden), outputs=outputs, reverse=bool(t % 2), activation="relu"
             )
@@ -145,7 +163,7 @@ class VariationalLossyAutoencoder(LatentVariableModel):
         self.prior_steps = nn.ModuleList(prior_network(t) for t in range(prior_steps))
         self.posterior_steps = nn.ModuleList(posterior_network(t) for t in range(posterior_steps))
         unconditional = decoder == "unconditional"
-        self.encoder = None if unconditional else encoder()
+        self.encoder = None if unconditional else build_encoder()
         self.trunk = None if unconditional else trunk()
         condition = self.trunk.channels if decoder == "pixelcnn" else 0
         channels = self.image[0]

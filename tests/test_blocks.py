@@ -200,3 +200,32 @@ def test_data_dependent_init_gives_every_normalised_layer_zero_mean_unit_varianc
         torch.testing.assert_close(out.mean(per_channel), torch.zeros(out.shape[1]), atol=1e-4, rtol=0, msg=name)
         torch.testing.assert_close(out.std(per_channel, unbiased=False), torch.ones(out.shape[1]), atol=1e-4, rtol=0)
     assert trunk(encoder(x)).shape == (32, 4, 28, 28)
+
+
+def test_the_densenet_encoder_keeps_every_earlier_map_and_has_the_layout_of_ma_et_al_s_colour_encoder():
+    torch.manual_seed(0)
+    block = convnets.DenseBlock(3, 15, 3)
+    x = torch.randn(2, 3, 32, 32)
+    out = block(x)
+    assert out.shape == (2, 48, 32, 32)
+    elu = torch.nn.functional.elu
+    torch.testing.assert_close(out[:, :3], elu(elu(elu(x))))  # the input passes on, through each step's ELU
+    encoder = convnets.DenseNetEncoder32(outputs=32)
+    assert encoder(torch.rand(5, 3, 32, 32)).shape == (5, 32 * 8 * 8)
+
+    def conv(n_in, n_out, k, normalised=True):  # weight, bias, and a weight-normalised layer's gain
+        return n_in * n_out * k * k + n_out + (n_out if normalised else 0)
+
+    def dense(n_in, growth, steps):
+        return sum(conv(n_in + s * growth, 4 * growth, 1) + conv(4 * growth, growth, 3) for s in range(steps))
+
+    layout = (
+        dense(3, 15, 3)
+        + conv(48, 48, 3)
+        + dense(48, 16, 3)
+        + conv(96, 96, 3)
+        + dense(96, 16, 6)
+        + conv(192, 96, 1)
+        + conv(96, 32, 1, normalised=False)
+    )
+    assert sum(p.numel() for p in encoder.parameters()) == layout

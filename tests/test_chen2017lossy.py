@@ -10,6 +10,7 @@ from images28 import assert_trains_and_evaluates, images
 
 import models
 from benchmarks import metrics, specs
+from models import convnets
 
 TINY = {"latent_dim": 4, "prior_hidden": [16], "pixelcnn_layers": 2, "pixelcnn_filters": 4}
 
@@ -240,6 +241,20 @@ def test_on_colour_images_every_decoder_trains_with_free_bits_over_the_3072_dime
     assert model.posterior(x).sample().shape == (4, 2 * 8 * 8)  # z: 2 maps of 8×8, flattened
 
 
+def test_on_colour_images_the_densenet_encoder_is_initialised_from_data_and_trains_and_binary_images_refuse_it():
+    model = colour_model(encoder="densenet", decoder="factorized")
+    assert type(model.encoder) is convnets.DenseNetEncoder32
+    x = colour_images(8)
+    model.initialize(x, {})
+    features = model.encoder.net[:-2](x)  # the last normalised layer's outputs: zero mean on the batch
+    torch.testing.assert_close(features.mean((0, 2, 3)), torch.zeros(96), atol=1e-4, rtol=0)
+    loss, _ = model.loss(x)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.encoder.parameters())
+    with pytest.raises(ValueError, match="unknown encoder 'densenet' on .* images; valid: resnet"):
+        built(encoder="densenet")
+
+
 def test_on_colour_images_the_prior_is_a_pixelcnn_flow_over_the_latent_maps_and_samples_are_8_bit_images():
     model = colour_model(decoder="factorized")  # one pass: a PixelCNN decoder takes 1,024, one per pixel
     z = model.prior().sample((3,))
@@ -269,6 +284,8 @@ def test_the_specs_cifar10_configuration_builds_the_colour_networks(paper, metho
     assert binary["hyper"] == spec.methods[method].hyper  # the binary configuration is untouched
     model = models.build(spec.methods[method].model, (3, 32, 32), config["hyper"], "discretized_logistic")
     assert model.image == (3, 32, 32) and model.parameters_per_pixel == 100  # 10 logistics
+    encoder = convnets.DenseNetEncoder32 if paper == "ma2019mae" else convnets.ResNetEncoder32  # the code's, Table 5's
+    assert type(model.encoder) is (type(None) if method == "pixelcnn" else encoder)  # the PixelCNN alone has none
     prior = {"vlossy": 6, "af_vae": 6, "mae": 8, "vae_pixelcnn": 8}.get(method, 0)
     posterior = {"iaf_vae": 6, "vlossy_iaf_posterior": 6}.get(method, 0)
     assert (len(model.prior_steps), len(model.posterior_steps)) == (prior, posterior)
