@@ -16,6 +16,7 @@ _SHARED_MODULES = {
     "networks",
     "optim",
     "pixelcnn",
+    "pixelcnn_pp",
 }  # building blocks, not methods
 
 

@@ -21,11 +21,11 @@ def _gate(t: torch.Tensor) -> torch.Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
-def _shift_down(x: torch.Tensor) -> torch.Tensor:
+def shift_down(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, 0, 1, 0))[..., :-1, :]
 
 
-def _shift_right(x: torch.Tensor) -> torch.Tensor:
+def shift_right(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (1, 0))[..., :-1]
 
 
@@ -107,8 +107,8 @@ class GatedPixelCNN(nn.Module):
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         # the first layer sees strictly above (vertical) and strictly left (horizontal) of each pixel
-        v = _shift_down(self.first_vertical(x))
-        h = _shift_right(self.first_horizontal(x)) + v
+        v = shift_down(self.first_vertical(x))
+        h = shift_right(self.first_horizontal(x)) + v
         for layer in self.gated:
             v, h = layer(v, h, condition)
         if self.out_condition is not None:  # so that even a single layer sees the condition

@@ -14,7 +14,10 @@ the decoder trunk mirrors the ResNet encoder up to 32×32 feature maps, and the 
 is a mixture of ``mixture_components`` discretized logistics whose channels depend on each other
 (PixelCNN++'s, ``models.networks.discretized_logistic_mixture_log_prob``). ``latent_dim`` and
 ``trunk_channels`` size the binary networks; ``latent_channels``, ``encoder_channels`` and
-``mixture_components`` the colour ones.
+``mixture_components`` the colour ones. There ``decoder = "pixelcnn++"`` puts a PixelCNN++
+(``models.pixelcnn_pp``: ``pixelcnn_levels`` resolutions of ``pixelcnn_resnets`` gated residual
+blocks of ``pixelcnn_filters`` maps, dropout ``pixelcnn_dropout``; the MAE code's colour decoder) in
+place of the gated PixelCNN (``pixelcnn_layers`` and ``pixelcnn_kernel`` size that one alone).
 
 Training maximises the ELBO with free bits (Kingma et al. 2016): the KL term of a batch counts at
 least ``free_bits_per_dim`` × the number of pixels nats (Chen et al.: 0.01 nats per data dimension),
@@ -73,8 +76,9 @@ from models.networks import (
     standard_normal_log_prob,
 )
 from models.pixelcnn import GatedPixelCNN
+from models.pixelcnn_pp import PixelCNNPlusPlus
 
-DECODERS = ("pixelcnn", "factorized", "unconditional")
+DECODERS = ("pixelcnn", "pixelcnn++", "factorized", "unconditional")
 ENCODERS = ("resnet", "densenet")  # on colour images; binary ones have the ResNet alone
 BINARY, COLOUR = (1, 28, 28), (3, 32, 32)
 LATENT_SIDE = 8  # colour images: z is feature maps of 8×8
@@ -99,6 +103,9 @@ class VariationalLossyAutoencoder(LatentVariableModel):
         pixelcnn_layers=6,
         pixelcnn_filters=12,
         pixelcnn_kernel=3,
+        pixelcnn_levels=3,
+        pixelcnn_resnets=6,
+        pixelcnn_dropout=0.0,
         trunk_channels=4,
         free_bits_per_dim=0.01,
         samples=1,
@@ -116,6 +123,8 @@ class VariationalLossyAutoencoder(LatentVariableModel):
             raise ValueError(f"vlossy on {tuple(data_shape)} images takes the {wanted} likelihood, not {likelihood!r}")
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; valid: {', '.join(DECODERS)}")
+        if decoder == "pixelcnn++" and self.image != COLOUR:
+            raise ValueError(f"the pixelcnn++ decoder is for 32×32 colour images, not {tuple(data_shape)}")
         valid_encoders = ENCODERS if self.image == COLOUR else ENCODERS[:1]
         if encoder not in valid_encoders:
             raise ValueError(
@@ -165,12 +174,22 @@ class VariationalLossyAutoencoder(LatentVariableModel):
         unconditional = decoder == "unconditional"
         self.encoder = None if unconditional else build_encoder()
         self.trunk = None if unconditional else trunk()
-        condition = self.trunk.channels if decoder == "pixelcnn" else 0
+        condition = 0 if unconditional else self.trunk.channels
         channels = self.image[0]
-        self.pixelcnn = (
-            None
-            if decoder == "factorized"
-            else GatedPixelCNN(
+        if decoder == "factorized":
+            self.pixelcnn = None
+        elif decoder == "pixelcnn++":
+            self.pixelcnn = PixelCNNPlusPlus(
+                channels,
+                pixelcnn_filters,
+                pixelcnn_levels,
+                pixelcnn_resnets,
+                condition_channels=condition,
+                out_channels=self.parameters_per_pixel,
+                dropout=pixelcnn_dropout,
+            )
+        else:
+            self.pixelcnn = GatedPixelCNN(
                 channels,
                 pixelcnn_filters,
                 pixelcnn_layers,
@@ -178,7 +197,6 @@ class VariationalLossyAutoencoder(LatentVariableModel):
                 condition_channels=condition,
                 out_channels=self.parameters_per_pixel,
             )
-        )
         # the factorized decoder's output: the trunk's feature maps mixed by two 3×3 convolutions
         # (the trunk's ELU alone would bound Bernoulli logits below by −1)
         self.factorized_head = (

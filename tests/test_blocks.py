@@ -12,6 +12,7 @@ from models import convnets
 from models.flows import MADE, AutoregressiveFlowStep, SpatialMADE
 from models.networks import discretized_logistic_mixture_log_prob, sample_discretized_logistic_mixture
 from models.pixelcnn import GatedPixelCNN
+from models.pixelcnn_pp import PixelCNNPlusPlus
 
 
 def dependencies(model, size=17, at=(8, 8), condition_channels=0):
@@ -229,3 +230,23 @@ def test_the_densenet_encoder_keeps_every_earlier_map_and_has_the_layout_of_ma_e
         + conv(96, 32, 1, normalised=False)
     )
     assert sum(p.numel() for p in encoder.parameters()) == layout
+
+
+def test_pixelcnn_plus_plus_output_depends_on_earlier_pixels_only_and_reads_its_condition():
+    torch.manual_seed(0)
+    model = PixelCNNPlusPlus(channels=3, filters=4, levels=3, resnets=1, condition_channels=2, out_channels=5)
+    model = model.double().eval()
+    # one copy of the image per output position, each copy's gradient that position's dependencies
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64).expand(64, -1, -1, -1).clone().requires_grad_()
+    condition = torch.randn(1, 2, 8, 8, dtype=torch.float64).expand(64, -1, -1, -1).clone().requires_grad_()
+    out = model(x, condition)
+    out[torch.arange(64), :, torch.arange(64) // 8, torch.arange(64) % 8].sum().backward()
+    for position in range(64):  # every position, at three resolutions: the strided and transposed layers too
+        i, j = divmod(position, 8)
+        seen = {tuple(p) for p in (x.grad[position].abs().sum(0) != 0).nonzero().tolist()}
+        assert all(a * 8 + b < position for a, b in seen), (i, j)  # nothing at or after (i, j), in any channel
+        assert (i, j - 1) in seen if j else True
+        assert (i - 1, j) in seen if i else True
+        assert condition.grad[position].abs().sum() > 0
+    with pytest.raises(ValueError, match="3 levels halve the size 2 times: not 6×6"):
+        model(torch.rand(1, 3, 6, 6, dtype=torch.float64))

@@ -11,6 +11,7 @@ from images28 import assert_trains_and_evaluates, images
 import models
 from benchmarks import metrics, specs
 from models import convnets
+from models.pixelcnn_pp import PixelCNNPlusPlus
 
 TINY = {"latent_dim": 4, "prior_hidden": [16], "pixelcnn_layers": 2, "pixelcnn_filters": 4}
 
@@ -201,6 +202,7 @@ COLOUR_TINY = {
     "prior_hidden": [8],
     "pixelcnn_layers": 2,
     "pixelcnn_filters": 4,
+    "pixelcnn_resnets": 1,
     "mixture_components": 2,
 }
 
@@ -214,21 +216,21 @@ def colour_images(n):
     return torch.randint(0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(0)) / 255.0
 
 
-@pytest.mark.parametrize("decoder", ["pixelcnn", "unconditional"])
+@pytest.mark.parametrize("decoder", ["pixelcnn", "pixelcnn++", "unconditional"])
 def test_on_colour_images_each_pixels_mixture_depends_on_z_and_earlier_pixels_only(decoder):
     """All three channels of a pixel are left out of its own mixture's parameters: the mixture orders
     them itself (G given R, B given both)."""
-    model = colour_model(decoder=decoder, prior_steps=2 if decoder == "pixelcnn" else 0).double()
+    model = colour_model(decoder=decoder, prior_steps=0 if decoder == "unconditional" else 2).double()
     for i, j in ((3, 5), (16, 16), (31, 31)):
         pixels = colour_images(1).double().requires_grad_()
         z = torch.randn(1, 2 * 64, dtype=torch.float64, requires_grad=True)
         model.decoder_output(pixels, z)[0, :, i, j].sum().backward()
         seen = pixels.grad[0].abs().sum(0).flatten().nonzero().flatten()  # positions, over the channels
         assert len(seen) > 0 and seen.max() < i * 32 + j
-        assert (z.grad is not None and bool(z.grad.abs().sum() > 0)) == (decoder == "pixelcnn")
+        assert (z.grad is not None and bool(z.grad.abs().sum() > 0)) == (decoder != "unconditional")
 
 
-@pytest.mark.parametrize("decoder", ["pixelcnn", "factorized", "unconditional"])
+@pytest.mark.parametrize("decoder", ["pixelcnn", "pixelcnn++", "factorized", "unconditional"])
 def test_on_colour_images_every_decoder_trains_with_free_bits_over_the_3072_dimensions(decoder):
     unconditional = decoder == "unconditional"
     model = colour_model(decoder=decoder, free_bits_per_dim=1.0, prior_steps=0 if unconditional else 2)
@@ -244,7 +246,7 @@ def test_on_colour_images_every_decoder_trains_with_free_bits_over_the_3072_dime
 def test_on_colour_images_the_densenet_encoder_is_initialised_from_data_and_trains_and_binary_images_refuse_it():
     model = colour_model(encoder="densenet", decoder="factorized")
     assert type(model.encoder) is convnets.DenseNetEncoder32
-    x = colour_images(8)
+    x = colour_images(4)
     model.initialize(x, {})
     features = model.encoder.net[:-2](x)  # the last normalised layer's outputs: zero mean on the batch
     torch.testing.assert_close(features.mean((0, 2, 3)), torch.zeros(96), atol=1e-4, rtol=0)
@@ -253,6 +255,8 @@ def test_on_colour_images_the_densenet_encoder_is_initialised_from_data_and_trai
     assert torch.isfinite(loss) and all(p.grad is not None for p in model.encoder.parameters())
     with pytest.raises(ValueError, match="unknown encoder 'densenet' on .* images; valid: resnet"):
         built(encoder="densenet")
+    with pytest.raises(ValueError, match="the pixelcnn\\+\\+ decoder is for 32×32 colour images"):
+        built(decoder="pixelcnn++")
 
 
 def test_on_colour_images_the_prior_is_a_pixelcnn_flow_over_the_latent_maps_and_samples_are_8_bit_images():
@@ -286,6 +290,9 @@ def test_the_specs_cifar10_configuration_builds_the_colour_networks(paper, metho
     assert model.image == (3, 32, 32) and model.parameters_per_pixel == 100  # 10 logistics
     encoder = convnets.DenseNetEncoder32 if paper == "ma2019mae" else convnets.ResNetEncoder32  # the code's, Table 5's
     assert type(model.encoder) is (type(None) if method == "pixelcnn" else encoder)  # the PixelCNN alone has none
+    if paper == "ma2019mae":  # the code's decoder: PixelCNN++ of 3 levels of 6 blocks of 96 maps, dropout 0.5
+        assert type(model.pixelcnn) is PixelCNNPlusPlus and len(model.pixelcnn.back_up_left[-1]) == 7
+        assert model.pixelcnn.out.in_channels == 96 and model.pixelcnn.down_up[0][0].dropout.p == 0.5
     prior = {"vlossy": 6, "af_vae": 6, "mae": 8, "vae_pixelcnn": 8}.get(method, 0)
     posterior = {"iaf_vae": 6, "vlossy_iaf_posterior": 6}.get(method, 0)
     assert (len(model.prior_steps), len(model.posterior_steps)) == (prior, posterior)
