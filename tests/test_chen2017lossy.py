@@ -278,7 +278,7 @@ def test_on_colour_images_the_prior_is_a_pixelcnn_flow_over_the_latent_maps_and_
         ("chen2017lossy", m)
         for m in ("vlossy", "vlossy_gaussian_prior", "af_vae", "iaf_vae", "vlossy_iaf_posterior", "vae", "pixelcnn")
     ]
-    + [("ma2019mae", "mae"), ("ma2019mae", "vae_pixelcnn")],
+    + [("ma2019mae", "mae[eta=1]"), ("ma2019mae", "vae_pixelcnn")],
 )
 def test_the_specs_cifar10_configuration_builds_the_colour_networks(paper, method):
     spec = specs.load_paper(paper)
@@ -293,7 +293,7 @@ def test_the_specs_cifar10_configuration_builds_the_colour_networks(paper, metho
     if paper == "ma2019mae":  # the code's decoder: PixelCNN++ of 3 levels of 6 blocks of 96 maps, dropout 0.5
         assert type(model.pixelcnn) is PixelCNNPlusPlus and len(model.pixelcnn.back_up_left[-1]) == 7
         assert model.pixelcnn.out.in_channels == 96 and model.pixelcnn.down_up[0][0].dropout.p == 0.5
-    prior = {"vlossy": 6, "af_vae": 6, "mae": 8, "vae_pixelcnn": 8}.get(method, 0)
+    prior = {"vlossy": 6, "af_vae": 6, "mae[eta=1]": 8, "vae_pixelcnn": 8}.get(method, 0)
     posterior = {"iaf_vae": 6, "vlossy_iaf_posterior": 6}.get(method, 0)
     assert (len(model.prior_steps), len(model.posterior_steps)) == (prior, posterior)
 

@@ -172,7 +172,11 @@ def test_a_bad_representation_setting_is_refused_with_what_is_valid(tmp_path, mo
 
 def test_the_spec_loads_with_every_number_missing_and_its_claims():
     paper = specs.load_paper("ma2019mae")
-    assert set(paper.methods) == {"mae", "vae_pixelcnn"}
-    assert paper.methods["vae_pixelcnn"].hyper["eta"] == 0.0 and paper.methods["mae"].hyper["eta"] > 0
+    grid = ["mae[eta=0.1]", "mae[eta=1]", "mae[eta=10]"]  # the paper's eta is not known: a small grid
+    assert set(paper.methods) == {*grid, "vae_pixelcnn"}
+    assert [paper.methods[m].hyper["eta"] for m in grid] == [0.1, 1.0, 10.0]
+    assert all(paper.methods[m].hyper["gamma"] == 0.01 for m in grid)
+    assert paper.methods["vae_pixelcnn"].hyper["eta"] == 0
     assert all(r.value is None for r in paper.reported)  # nothing guessed
-    assert paper.evaluation["importance_samples"] == 4096 and len(paper.claims) == 5
+    assert paper.evaluation["importance_samples"] == 4096 and len(paper.claims) == 5 * len(grid)
+    assert {c.method for c in paper.claims} == set(grid)  # each claim checked at every point of the grid

@@ -443,7 +443,7 @@ def mae_regulariser_steps(model, batches, latent_dim):
 
 @pytest.mark.parametrize("part", ["the whole training step", "the regulariser alone"])
 def test_mae_regulariser_cost(benchmark, mnist, part):
-    config = specs.resolve(specs.load_paper("ma2019mae"), "mae", "mnist", specs.budget("smoke"), 0)
+    config = specs.resolve(specs.load_paper("ma2019mae"), "mae[eta=1]", "mnist", specs.budget("smoke"), 0)
     batch = config["training"]["batch_size"]
     benchmark.group = f"Ma et al. 2019: {MAE_STEPS} steps of batch {batch} on MNIST, the spec's MAE"
     torch.manual_seed(0)
