@@ -68,7 +68,8 @@ def cmd_list(args) -> None:
         print(f"    datasets: {', '.join(_with_options(name, table) for name, table in paper.datasets.items())}")
         for name, method in paper.methods.items():
             hyper = ", ".join(f"{k}={v}" for k, v in method.hyper.items())
-            print(f"    method {name} (model {method.model}; {hyper})")
+            only = "" if len(method.datasets) == len(paper.datasets) else f"; on {', '.join(method.datasets)} only"
+            print(f"    method {name} (model {method.model}; {hyper}{only})")
         for claim in paper.claims:
             print(f"    claim: {claim.text} [{claim.source}]")
         for entry in paper.reported:
@@ -91,7 +92,8 @@ def _plan(args) -> list[dict]:
     """Every run the arguments ask for, resolved up front: a bad name fails before anything trains.
     ``--paper``, ``--method`` and ``--dataset`` take one name or a comma-separated list; ``--paper all``
     takes every paper. With several papers, each runs the listed datasets it uses (a dataset none uses
-    is an error); a listed method must be a method of each of them."""
+    is an error); a listed method must be a method of each of them. A method that runs on some of its
+    paper's datasets only is left out of the others, unless both it and such a dataset are named."""
     budget = specs.budget(args.budget)
     seeds = _parse_seeds(args.seeds)
     keys = specs.paper_keys() if args.paper == "all" else _names(args.paper)
@@ -113,7 +115,15 @@ def _plan(args) -> list[dict]:
         chosen = [method for name in _names(args.method) for method in paper.select(name)]
         methods = list(dict.fromkeys(chosen)) or list(paper.methods)
         datasets = [d for d in wanted if not several or d in paper.datasets] or list(paper.datasets)
-        plan += [specs.resolve(paper, m, d, budget, s) for d in datasets for m in methods for s in seeds]
+        named_both = bool(chosen) and bool(wanted)  # else a method is left out where it does not run
+        # (a dataset the paper lacks is kept, for resolve to refuse)
+        pairs = [
+            (m, d)
+            for d in datasets
+            for m in methods
+            if named_both or d not in paper.datasets or paper.methods[m].runs_on(d)
+        ]
+        plan += [specs.resolve(paper, m, d, budget, s) for m, d in pairs for s in seeds]
     return plan
 
 

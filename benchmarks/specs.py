@@ -159,6 +159,10 @@ class MethodSpec:
     note: str = ""
     grid_point: dict = field(default_factory=dict)  # the variant's grid values: {"T": 4}
     on: dict = field(default_factory=dict)  # per dataset, what this method sets there: {"options": ..., "hyper": ...}
+    datasets: tuple[str, ...] = ()  # the paper's datasets it runs on: all of them unless its table says which
+
+    def runs_on(self, dataset: str) -> bool:
+        return dataset in self.datasets
 
     def options_on(self, paper_datasets: dict, dataset: str) -> dict:
         """The dataset options this method runs ``dataset`` with: the paper's, then its own."""
@@ -430,7 +434,7 @@ def _datasets(path: Path, datasets) -> dict:
     return datasets
 
 
-METHOD_KEYS = {"model", "include", "hyper", "grid", "training", "on", "citation", "note"}
+METHOD_KEYS = {"model", "include", "hyper", "grid", "training", "on", "datasets", "citation", "note"}
 ON_KEYS = {"options", "hyper"}  # what a method may set for one dataset
 
 
@@ -515,11 +519,21 @@ def _methods(path: Path, name: str, table: dict, training: dict, datasets: dict)
     for key in grid:
         if key in chosen_hyper or key.removeprefix("training.") in chosen_training:
             raise UserError(f"{where} grid: {key} is also set outside the grid; set it in one place")
+    runs_on = _list(f"{where} datasets", table.get("datasets", list(datasets)))
+    if (
+        not runs_on
+        or not all(isinstance(d, str) and d in datasets for d in runs_on)
+        or len(set(runs_on)) < len(runs_on)
+    ):
+        raise UserError(
+            f"{where} datasets: {runs_on!r}: some of the paper's datasets, each once; valid: {', '.join(datasets)}"
+        )
     on = table.get("on", {})
-    _check_keys(f"{where} on", on, set(datasets))
+    _check_keys(f"{where} on", on, set(runs_on))
     merged_options = {}  # per dataset: the paper's options, then the method's own
     own_training = set(chosen_training) | {k.removeprefix("training.") for k in grid if k.startswith("training.")}
-    for dataset, paper_table in datasets.items():
+    for dataset in runs_on:
+        paper_table = datasets[dataset]
         clash = own_training & set(paper_table.get("training", {}))
         if clash:
             raise UserError(
@@ -563,6 +577,7 @@ def _methods(path: Path, name: str, table: dict, training: dict, datasets: dict)
                 table.get("note", ""),
                 dict(point),
                 {d: {key: dict(value) for key, value in t.items()} for d, t in on.items()},
+                tuple(runs_on),
             )
         )
     return variants
@@ -599,6 +614,7 @@ def _reported(path: Path, raw: dict, methods: dict, datasets: dict) -> list[Repo
             raise UserError(f"{where}: method {entry['method']!r} is not in [methods]; valid: {', '.join(methods)}")
         if entry["dataset"] not in datasets:
             raise UserError(f"{where}: dataset {entry['dataset']!r} is not in [datasets]; valid: {', '.join(datasets)}")
+        _check_runs_on(where, methods[entry["method"]], entry["dataset"])
         _metric(where, entry["metric"])
         if ("value" in entry) == ("missing" in entry):
             raise UserError(f"{where}: give either value (with tolerance) or missing (where to transcribe it from)")
@@ -639,6 +655,8 @@ def _claim(where: str, entry, methods: dict, datasets: dict) -> Claim:
                 f"{where} {key}: {name!r} is not a method of the spec; valid: {', '.join(methods)}"
                 + (" (or a number)" if key == "than" else "")
             )
+    for name in (entry["method"], than) if isinstance(than, str) else (entry["method"],):
+        _check_runs_on(where, methods[name], entry["dataset"])
     if not isinstance(than, str):
         _number(f"{where} than", than, minimum=-math.inf)
     than_metric = entry.get("than_metric")
@@ -666,6 +684,11 @@ def _claim(where: str, entry, methods: dict, datasets: dict) -> Claim:
         level,
         than_metric,
     )
+
+
+def _check_runs_on(where: str, method: MethodSpec, dataset: str) -> None:
+    if not method.runs_on(dataset):
+        raise UserError(f"{where}: method {method.name!r} runs on {', '.join(method.datasets)} only, not {dataset}")
 
 
 def _check_builds(where: str, model: str, hyper: dict, dataset: str, options: dict) -> None:
@@ -726,6 +749,7 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
     if dataset not in paper.datasets:
         raise UserError(f"paper {paper.key!r} has no dataset {dataset!r}; valid: {', '.join(paper.datasets)}")
     spec = paper.methods[method]
+    _check_runs_on(f"paper {paper.key!r}", spec, dataset)
     caps = budget_.caps
     on_dataset = paper.datasets[dataset]  # its training and evaluation settings, over the paper's
     chosen_training = {**spec.chosen_training, **on_dataset.get("training", {})}

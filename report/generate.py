@@ -644,7 +644,7 @@ def render(paper, dataset, budget_name, frame: pd.DataFrame, evaluation: str = "
         & (frame["budget"] == budget_name)
         & (frame["evaluation"] == evaluation)
     ]
-    for method in paper.methods:
+    for method in (m for m, spec in paper.methods.items() if spec.runs_on(dataset)):
         cells, row_notes, row_marks = _row(
             paper, dataset, method, here[here["method"] == method], compare, show, footnotes
         )
@@ -756,6 +756,8 @@ def render_grid(paper, dataset, budget_name, frame: pd.DataFrame, key: str) -> t
 
     rows = {}
     for name, method in paper.methods.items():
+        if not method.runs_on(dataset):
+            continue
         if key not in method.grid_point:
             rows[name] = {None: name}
         elif {k: v for k, v in method.grid_point.items() if k != key}:

@@ -166,6 +166,7 @@ def test_the_spec_loads_with_its_reported_numbers_and_claims():
     paper = specs.load_paper("chen2017lossy")
     assert set(paper.methods) == {
         "vlossy",
+        "vlossy_densenet",
         "vlossy_gaussian_prior",
         "af_vae",
         "af_vae_uncorrected",
@@ -181,7 +182,7 @@ def test_the_spec_loads_with_its_reported_numbers_and_claims():
     # the IAF posteriors train with the Adamax of Kingma et al.'s code (the spec says why), and so does
     # the AF VAE's control, which differs from the AF VAE in that alone
     for method in paper.methods:
-        resolved = specs.resolve(paper, method, "mnist", specs.budget("smoke"), 0)
+        resolved = specs.resolve(paper, method, paper.methods[method].datasets[0], specs.budget("smoke"), 0)
         uncorrected = "iaf" in method or method == "af_vae_uncorrected"
         assert resolved["training"]["optimizer"] == ("adamax_uncorrected" if uncorrected else "adamax")
     control, af_vae = (
@@ -190,7 +191,8 @@ def test_the_spec_loads_with_its_reported_numbers_and_claims():
     assert control["hyper"] == af_vae["hyper"] and control["model"] == af_vae["model"]
     assert paper.evaluation["importance_samples"] == 4096
     assert reported[("iaf_vae", "mnist_static", "nll")] == 79.88
-    assert len(paper.claims) == 9
+    assert reported[("vlossy_densenet", "cifar10", "bits_per_dim")] == 2.95  # Table 5's best row
+    assert len(paper.claims) == 10
 
 
 # --- the colour configuration (Appendix B, CIFAR-10) -----------------------------------------------------
@@ -276,7 +278,8 @@ def test_on_colour_images_the_prior_is_a_pixelcnn_flow_over_the_latent_maps_and_
     "paper, method",
     [
         ("chen2017lossy", m)
-        for m in ("vlossy", "vlossy_gaussian_prior", "af_vae", "iaf_vae", "vlossy_iaf_posterior", "vae", "pixelcnn")
+        for m in ("vlossy", "vlossy_densenet", "vlossy_gaussian_prior", "af_vae", "iaf_vae", "vlossy_iaf_posterior")
+        + ("vae", "pixelcnn")
     ]
     + [("ma2019mae", "mae[eta=1]"), ("ma2019mae", "vae_pixelcnn")],
 )
@@ -284,16 +287,20 @@ def test_the_specs_cifar10_configuration_builds_the_colour_networks(paper, metho
     spec = specs.load_paper(paper)
     config = specs.resolve(spec, method, "cifar10", specs.budget("smoke"), 0)
     assert config["dataset_options"]["likelihood"] == "discretized_logistic"
-    binary = specs.resolve(spec, method, "mnist", specs.budget("smoke"), 0)
-    assert binary["hyper"] == spec.methods[method].hyper  # the binary configuration is untouched
+    if method == "vlossy_densenet":  # Table 5's row: on CIFAR-10 alone
+        assert spec.methods[method].datasets == ("cifar10",)
+    else:
+        binary = specs.resolve(spec, method, "mnist", specs.budget("smoke"), 0)
+        assert binary["hyper"] == spec.methods[method].hyper  # the binary configuration is untouched
     model = models.build(spec.methods[method].model, (3, 32, 32), config["hyper"], "discretized_logistic")
     assert model.image == (3, 32, 32) and model.parameters_per_pixel == 100  # 10 logistics
-    encoder = convnets.DenseNetEncoder32 if paper == "ma2019mae" else convnets.ResNetEncoder32  # the code's, Table 5's
+    densenet = paper == "ma2019mae" or method == "vlossy_densenet"  # the MAE code's, Table 5's best row
+    encoder = convnets.DenseNetEncoder32 if densenet else convnets.ResNetEncoder32
     assert type(model.encoder) is (type(None) if method == "pixelcnn" else encoder)  # the PixelCNN alone has none
     if paper == "ma2019mae":  # the code's decoder: PixelCNN++ of 3 levels of 6 blocks of 96 maps, dropout 0.5
         assert type(model.pixelcnn) is PixelCNNPlusPlus and len(model.pixelcnn.back_up_left[-1]) == 7
         assert model.pixelcnn.out.in_channels == 96 and model.pixelcnn.down_up[0][0].dropout.p == 0.5
-    prior = {"vlossy": 6, "af_vae": 6, "mae[eta=1]": 8, "vae_pixelcnn": 8}.get(method, 0)
+    prior = {"vlossy": 6, "vlossy_densenet": 6, "af_vae": 6, "mae[eta=1]": 8, "vae_pixelcnn": 8}.get(method, 0)
     posterior = {"iaf_vae": 6, "vlossy_iaf_posterior": 6}.get(method, 0)
     assert (len(model.prior_steps), len(model.posterior_steps)) == (prior, posterior)
 

@@ -10,7 +10,7 @@ from sklearn.decomposition import PCA
 from test_harness import spec_folder
 
 import models
-from benchmarks import UserError, data, specs
+from benchmarks import UserError, data, records, specs
 from benchmarks.data import Dataset
 from report import generate
 
@@ -155,6 +155,80 @@ def test_a_method_that_needs_images_refuses_pca_when_the_spec_loads(tmp_path, mo
     )
     spec_folder(tmp_path, monkeypatch, own=text)
     with pytest.raises(UserError, match=r"\[methods.vae\] hyper: the method cannot be built for mnist_gray"):
+        specs.load_paper("own")
+
+
+ON_GRAY_ONLY = OWN_OPTIONS.replace(
+    'model = "gmdgm"', 'model = "gmdgm"\ndatasets = ["mnist_gray"]\non = { mnist_gray = { options = { pca = 30 } } }'
+)
+
+
+def test_a_method_that_runs_on_some_datasets_alone_is_planned_resolved_and_shown_there_alone(
+    tmp_path, monkeypatch, run_cli
+):
+    spec_folder(tmp_path, monkeypatch, own=ON_GRAY_ONLY)
+    paper = specs.load_paper("own")
+    assert paper.methods["gmdgm"].datasets == ("mnist_gray",) and paper.methods["vae"].datasets == (
+        "mnist_gray",
+        "mnist",
+    )
+    with pytest.raises(UserError, match="method 'gmdgm' runs on mnist_gray only, not mnist"):
+        specs.resolve(paper, "gmdgm", "mnist", specs.budget("smoke"), 0)
+    results = tmp_path / "results"
+    code, out, err = run_cli(
+        "sweep", "--paper", "own", "--budget", "smoke", "--seeds", "0", "--results", results, "--dry-run"
+    )
+    planned = {tuple(line.split()[3:5]) for line in out.splitlines() if line.startswith("would run")}
+    assert code == 0 and planned == {("vae", "mnist_gray"), ("vae", "mnist"), ("gmdgm", "mnist_gray")}, out + err
+    code, out, err = run_cli("run", "--paper", "own", "--method", "gmdgm", "--dataset", "mnist", "--budget", "smoke")
+    assert (
+        code == 2 and err.strip() == "vlaebench: error: paper 'own': method 'gmdgm' runs on mnist_gray only, not mnist"
+    )
+    no_runs = records.frame([]).assign(evaluation="", current=True, orphan=False)  # what the tables read
+    tables = {d: generate.render(paper, d, None, no_runs)[0] for d in ("mnist", "mnist_gray")}
+    assert "gmdgm" not in tables["mnist"] and "| gmdgm" in tables["mnist_gray"]
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        (
+            'datasets = ["fashion_mnist"]',
+            r"\[methods.gmdgm\] datasets: \['fashion_mnist'\]: some of the paper's datasets",
+        ),
+        (
+            'datasets = ["mnist", "mnist"]',
+            r"\[methods.gmdgm\] datasets: \['mnist', 'mnist'\]: some of the paper's datasets",
+        ),
+        (
+            "datasets = []",
+            r"\[methods.gmdgm\] datasets: \[\]: some of the paper's datasets, each once; valid: mnist_gray",
+        ),
+        ('datasets = "mnist"', r"\[methods.gmdgm\] datasets: expected a list, got 'mnist'"),
+        (
+            'datasets = ["mnist"]\non = { mnist_gray = { hyper = { clusters = 2 } } }',
+            r"on: unknown key\(s\) mnist_gray",
+        ),
+    ],
+)
+def test_a_bad_list_of_a_methods_datasets_is_refused_when_the_spec_loads(tmp_path, monkeypatch, change, error):
+    spec_folder(tmp_path, monkeypatch, own=OWN_OPTIONS.replace('model = "gmdgm"', f'model = "gmdgm"\n{change}'))
+    with pytest.raises(UserError, match=error):
+        specs.load_paper("own")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        '[[reported]]\nmethod = "gmdgm"\ndataset = "mnist"\nmetric = "nll"\nmissing = "a table"\nsource = "x"',
+        '[[claims]]\nclaim = "c"\nsource = "x"\ndataset = "mnist"\nmetric = "nll"\nmethod = "vae"\nthan = "gmdgm"'
+        '\ndirection = "lower"',
+    ],
+    ids=["reported", "claim"],
+)
+def test_a_number_or_claim_for_a_method_on_a_dataset_it_does_not_run_is_refused(tmp_path, monkeypatch, entry):
+    spec_folder(tmp_path, monkeypatch, own=ON_GRAY_ONLY + entry + "\n")
+    with pytest.raises(UserError, match="method 'gmdgm' runs on mnist_gray only, not mnist"):
         specs.load_paper("own")
 
 
