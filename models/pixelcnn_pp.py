@@ -4,8 +4,8 @@ CIFAR-10 VLAE; not a method itself. ``forward(x, condition)`` has ``models.pixel
 interface: per pixel, ``out_channels`` values from the pixels before it in raster order, and from
 ``condition`` feature maps (the decoder's view of z) at the image's size.
 
-Two streams without a blind spot: ``up`` at (i, j) sees rows above i (convolutions shifted down, 2×3),
-``up_left`` also the pixels left of j in row i (shifted down and right, 2×2). ``levels`` resolutions,
+Two streams without a blind spot: ``above`` at (i, j) sees rows above i (convolutions shifted down, 2×3),
+``above_left`` also the pixels left of j in row i (shifted down and right, 2×2). ``levels`` resolutions,
 each halving the last (32 → 16 → 8 by strided shifted convolutions), with ``resnets`` gated residual
 blocks per level on the way down in size and ``resnets`` + 1 on the way back up (transposed shifted
 convolutions), every block of the second pass reading the first pass's output at its depth (the U-net's
@@ -112,26 +112,26 @@ class PixelCNNPlusPlus(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         c, cond = filters, condition_channels
         self.levels = levels
-        self.first_up = normalised(_DownShifted(channels + 1, c, (2, 3)))
-        self.first_up_left = normalised(_DownShifted(channels + 1, c, (1, 3)))
+        self.first_above = normalised(_DownShifted(channels + 1, c, (2, 3)))
+        self.first_above_left = normalised(_DownShifted(channels + 1, c, (1, 3)))
         self.first_left = normalised(_DownRightShifted(channels + 1, c, (2, 1)))
         block = lambda conv, skip: GatedResidualBlock(conv, c, skip, cond, dropout)  # noqa: E731
-        self.down_up = nn.ModuleList(
+        self.shrinking_above = nn.ModuleList(
             nn.ModuleList(block(_DownShifted, 0) for _ in range(resnets)) for _ in range(levels)
         )
-        self.down_up_left = nn.ModuleList(
+        self.shrinking_above_left = nn.ModuleList(
             nn.ModuleList(block(_DownRightShifted, c) for _ in range(resnets)) for _ in range(levels)
         )
-        self.halve_up = nn.ModuleList(normalised(_DownShifted(c, c, (2, 3), 2)) for _ in range(levels - 1))
-        self.halve_up_left = nn.ModuleList(normalised(_DownRightShifted(c, c, (2, 2), 2)) for _ in range(levels - 1))
+        self.halve_above = nn.ModuleList(normalised(_DownShifted(c, c, (2, 3), 2)) for _ in range(levels - 1))
+        self.halve_above_left = nn.ModuleList(normalised(_DownRightShifted(c, c, (2, 2), 2)) for _ in range(levels - 1))
         # back up in size: the first level back has resnets blocks, the others resnets + 1
         counts = [resnets] + [resnets + 1] * (levels - 1)
-        self.back_up = nn.ModuleList(nn.ModuleList(block(_DownShifted, c) for _ in range(n)) for n in counts)
-        self.back_up_left = nn.ModuleList(
+        self.growing_above = nn.ModuleList(nn.ModuleList(block(_DownShifted, c) for _ in range(n)) for n in counts)
+        self.growing_above_left = nn.ModuleList(
             nn.ModuleList(block(_DownRightShifted, 2 * c) for _ in range(n)) for n in counts
         )
-        self.double_up = nn.ModuleList(normalised(_DownShiftedUp(c)) for _ in range(levels - 1))
-        self.double_up_left = nn.ModuleList(normalised(_DownRightShiftedUp(c)) for _ in range(levels - 1))
+        self.double_above = nn.ModuleList(normalised(_DownShiftedUp(c)) for _ in range(levels - 1))
+        self.double_above_left = nn.ModuleList(normalised(_DownRightShiftedUp(c)) for _ in range(levels - 1))
         self.out = nn.Conv2d(c, out_channels, 1)
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
@@ -141,20 +141,20 @@ class PixelCNNPlusPlus(nn.Module):
         x = torch.cat([x, torch.ones_like(x[:, :1])], 1)
         # the condition at each level's size (a pool of 1 keeps it as it is)
         conditions = [None if condition is None else F.avg_pool2d(condition, 2**level) for level in range(self.levels)]
-        up = [shift_down(self.first_up(x))]
-        up_left = [shift_down(self.first_up_left(x)) + shift_right(self.first_left(x))]
+        above = [shift_down(self.first_above(x))]
+        above_left = [shift_down(self.first_above_left(x)) + shift_right(self.first_left(x))]
         for level in range(self.levels):  # down in size, keeping every output for the way back
             if level:
-                up.append(self.halve_up[level - 1](up[-1]))
-                up_left.append(self.halve_up_left[level - 1](up_left[-1]))
-            for block_up, block_up_left in zip(self.down_up[level], self.down_up_left[level]):
-                up.append(block_up(up[-1], condition=conditions[level]))
-                up_left.append(block_up_left(up_left[-1], up[-1], conditions[level]))
-        u, ul = up.pop(), up_left.pop()
-        for k, level in enumerate(reversed(range(self.levels))):  # back up, reading them in reverse
+                above.append(self.halve_above[level - 1](above[-1]))
+                above_left.append(self.halve_above_left[level - 1](above_left[-1]))
+            for block_above, block_above_left in zip(self.shrinking_above[level], self.shrinking_above_left[level]):
+                above.append(block_above(above[-1], condition=conditions[level]))
+                above_left.append(block_above_left(above_left[-1], above[-1], conditions[level]))
+        u, ul = above.pop(), above_left.pop()
+        for k, level in enumerate(reversed(range(self.levels))):  # back up in size, reading them in reverse
             if k:
-                u, ul = self.double_up[k - 1](u), self.double_up_left[k - 1](ul)
-            for block_up, block_up_left in zip(self.back_up[k], self.back_up_left[k]):
-                u = block_up(u, up.pop(), conditions[level])
-                ul = block_up_left(ul, torch.cat([u, up_left.pop()], 1), conditions[level])
+                u, ul = self.double_above[k - 1](u), self.double_above_left[k - 1](ul)
+            for block_above, block_above_left in zip(self.growing_above[k], self.growing_above_left[k]):
+                u = block_above(u, above.pop(), conditions[level])
+                ul = block_above_left(ul, torch.cat([u, above_left.pop()], 1), conditions[level])
         return self.out(F.elu(ul))

@@ -298,8 +298,8 @@ def test_the_specs_cifar10_configuration_builds_the_colour_networks(paper, metho
     encoder = convnets.DenseNetEncoder32 if densenet else convnets.ResNetEncoder32
     assert type(model.encoder) is (type(None) if method == "pixelcnn" else encoder)  # the PixelCNN alone has none
     if paper == "ma2019mae":  # the code's decoder: PixelCNN++ of 3 levels of 6 blocks of 96 maps, dropout 0.5
-        assert type(model.pixelcnn) is PixelCNNPlusPlus and len(model.pixelcnn.back_up_left[-1]) == 7
-        assert model.pixelcnn.out.in_channels == 96 and model.pixelcnn.down_up[0][0].dropout.p == 0.5
+        assert type(model.pixelcnn) is PixelCNNPlusPlus and len(model.pixelcnn.growing_above_left[-1]) == 7
+        assert model.pixelcnn.out.in_channels == 96 and model.pixelcnn.shrinking_above[0][0].dropout.p == 0.5
     prior = {"vlossy": 6, "vlossy_densenet": 6, "af_vae": 6, "mae[eta=1]": 8, "vae_pixelcnn": 8}.get(method, 0)
     posterior = {"iaf_vae": 6, "vlossy_iaf_posterior": 6}.get(method, 0)
     assert (len(model.prior_steps), len(model.posterior_steps)) == (prior, posterior)
