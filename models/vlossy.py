@@ -43,10 +43,11 @@ the decoder is the suite's gated PixelCNN (``models.pixelcnn``: no blind spot; t
 plain masked convolutions in ResNet blocks with tied weights), conditioned on z through
 ``models.convnets.LinearTrunk28`` (the closest open implementation's trunk; the paper's is "the
 ResNet VAE of the IAF paper", whose layer counts it does not give). On colour images: the DenseNet
-encoder's growth rates are Ma et al.'s code's (the paper gives none); the PixelCNN++ decoder is the suite's
-gated PixelCNN with the mixture output (its window set by its layers and kernels: three 3×3 layers
-and a 1×1 one see 4 rows above and 7 columns, the paper's 7×4); hard free bits, not App. C's soft
-ones."""
+encoder's growth rates are Ma et al.'s code's (the paper gives none); the paper's decoder, a shallow
+PixelCNN++ with a restricted window, is the suite's gated PixelCNN with the mixture output (its window
+set by its layers and kernels: three 3×3 layers and a 1×1 one see 4 rows above and 7 columns, the
+paper's 7×4; ``"pixelcnn++"``, the MAE code's, has no such restriction); hard free bits, not App. C's
+soft ones."""
 
 import math
 
