@@ -16,6 +16,7 @@ import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -26,6 +27,15 @@ from benchmarks.data import Dataset
 from models import optim
 
 CHECKPOINT_FORMAT = 1
+
+
+class _Limits(NamedTuple):
+    """Where a run's training stops: its steps (the spec's epochs, capped by the budget's max_steps),
+    the steps of the spec's epochs, and the wall-clock cap (seconds of training and validation)."""
+
+    total_steps: float
+    epoch_steps: int
+    max_wall_s: float
 
 
 def train(
@@ -48,9 +58,10 @@ def train(
         model.initialize(data.training_batch(torch.arange(min(n, batch_size), device=device)), data.statistics)
     optimizer = model.configure_optimizer(training)
     evaluated = model.evaluation_model(optimizer, training)
-    steps_per_epoch = math.ceil(n / batch_size)
-    total_steps = min(training["epochs"] * steps_per_epoch, training["max_steps"] or math.inf)
-    max_wall_s = training["max_wall_s"] or math.inf
+    epoch_steps = training["epochs"] * math.ceil(n / batch_size)
+    limits = _Limits(
+        min(epoch_steps, training["max_steps"] or math.inf), epoch_steps, training["max_wall_s"] or math.inf
+    )
     valid = data.valid[: config["evaluation"]["valid_points"] or len(data.valid)]
     state = {
         "epoch": 0,  # epochs done
@@ -66,9 +77,9 @@ def train(
     if checkpoint is not None and checkpoint.exists():
         _restore(checkpoint, state, model, evaluated, optimizer, order, device)
     saved_at = (state["epoch"], time.monotonic())
-    curves, outcome = state["curves"], state["outcome"]
+    outcome = state["outcome"]
     bar = tqdm(
-        total=total_steps,
+        total=limits.total_steps,
         initial=state["step"],
         desc=f"{config['method']} {config['dataset']} seed {seed}",
         unit="step",
@@ -76,61 +87,21 @@ def train(
         leave=False,
         file=sys.stderr,
     )
-    finished = state["step"] >= total_steps or outcome["status"] != "ok"
+    finished = state["step"] >= limits.total_steps or outcome["status"] != "ok"
     for epoch in range(state["epoch"], training["epochs"] if not finished else 0):
         lr = optim.learning_rate(training, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
         logged = model.on_epoch_start(epoch, training)
-        model.train()
-        metrics.synchronize(device)
-        started = time.perf_counter()
-        elbo_sum, seen = torch.zeros((), device=device), 0
-        for idx in torch.randperm(n, generator=order).to(device).split(batch_size):
-            loss, diagnostics = model.loss(data.training_batch(idx))
-            if not math.isfinite(loss.item()):
-                outcome.update(
-                    status="diverged",
-                    stop_reason="non_finite_loss",
-                    error=f"loss was {loss.item()} at step {state['step'] + 1} (epoch {epoch + 1})",
-                )
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            elbo_sum += diagnostics["elbo"].detach() * len(idx)
-            seen += len(idx)
-            state["step"] += 1
-            bar.update()
-            if state["step"] >= total_steps:
-                capped = state["step"] < training["epochs"] * steps_per_epoch
-                outcome["stop_reason"] = "max_steps" if capped else "max_epochs"
-                break
-            if state["train_wall"] + state["valid_wall"] + time.perf_counter() - started > max_wall_s:
-                outcome.update(status="timeout", stop_reason="max_wall_s")
-                break
-        metrics.synchronize(device)
-        state["train_wall"] += time.perf_counter() - started
-        state["examples"] += seen
+        train_elbo = _train_epoch(model, optimizer, data, order, batch_size, state, limits, bar, device)
         if outcome["status"] == "diverged":
             break
         state["epoch"] = epoch + 1
-        last = state["step"] >= total_steps or outcome["status"] != "ok" or epoch + 1 == training["epochs"]
-        started = time.perf_counter()
-        curves["epoch"].append(epoch + 1)
-        curves["lr"].append(lr)
-        curves["train_elbo"].append(elbo_sum.item() / max(seen, 1))
+        last = state["step"] >= limits.total_steps or outcome["status"] != "ok" or epoch + 1 == training["epochs"]
         validated = (epoch + 1) % training["valid_every"] == 0 or last
-        curves["valid_elbo"].append(validation_elbo(evaluated, valid, seed, epoch, device) if validated else None)
-        for key, value in logged.items():
-            curves.setdefault(key, []).append(value)
-        if validated and training["selection"] == "best_valid":
-            if state["best"] is None or curves["valid_elbo"][-1] > state["best"]["valid_elbo"]:
-                weights = {key: value.detach().clone() for key, value in evaluated.state_dict().items()}
-                state["best"] = {"epoch": epoch + 1, "valid_elbo": curves["valid_elbo"][-1], "weights": weights}
-        state["valid_wall"] += time.perf_counter() - started
+        _end_epoch(state, evaluated, valid, training, seed, lr, train_elbo, logged, validated, device)
         if validated:
-            bar.set_postfix(valid_elbo=f"{curves['valid_elbo'][-1]:.2f}")
+            bar.set_postfix(valid_elbo=f"{state['curves']['valid_elbo'][-1]:.2f}")
         every_minutes = training["checkpoint_every_minutes"] * 60
         due = epoch + 1 - saved_at[0] >= training["checkpoint_every_epochs"] or (
             every_minutes and time.monotonic() - saved_at[1] >= every_minutes
@@ -141,30 +112,90 @@ def train(
         if last:
             break
     bar.close()
-    selection = {"rule": training["selection"], "epoch": state["epoch"]}
+    return {
+        **outcome,
+        "curves": state["curves"],
+        "timing": _training_timing(state),
+        "selection": _select(state, evaluated, training["selection"]),
+        "resumed_from_epoch": state["resumed_from_epoch"],
+        "evaluated": evaluated,
+        "optimizer": optimizer,
+    }
+
+
+def _train_epoch(model, optimizer, data: Dataset, order, batch_size: int, state: dict, limits: _Limits, bar, device):
+    """One epoch of steps in ``order``'s shuffle; returns the epoch's mean training ELBO. It ends
+    early, with ``state``'s outcome saying why, at a non-finite loss (before that step's update), at
+    the last step or past the wall-clock cap."""
+    outcome = state["outcome"]
+    metrics.synchronize(device)
+    started = time.perf_counter()
+    elbo_sum, seen = torch.zeros((), device=device), 0
+    for idx in torch.randperm(len(data.train), generator=order).to(device).split(batch_size):
+        loss, diagnostics = model.loss(data.training_batch(idx))
+        if not math.isfinite(loss.item()):
+            epoch = state["epoch"] + 1
+            error = f"loss was {loss.item()} at step {state['step'] + 1} (epoch {epoch})"
+            outcome.update(status="diverged", stop_reason="non_finite_loss", error=error)
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        elbo_sum += diagnostics["elbo"].detach() * len(idx)
+        seen += len(idx)
+        state["step"] += 1
+        bar.update()
+        if state["step"] >= limits.total_steps:
+            outcome["stop_reason"] = "max_steps" if state["step"] < limits.epoch_steps else "max_epochs"
+            break
+        if state["train_wall"] + state["valid_wall"] + time.perf_counter() - started > limits.max_wall_s:
+            outcome.update(status="timeout", stop_reason="max_wall_s")
+            break
+    metrics.synchronize(device)
+    state["train_wall"] += time.perf_counter() - started
+    state["examples"] += seen
+    return elbo_sum.item() / max(seen, 1)
+
+
+def _end_epoch(state: dict, evaluated, valid, training: dict, seed: int, lr, train_elbo, logged, validated, device):
+    """The bookkeeping after the epoch ``state["epoch"]``: its curves (validated or not), and under
+    ``best_valid`` selection the best validated weights so far; its time counts as validation's."""
+    started = time.perf_counter()
+    epoch, curves = state["epoch"], state["curves"]
+    curves["epoch"].append(epoch)
+    curves["lr"].append(lr)
+    curves["train_elbo"].append(train_elbo)
+    curves["valid_elbo"].append(validation_elbo(evaluated, valid, seed, epoch - 1, device) if validated else None)
+    for key, value in logged.items():
+        curves.setdefault(key, []).append(value)
+    if validated and training["selection"] == "best_valid":
+        if state["best"] is None or curves["valid_elbo"][-1] > state["best"]["valid_elbo"]:
+            weights = {key: value.detach().clone() for key, value in evaluated.state_dict().items()}
+            state["best"] = {"epoch": epoch, "valid_elbo": curves["valid_elbo"][-1], "weights": weights}
+    state["valid_wall"] += time.perf_counter() - started
+
+
+def _select(state: dict, evaluated, rule: str) -> dict:
+    """The selection made, with ``evaluated`` given the best validated weights where ``rule`` kept some."""
+    selection = {"rule": rule, "epoch": state["epoch"]}
     if state["best"] is not None:
         evaluated.load_state_dict(state["best"]["weights"])
         selection.update(epoch=state["best"]["epoch"], valid_elbo=state["best"]["valid_elbo"])
         selection["why"] = "the best validation ELBO over the validated epochs (valid_every epochs)"
     else:
         selection["why"] = "the last epoch's weights"
-    epochs = len(curves["epoch"])
-    timing = {
+    return selection
+
+
+def _training_timing(state: dict) -> dict:
+    epochs = len(state["curves"]["epoch"])
+    return {
         "train_wall_s": state["train_wall"],
         "valid_wall_s": state["valid_wall"],
         "epochs": epochs,
         "steps": state["step"],
         "s_per_epoch": state["train_wall"] / max(epochs, 1),
         "examples_per_s": state["examples"] / state["train_wall"] if state["train_wall"] else None,
-    }
-    return {
-        **outcome,
-        "curves": curves,
-        "timing": timing,
-        "selection": selection,
-        "resumed_from_epoch": state["resumed_from_epoch"],
-        "evaluated": evaluated,
-        "optimizer": optimizer,
     }
 
 
