@@ -37,7 +37,7 @@ import models
 from benchmarks import UserError
 from benchmarks.data import DATASETS, resolve_options, shape_of
 from benchmarks.metrics import GAP_STARTS, METRICS, metric_reference
-from models.optim import LR_SCHEDULES, OPTIMIZERS
+from models.blocks.optim import LR_SCHEDULES, OPTIMIZERS
 
 HERE = Path(__file__).resolve().parent
 BUDGETS_FILE = HERE / "budgets.toml"  # VLAEBENCH_BUDGETS names another (the tests' own budgets)
@@ -46,12 +46,12 @@ BUDGETS_FILE = HERE / "budgets.toml"  # VLAEBENCH_BUDGETS names another (the tes
 PROTOCOL_VERSION = 2
 TRAINING_DEFAULTS = {
     "batch_size": 100,
-    "optimizer": "adam",  # models.optim.OPTIMIZERS
+    "optimizer": "adam",  # models.blocks.optim.OPTIMIZERS
     "learning_rate": 1e-3,
     "adam_betas": [0.9, 0.999],  # of Adam and Adamax
     "adam_eps": 1e-8,  # of Adam and Adamax
     "weight_decay": 0.0,
-    "lr_schedule": "constant",  # models.optim.LR_SCHEDULES
+    "lr_schedule": "constant",  # models.blocks.optim.LR_SCHEDULES
     "lr_decay": 1.0,  # the per-epoch factor of the exponential schedule
     "clip_grad_norm": 0.0,  # > 0: clip the gradients' total norm to it before each step
     "ema_decay": 0.0,  # > 0: validate and test an exponential moving average of the weights

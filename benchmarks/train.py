@@ -24,7 +24,7 @@ from tqdm import tqdm
 import models
 from benchmarks import ROOT, RUNS_SHARING_DEVICE, UserError, metrics, records, specs
 from benchmarks.data import Dataset
-from models import optim
+from models.blocks import optim
 
 CHECKPOINT_FORMAT = 1
 

@@ -1,5 +1,7 @@
 """One module per method. A module registers its class under a key with ``@register("key")``;
-every module in this package is imported on first use, so adding a file adds a method."""
+every module in this package is imported on first use, so adding a file adds a method. ``base``
+holds the protocol the methods implement; ``blocks/`` the networks and distributions they share
+(MLPs and likelihoods, convolutional encoders, flows, mixtures, PixelCNNs, optimizers)."""
 
 import importlib
 import inspect
@@ -8,16 +10,6 @@ import pkgutil
 from models.base import LatentVariableModel
 
 _REGISTRY: dict[str, type[LatentVariableModel]] = {}
-_SHARED_MODULES = {
-    "base",
-    "convnets",
-    "flows",
-    "mixtures",
-    "networks",
-    "optim",
-    "pixelcnn",
-    "pixelcnn_pp",
-}  # building blocks, not methods
 
 
 def register(key: str):
@@ -35,7 +27,7 @@ def registry() -> dict[str, type[LatentVariableModel]]:
     # Import every module (importing one that is already loaded is a no-op): a module imported
     # directly before this call must not hide the others.
     for module in pkgutil.iter_modules(__path__):
-        if module.name not in _SHARED_MODULES:
+        if module.name != "base" and not module.ispkg:
             importlib.import_module(f"{__name__}.{module.name}")
     return dict(sorted(_REGISTRY.items()))
 

@@ -57,7 +57,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, MixtureSameFamily, kl_divergence
 
-from models import optim
+from models.blocks import optim
 
 
 class LatentVariableModel(nn.Module):
@@ -120,7 +120,7 @@ class LatentVariableModel(nn.Module):
                 module.initialize_from_data(x, statistics)
 
     def configure_optimizer(self, training: dict) -> torch.optim.Optimizer:
-        """The optimizer, from the spec's training table (``models.optim.build_optimizer``: Adam or
+        """The optimizer, from the spec's training table (``models.blocks.optim.build_optimizer``: Adam or
         Adamax, gradient clipping by norm)."""
         return optim.build_optimizer(self.parameters(), training)
 

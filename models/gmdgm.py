@@ -26,8 +26,8 @@ from torch import nn
 
 from models import register
 from models.base import LatentVariableModel
-from models.mixtures import gaussian_mixture
-from models.networks import PixelLikelihood, diagonal_gaussian_kl, mlp
+from models.blocks.mixtures import gaussian_mixture
+from models.blocks.networks import PixelLikelihood, diagonal_gaussian_kl, mlp
 
 
 @register("gmdgm")

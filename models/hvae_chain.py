@@ -22,7 +22,7 @@ from torch.distributions import Distribution, constraints
 
 from models import register
 from models.base import LatentVariableModel, sampled_elbo_loss
-from models.networks import PixelLikelihood, mlp, sigmoid_log_scale
+from models.blocks.networks import PixelLikelihood, mlp, sigmoid_log_scale
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -7,7 +7,7 @@ import math
 import torch
 
 from models import register
-from models.networks import diagonal_gaussian_rsample, standard_normal_kl, standard_normal_log_prob
+from models.blocks.networks import diagonal_gaussian_rsample, standard_normal_kl, standard_normal_log_prob
 from models.vae import VAE
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from models import register
-from models.networks import diagonal_gaussian_kl
+from models.blocks.networks import diagonal_gaussian_kl
 from models.vlossy import COLOUR, VariationalLossyAutoencoder
 
 

@@ -23,7 +23,7 @@ sources consulted, ../shared/reference/papers.md, "kim2020recursive"):
   h_m's own term of the mixture's ELBO.
 - ``"entropy"``: D = H(h_m), the boosted-VI variant the reviews compare with.
 
-Choices the sources leave open, as settings: ``components`` (M), ``epsilon`` (``models.mixtures``),
+Choices the sources leave open, as settings: ``components`` (M), ``epsilon`` (``models.blocks.mixtures``),
 ``freeze_earlier`` (whether the mixture's ELBO still trains the earlier components), λ
 (``criterion_weight``), and the schedule: component m (from 0) joins at epoch ⌈m · E / M⌉ of the
 run's E epochs, so each has E / M epochs as the newest, and a run of fewer than M epochs ends with
@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from models import register
-from models.mixtures import MixturePosteriorVAE, mixture_logits
-from models.networks import diagonal_gaussian
+from models.blocks.mixtures import MixturePosteriorVAE, mixture_logits
+from models.blocks.networks import diagonal_gaussian
 
 CRITERIA = ("kl_mixture", "kl_previous", "entropy")
 

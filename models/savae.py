@@ -12,7 +12,7 @@ momentum 0.5 and 20 steps)."""
 import torch
 
 from models import register
-from models.networks import diagonal_gaussian_rsample, standard_normal_kl
+from models.blocks.networks import diagonal_gaussian_rsample, standard_normal_kl
 from models.vae import VAE
 
 

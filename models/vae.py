@@ -2,7 +2,7 @@
 encoder, N(0, I) prior, Bernoulli (or Gaussian) pixels from an MLP decoder, trained on the ELBO with the analytic
 KL and the reconstruction term averaged over ``samples`` draws of z (Burda et al.'s "VAE, k").
 
-``loss`` (here and in IWAE) computes with q's and p(z)'s closed forms (``models.networks``) rather
+``loss`` (here and in IWAE) computes with q's and p(z)'s closed forms (``models.blocks.networks``) rather
 than with the distributions of ``posterior`` and ``prior``: a subclass that changes either overrides
 ``loss`` too."""
 
@@ -12,7 +12,7 @@ import torch
 
 from models import register
 from models.base import LatentVariableModel
-from models.networks import (
+from models.blocks.networks import (
     PixelLikelihood,
     diagonal_gaussian,
     diagonal_gaussian_rsample,

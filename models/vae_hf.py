@@ -10,8 +10,8 @@ from torch.distributions import TransformedDistribution
 
 from models import register
 from models.base import sampled_elbo_loss
-from models.flows import HouseholderReflection
-from models.networks import diagonal_gaussian
+from models.blocks.flows import HouseholderReflection
+from models.blocks.networks import diagonal_gaussian
 from models.vae import VAE
 
 

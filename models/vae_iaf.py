@@ -4,15 +4,15 @@ layer of ``iaf_hidden`` PReLU units conditioned on the encoder's last hidden lay
 the dimensions reversed from one step to the next. q's family for the inference gaps: the
 diagonal Gaussian and the context h, per point (the MADEs' weights are the model's).
 
-Its log-density is exact for its own samples and undefined elsewhere (``models.flows``)."""
+Its log-density is exact for its own samples and undefined elsewhere (``models.blocks.flows``)."""
 
 from torch import nn
 from torch.distributions import TransformedDistribution
 
 from models import register
 from models.base import sampled_elbo_loss
-from models.flows import MADE, InverseAutoregressiveStep
-from models.networks import diagonal_gaussian
+from models.blocks.flows import MADE, InverseAutoregressiveStep
+from models.blocks.networks import diagonal_gaussian
 from models.vae import VAE
 
 

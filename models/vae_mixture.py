@@ -1,9 +1,9 @@
 """A non-recursive mixture posterior (the baseline of Kim & Pavlovic 2020): the same amortized
-mixture of M diagonal Gaussians as ``rme`` (``models.mixtures``), every component in use from the
+mixture of M diagonal Gaussians as ``rme`` (``models.blocks.mixtures``), every component in use from the
 first step and all trained together, with the decoder, on the mixture's ELBO."""
 
 from models import register
-from models.mixtures import MixturePosteriorVAE
+from models.blocks.mixtures import MixturePosteriorVAE
 
 
 @register("vae_mixture")

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from models import register
-from models.mixtures import IndependentParts, gaussian_mixture
-from models.networks import diagonal_gaussian_kl
+from models.blocks.mixtures import IndependentParts, gaussian_mixture
+from models.blocks.networks import diagonal_gaussian_kl
 from models.vladder import VariationalLadderAutoencoder
 
 

@@ -27,7 +27,7 @@ from torch.distributions import Normal
 
 from models import register
 from models.base import LatentVariableModel
-from models.networks import (
+from models.blocks.networks import (
     PixelLikelihood,
     diagonal_gaussian,
     sigmoid_log_scale,

@@ -24,7 +24,7 @@ from torch.distributions import MultivariateNormal
 
 from models import register
 from models.base import sampled_elbo_loss
-from models.networks import full_covariance_gaussian, tril_parameters
+from models.blocks.networks import full_covariance_gaussian, tril_parameters
 from models.vae import VAE
 
 DECAYS = ("harmonic", "geometric", "none")

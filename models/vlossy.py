@@ -7,15 +7,15 @@ see (global structure) must be carried by z: a lossy code.
 
 On 32×32 colour images (8-bit pixels, the ``discretized_logistic`` likelihood: the paper's CIFAR-10
 configuration, Appendix B) the same model has the colour networks: z is ``latent_channels`` feature
-maps of 8×8 from the ResNet VLAE encoder (``encoder = "resnet"``, ``models.convnets.ResNetEncoder32``)
+maps of 8×8 from the ResNet VLAE encoder (``encoder = "resnet"``, ``models.blocks.convnets.ResNetEncoder32``)
 or the DenseNet VLAE's (``"densenet"``, ``DenseNetEncoder32``: Table 5's best row); each prior step's
-network is a PixelCNN over those maps (``models.flows.SpatialMADE``, ``prior_hidden`` its layers);
+network is a PixelCNN over those maps (``models.blocks.flows.SpatialMADE``, ``prior_hidden`` its layers);
 the decoder trunk mirrors the ResNet encoder up to 32×32 feature maps, and the PixelCNN's output per pixel
 is a mixture of ``mixture_components`` discretized logistics whose channels depend on each other
-(PixelCNN++'s, ``models.networks.discretized_logistic_mixture_log_prob``). ``latent_dim`` and
+(PixelCNN++'s, ``models.blocks.networks.discretized_logistic_mixture_log_prob``). ``latent_dim`` and
 ``trunk_channels`` size the binary networks; ``latent_channels``, ``encoder_channels`` and
 ``mixture_components`` the colour ones. There ``decoder = "pixelcnn++"`` puts a PixelCNN++
-(``models.pixelcnn_pp``: ``pixelcnn_levels`` resolutions of ``pixelcnn_resnets`` gated residual
+(``models.blocks.pixelcnn_pp``: ``pixelcnn_levels`` resolutions of ``pixelcnn_resnets`` gated residual
 blocks of ``pixelcnn_filters`` maps, dropout ``pixelcnn_dropout``; the MAE code's colour decoder) in
 place of the gated PixelCNN (``pixelcnn_layers`` and ``pixelcnn_kernel`` size that one alone).
 
@@ -29,7 +29,7 @@ The same module gives the paper's baselines and ablation rows: ``prior_steps = 0
 (Appendix D's "PixelCNN decoder + Gaussian prior"), ``decoder = "factorized"`` independent Bernoulli
 pixels from the trunk and two convolutions (Table 1's "AF VAE"), ``decoder = "unconditional"`` the
 PixelCNN alone, blind to z (Tables 2–4's "Unconditional Decoder"), and ``posterior_steps`` > 0 an
-inverse autoregressive flow posterior (Kingma et al. 2016, the gated step of ``models.flows``) on the
+inverse autoregressive flow posterior (Kingma et al. 2016, the gated step of ``models.blocks.flows``) on the
 encoder's Gaussian, each step a MADE of ``posterior_hidden`` ReLU units (on colour images a PixelCNN
 over z's maps) conditioned on a context the encoder adds, as many numbers as z has: with a Gaussian
 prior and the factorized decoder Table 1's "IAF VAE", with the PixelCNN decoder the IAF posterior
@@ -39,9 +39,9 @@ its exact likelihood (a learned q would sit anywhere under the free-bits floor, 
 only add noise to the estimate).
 
 Deviations from the paper, where it is silent or the suite's blocks differ (said in the spec too):
-the decoder is the suite's gated PixelCNN (``models.pixelcnn``: no blind spot; the paper's has
+the decoder is the suite's gated PixelCNN (``models.blocks.pixelcnn``: no blind spot; the paper's has
 plain masked convolutions in ResNet blocks with tied weights), conditioned on z through
-``models.convnets.LinearTrunk28`` (the closest open implementation's trunk; the paper's is "the
+``models.blocks.convnets.LinearTrunk28`` (the closest open implementation's trunk; the paper's is "the
 ResNet VAE of the IAF paper", whose layer counts it does not give). On colour images: the DenseNet
 encoder's growth rates are Ma et al.'s code's (the paper gives none); the paper's decoder, a shallow
 PixelCNN++ with a restricted window, is the suite's gated PixelCNN with the mixture output (its window
@@ -57,7 +57,7 @@ from torch.distributions import TransformedDistribution
 
 from models import register
 from models.base import LatentVariableModel
-from models.convnets import (
+from models.blocks.convnets import (
     DenseNetEncoder32,
     LinearTrunk28,
     ResNetEncoder28,
@@ -65,8 +65,8 @@ from models.convnets import (
     ResNetTrunk32,
     data_dependent_init,
 )
-from models.flows import MADE, AutoregressiveFlowStep, InverseAutoregressiveStep, SpatialMADE
-from models.networks import (
+from models.blocks.flows import MADE, AutoregressiveFlowStep, InverseAutoregressiveStep, SpatialMADE
+from models.blocks.networks import (
     MIXTURE_PARAMETERS,
     bernoulli_log_prob,
     diagonal_gaussian,
@@ -76,8 +76,8 @@ from models.networks import (
     standard_normal,
     standard_normal_log_prob,
 )
-from models.pixelcnn import GatedPixelCNN
-from models.pixelcnn_pp import PixelCNNPlusPlus
+from models.blocks.pixelcnn import GatedPixelCNN
+from models.blocks.pixelcnn_pp import PixelCNNPlusPlus
 
 DECODERS = ("pixelcnn", "pixelcnn++", "factorized", "unconditional")
 ENCODERS = ("resnet", "densenet")  # on colour images; binary ones have the ResNet alone

@@ -5,7 +5,7 @@ import torch
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from models.base import LatentVariableModel
-from models.networks import diagonal_gaussian, full_covariance_gaussian, standard_normal, tril_parameters
+from models.blocks.networks import diagonal_gaussian, full_covariance_gaussian, standard_normal, tril_parameters
 
 
 class LinearGaussian(LatentVariableModel):

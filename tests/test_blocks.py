@@ -8,11 +8,11 @@ import torch
 from torch.autograd.functional import jacobian
 from torch.distributions import Independent, Normal, TransformedDistribution
 
-from models import convnets
-from models.flows import MADE, AutoregressiveFlowStep, SpatialMADE
-from models.networks import discretized_logistic_mixture_log_prob, sample_discretized_logistic_mixture
-from models.pixelcnn import GatedPixelCNN
-from models.pixelcnn_pp import PixelCNNPlusPlus
+from models.blocks import convnets
+from models.blocks.flows import MADE, AutoregressiveFlowStep, SpatialMADE
+from models.blocks.networks import discretized_logistic_mixture_log_prob, sample_discretized_logistic_mixture
+from models.blocks.pixelcnn import GatedPixelCNN
+from models.blocks.pixelcnn_pp import PixelCNNPlusPlus
 
 
 def dependencies(model, size=17, at=(8, 8), condition_channels=0):

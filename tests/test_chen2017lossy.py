@@ -10,8 +10,8 @@ from images28 import assert_trains_and_evaluates, images
 
 import models
 from benchmarks import metrics, specs
-from models import convnets
-from models.pixelcnn_pp import PixelCNNPlusPlus
+from models.blocks import convnets
+from models.blocks.pixelcnn_pp import PixelCNNPlusPlus
 
 TINY = {"latent_dim": 4, "prior_hidden": [16], "pixelcnn_layers": 2, "pixelcnn_filters": 4}
 

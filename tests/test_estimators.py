@@ -9,7 +9,7 @@ from linear_gaussian import LinearGaussian
 from torch.distributions import kl_divergence
 
 from benchmarks import metrics
-from models.mixtures import gaussian_mixture
+from models.blocks.mixtures import gaussian_mixture
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_kl_falls_back_to_monte_carlo_when_there_is_no_closed_form(data):
 def test_gaussian_pixel_likelihood_matches_its_formula():
     import math
 
-    from models.networks import PixelLikelihood
+    from models.blocks.networks import PixelLikelihood
 
     likelihood = PixelLikelihood("gaussian")
     with torch.no_grad():

@@ -1,5 +1,5 @@
 """The fast paths against the plain computations they replace: the Bernoulli log-likelihood and tanh
-(models/networks.py, fast on the CPU without gradient), the chunked importance-sampled estimator
+(models/blocks/networks.py, fast on the CPU without gradient), the chunked importance-sampled estimator
 (benchmarks/metrics.py), the VAE and IWAE losses written with plain tensors (models/), and the
 channels-last convolutions of a model placed on the CPU (benchmarks/train.py)."""
 
@@ -11,7 +11,7 @@ from torch.distributions import Bernoulli, Distribution, Independent, kl_diverge
 
 import models
 from benchmarks import metrics
-from models.networks import PixelLikelihood, Tanh, bernoulli_log_prob
+from models.blocks.networks import PixelLikelihood, Tanh, bernoulli_log_prob
 
 SMALL = {"latent_dim": 3, "hidden": [16], "activation": "tanh"}
 

@@ -17,7 +17,7 @@ from toy_hooks import ToyHooks
 import models
 from benchmarks import UserError, data, metrics, records, specs, train
 from benchmarks.data import Dataset
-from models import optim
+from models.blocks import optim
 from report import claims, document, generate
 
 HERE = Path(__file__).parent

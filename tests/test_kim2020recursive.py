@@ -10,8 +10,8 @@ import torch
 import models
 from benchmarks import data, metrics, specs, train
 from models.base import reparameterized_elbo
-from models.mixtures import per_component_kl_elbo
-from models.networks import diagonal_gaussian, standard_normal_log_prob
+from models.blocks.mixtures import per_component_kl_elbo
+from models.blocks.networks import diagonal_gaussian, standard_normal_log_prob
 from models.rme import mixture_logits
 
 SMALL = {"latent_dim": 4, "hidden": [32]}

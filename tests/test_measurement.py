@@ -13,7 +13,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from benchmarks import metrics
 from models.base import LatentVariableModel
-from models.networks import diagonal_gaussian, standard_normal
+from models.blocks.networks import diagonal_gaussian, standard_normal
 
 # Faster than Cremer et al.'s lr 1e-3 on this 3-dimensional problem, and as many samples per step
 # as it takes for q* to settle within the tests' tolerances.

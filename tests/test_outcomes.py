@@ -136,7 +136,7 @@ def test_a_gaussian_dataset_trains_and_evaluates_end_to_end():
 
 
 def test_centred_data_start_the_likelihood_scale_at_the_data_variance(monkeypatch):
-    from models.networks import PixelLikelihood
+    from models.blocks.networks import PixelLikelihood
 
     centred = data.prepare(data.load_digits(), "gaussian", center=True)
     started_at = []

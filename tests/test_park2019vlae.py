@@ -11,8 +11,8 @@ from torch.distributions import MultivariateNormal
 
 import models
 from benchmarks import data, metrics, specs, train
-from models.flows import MADE, HouseholderReflection, InverseAutoregressiveStep
-from models.networks import diagonal_gaussian
+from models.blocks.flows import MADE, HouseholderReflection, InverseAutoregressiveStep
+from models.blocks.networks import diagonal_gaussian
 from models.vae import VAE
 from tests.linear_gaussian import LinearGaussian
 

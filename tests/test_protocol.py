@@ -12,7 +12,7 @@ import models
 from benchmarks import metrics, specs, train
 from benchmarks.data import binarize, load
 from models.base import has_analytic_kl
-from models.networks import discretized_logistic_log_prob
+from models.blocks.networks import discretized_logistic_log_prob
 
 DIGITS = load("digits")
 DIGITS_28 = torch.nn.functional.interpolate(DIGITS.train[:16].reshape(16, 1, 8, 8), size=28, mode="bilinear")

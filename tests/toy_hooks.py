@@ -3,7 +3,7 @@ takes them without edits (tests/test_harness.py registers it for the tests that 
 
 import torch
 
-from models.networks import diagonal_gaussian
+from models.blocks.networks import diagonal_gaussian
 from models.vae import VAE
 
 

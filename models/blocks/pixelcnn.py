@@ -74,7 +74,7 @@ class GatedPixelCNN(nn.Module):
     ``out_channels`` values in all) from the pixels before it in raster order (for binary images, one
     logit per pixel). The channels of one pixel are predicted together from the earlier pixels (no
     order among them: enough for binary and gray images; for colour images the PixelCNN++ mixture
-    orders them, ``models.networks.discretized_logistic_mixture_log_prob``)."""
+    orders them, ``models.blocks.networks.discretized_logistic_mixture_log_prob``)."""
 
     def __init__(
         self,

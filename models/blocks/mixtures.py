@@ -21,7 +21,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, MixtureSameFamily, constraints, kl_divergence
 
 from models.base import reparameterized_elbo
-from models.networks import diagonal_gaussian, mlp
+from models.blocks.networks import diagonal_gaussian, mlp
 from models.vae import VAE
 
 EPSILONS = ("amortized", "global")

@@ -1,6 +1,6 @@
 """PixelCNN++ (Salimans, Karpathy, Chen & Kingma, ICLR 2017) as a decoder network, the building block
 of the colour decoders of Ma et al.'s MAE code (``pixelcnn++_color_32x32``) and of Chen et al.'s
-CIFAR-10 VLAE; not a method itself. ``forward(x, condition)`` has ``models.pixelcnn.GatedPixelCNN``'s
+CIFAR-10 VLAE; not a method itself. ``forward(x, condition)`` has ``models.blocks.pixelcnn.GatedPixelCNN``'s
 interface: per pixel, ``out_channels`` values from the pixels before it in raster order, and from
 ``condition`` feature maps (the decoder's view of z) at the image's size.
 
@@ -13,7 +13,7 @@ skip connections). A gated residual block: c = conv(concat_elu(x)) (+ a 1×1 map
 skip input), concat_elu, dropout, conv to 2C, + a 1×1 map of the condition, x + a · sigmoid(b).
 concat_elu(x) = ELU([x, −x]). The input carries a channel of ones, so that the zero padding of the
 shifted convolutions is told apart from black pixels (as the paper's code does). The layers are
-weight-normalised (initialised from data by ``models.convnets.data_dependent_init``), the output
+weight-normalised (initialised from data by ``models.blocks.convnets.data_dependent_init``), the output
 layer excepted.
 
 The suite's choice where the decoder is conditioned on feature maps (the paper's PixelCNN++ is
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.convnets import normalised
-from models.pixelcnn import shift_down, shift_right
+from models.blocks.convnets import normalised
+from models.blocks.pixelcnn import shift_down, shift_right
 
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:

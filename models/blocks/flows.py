@@ -16,7 +16,7 @@ from torch import nn
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
-from models.pixelcnn import GatedPixelCNN
+from models.blocks.pixelcnn import GatedPixelCNN
 
 
 class HouseholderReflection(Transform):
