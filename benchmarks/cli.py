@@ -281,10 +281,24 @@ def cmd_report(args) -> None:
     )
 
 
+def _parse_gpus(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        gpus = [int(g) for g in text.split(",") if g.strip()]
+    except ValueError:
+        raise UserError(
+            f"--gpus {text!r}: expected comma-separated GPU indices, e.g. 0,1 (0,0: two workers on GPU 0)"
+        ) from None
+    if any(g < 0 for g in gpus):
+        raise UserError(f"--gpus {text!r}: a GPU index is 0 or more")
+    return gpus
+
+
 def cmd_sweep(args) -> int:
     from benchmarks import sweep
 
-    gpus = None if args.gpus is None else [int(g) for g in args.gpus.split(",") if g.strip()]
+    gpus = _parse_gpus(args.gpus)
     sweep.check(args.launcher, args.max_parallel, gpus)
     plan = _plan(args)
     jobs, skipped = sweep.pending(plan, args.results)
@@ -295,6 +309,8 @@ def cmd_sweep(args) -> int:
             why = f"redo: {records.read(path)['status']}" if path.exists() else "new"
             print(f"would run {_label(job.config)} ({why})")
         return 0
+    if args.launcher == "local" and gpus:
+        sweep.check_gpus_here(gpus)  # a dry run plans anywhere; a run needs the GPUs it names
     _check_results_folder(args.results)  # before any run's process starts
     limit = sweep.hard_limit_s(specs.budget(args.budget), args.hard_limit_s)
     print(f"sweep: {len(plan)} runs planned, {skipped} with an ok record, {len(jobs)} to run ({args.launcher})")

@@ -226,3 +226,19 @@ def check(launcher: str, max_parallel: int, gpus: list[int] | None) -> None:
         raise UserError(f"--max-parallel must be at least 1, got {max_parallel}")
     if gpus is not None and not gpus:
         raise UserError("--gpus lists no GPU; give their indices, e.g. --gpus 0,1")
+
+
+def check_gpus_here(gpus: list[int]) -> None:
+    """Refuse GPU indices this machine lacks before any run starts: each of its runs would fail."""
+    import torch  # here: the sweep's own process needs torch for this check alone
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not count:
+        raise UserError(
+            f"--gpus {','.join(map(str, gpus))}: torch sees no CUDA GPU here; leave --gpus out to run on the CPU"
+        )
+    missing = sorted({g for g in gpus if g >= count})
+    if missing:
+        raise UserError(
+            f"--gpus: no GPU {', '.join(map(str, missing))} here; this machine has {count} (indices 0 to {count - 1})"
+        )

@@ -132,6 +132,13 @@ def test_bad_sweep_options_are_refused_before_anything_runs(sweep, tmp_path, cap
     assert "unknown launcher 'cloud'; valid: local, slurm" in capsys.readouterr().err
     assert sweep("--max-parallel", "0") == 2
     assert not (tmp_path / "results").exists()
+    for gpus, said in [
+        ("a", "--gpus 'a': expected comma-separated GPU indices"),
+        ("0,-1", "--gpus '0,-1': a GPU index is 0 or more"),
+        (",", "--gpus lists no GPU"),
+    ]:
+        assert sweep("--gpus", gpus) == 2
+        assert said in capsys.readouterr().err
     (tmp_path / "a_file").write_text("")  # a results folder that cannot be made: no run starts
     assert sweep("--results", str(tmp_path / "a_file" / "results")) == 2
     assert "cannot create the results folder" in capsys.readouterr().err
@@ -194,3 +201,20 @@ def test_workers_given_the_same_gpu_are_told_how_many_share_it(monkeypatch, tmp_
     jobs = [sweep_module.Job({**config, "seed": seed}, f"{seed:016x}") for seed in range(6)]
     sweep_module.run_local(jobs, tmp_path, 3, [0, 0, 1], None, progress=False)
     assert sorted(set(seen)) == [("0", "2"), ("1", "1")] and len(seen) == 6
+
+
+def test_gpus_this_machine_lacks_are_refused_before_any_run_but_a_dry_run_plans_anywhere(
+    sweep, tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert sweep("--gpus", "0") == 2
+    assert "torch sees no CUDA GPU here; leave --gpus out" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert sweep("--gpus", "0,2,3,2") == 2
+    assert "no GPU 2, 3 here; this machine has 2 (indices 0 to 1)" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+    assert sweep("--gpus", "5", "--dry-run") == 0
+    assert "would run sweepfaults fine digits tiny seed 0 (new)" in capsys.readouterr().out
