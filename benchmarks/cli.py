@@ -300,6 +300,7 @@ def cmd_sweep(args) -> int:
 
     gpus = _parse_gpus(args.gpus)
     sweep.check(args.launcher, args.max_parallel, gpus)
+    limit = sweep.hard_limit_s(specs.budget(args.budget), args.hard_limit_s)
     plan = _plan(args)
     jobs, skipped = sweep.pending(plan, args.results)
     if args.dry_run:  # what a machine would have to run, without touching the results folder
@@ -312,7 +313,6 @@ def cmd_sweep(args) -> int:
     if args.launcher == "local" and gpus:
         sweep.check_gpus_here(gpus)  # a dry run plans anywhere; a run needs the GPUs it names
     _check_results_folder(args.results)  # before any run's process starts
-    limit = sweep.hard_limit_s(specs.budget(args.budget), args.hard_limit_s)
     print(f"sweep: {len(plan)} runs planned, {skipped} with an ok record, {len(jobs)} to run ({args.launcher})")
     if args.launcher == "local":
         outcomes = sweep.run_local(jobs, args.results, args.max_parallel, gpus, limit, args.data_dir, not args.quiet)

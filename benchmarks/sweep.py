@@ -67,6 +67,8 @@ def pending(plan: list[dict], results: Path) -> tuple[list[Job], int]:
 
 def hard_limit_s(budget: specs.Budget, override: float | None) -> float | None:
     if override is not None:
+        if not override > 0:  # NaN too
+            raise UserError(f"--hard-limit-s must be a positive number of seconds, got {override}")
         return override
     wall = budget.caps.get("max_wall_s")
     return None if wall is None else HARD_LIMIT_FACTOR * wall

@@ -139,6 +139,9 @@ def test_bad_sweep_options_are_refused_before_anything_runs(sweep, tmp_path, cap
     ]:
         assert sweep("--gpus", gpus) == 2
         assert said in capsys.readouterr().err
+    for limit in ["-5", "0", "nan"]:
+        assert sweep("--hard-limit-s", limit, "--dry-run") == 2
+        assert "--hard-limit-s must be a positive number of seconds" in capsys.readouterr().err
     (tmp_path / "a_file").write_text("")  # a results folder that cannot be made: no run starts
     assert sweep("--results", str(tmp_path / "a_file" / "results")) == 2
     assert "cannot create the results folder" in capsys.readouterr().err
