@@ -1,4 +1,5 @@
-"""The ``vlaebench`` command: ``list``, ``run``, ``evaluate``, ``data``, ``tables`` and ``report``."""
+"""The ``vlaebench`` command: ``list``, ``run``, ``evaluate``, ``data``, ``tables``, ``report``, ``sweep``
+and ``compare``."""
 
 import argparse
 import os
@@ -154,7 +155,9 @@ def cmd_run(args) -> int:
             records.discard_tensors(
                 records.checkpoint_path(args.results, run_id)
             )  # left if killed just after the record
-            print(f"skipped  {_label(config)}: record exists ({existing['status']}), --force redoes it: {path}")
+            print(
+                f"skipped  {specs.run_label(config)}: record exists ({existing['status']}), --force redoes it: {path}"
+            )
             continue
         todo.append((config, run_id, path, existing))
         variant = _variant(config)
@@ -173,20 +176,19 @@ def cmd_run(args) -> int:
         if args.force:
             records.discard_tensors(checkpoint)
         elif checkpoint.exists():
-            print(f"resuming {_label(config)} from its checkpoint {checkpoint}")
+            print(f"resuming {specs.run_label(config)} from its checkpoint {checkpoint}")
         # Only this run's data is on the device while it runs (it is copied there, and freed after).
         data_here = loaded[_variant(config)].to(device)
         record = train.run(config, run_id, data_here, device, progress=not args.quiet, results=args.results)
         if device.type == "cuda":
             torch.cuda.empty_cache()
         failures += record["status"] != "ok"
-        if existing and existing["status"] == "ok" and record["status"] != "ok":
-            # --force must not trade a good record for a failed rerun: keep it, and say why.
-            print(f"{record['status']:8s} {_label(config)}: {_summary(record)}; kept the earlier ok record {path}")
+        label = f"{record['status']:8s} {specs.run_label(config)}: {_summary(record)}"
+        if not _write_unless_it_loses_an_ok_record(record, existing, path):
+            print(f"{label}; kept the earlier ok record {path}")
             continue
-        _write(records.replacing(record, existing) if existing else record, path)
         records.discard_tensors(checkpoint)  # the record holds the run now; its weights stay kept
-        print(f"{record['status']:8s} {_label(config)}: {_summary(record)} -> {path}")
+        print(f"{label} -> {path}")
     return 1 if failures else 0
 
 
@@ -222,12 +224,23 @@ def cmd_evaluate(args) -> int:
             loaded[variant] = data.load(record["dataset"], args.data_dir, record["config"]["dataset_options"])
         new = train.reevaluate(record, loaded[variant].to(device), device, args.results, overrides)
         path = records.path_for(args.results, new["config"], new["run_id"])
-        _write(new, path)
+        existing = records.read(path) if path.exists() else None  # these settings' earlier evaluation
         failures += new["status"] != "ok"
-        print(
-            f"{new['status']:8s} {_label(new['config'])} (evaluation of {record['run_id']}): {_summary(new)} -> {path}"
+        label = (
+            f"{new['status']:8s} {specs.run_label(new['config'])} (evaluation of {record['run_id']}): {_summary(new)}"
         )
+        kept = not _write_unless_it_loses_an_ok_record(new, existing, path)
+        print(f"{label}; kept the earlier ok record {path}" if kept else f"{label} -> {path}")
     return 1 if failures else 0
+
+
+def _write_unless_it_loses_an_ok_record(record: dict, existing: dict | None, path: Path) -> bool:
+    """Write ``record`` at ``path`` (a record it replaces goes into its ``earlier_attempts``), unless
+    it would trade an ok record for one that is not: then nothing is written (False)."""
+    if existing and existing["status"] == "ok" and record["status"] != "ok":
+        return False
+    _write(records.replacing(record, existing) if existing else record, path)
+    return True
 
 
 def _write(record: dict, path: Path) -> None:
@@ -243,10 +256,6 @@ def _write(record: dict, path: Path) -> None:
 def _variant(config: dict) -> tuple:
     """The dataset and the options that make its variant: papers may use different variants of one dataset."""
     return config["dataset"], tuple(sorted(config["dataset_options"].items()))
-
-
-def _label(config: dict) -> str:
-    return f"{config['paper']} {config['method']} {config['dataset']} {config['budget']} seed {config['seed']}"
 
 
 def _summary(record: dict) -> str:
@@ -308,7 +317,7 @@ def cmd_sweep(args) -> int:
         for job in jobs:
             path = records.path_for(args.results, job.config, job.run_id)
             why = f"redo: {records.read(path)['status']}" if path.exists() else "new"
-            print(f"would run {_label(job.config)} ({why})")
+            print(f"would run {specs.run_label(job.config)} ({why})")
         return 0
     if args.launcher == "local" and gpus:
         sweep.check_gpus_here(gpus)  # a dry run plans anywhere; a run needs the GPUs it names

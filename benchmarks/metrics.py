@@ -651,7 +651,8 @@ def fit_local_posteriors(
     (Adam's update is per element, and the loss a sum over points); a point stops when its
     ``check_every``-step average loss has not improved for more than ``patience`` checks, or at
     ``max_steps``; a point whose ELBO estimate turns non-finite stops at its last parameters with a
-    finite one (counted, never dropped). Returns q*'s parameters and how the optimisation went."""
+    finite one (counted, never dropped, and not counted as converged in ``stopped_fraction``).
+    Returns q*'s parameters and how the optimisation went."""
     if start not in GAP_STARTS:
         raise ValueError(f"unknown gap start {start!r}; valid: {', '.join(GAP_STARTS)}")
     with torch.no_grad():
@@ -701,7 +702,11 @@ def fit_local_posteriors(
             p.requires_grad_(True)
     return (
         {name: value.detach() for name, value in params.items()},
-        {"steps": step, "stopped_fraction": stopped.float().mean().item(), "non_finite_points": int(non_finite.sum())},
+        {
+            "steps": step,
+            "stopped_fraction": (stopped & ~non_finite).float().mean().item(),  # met the rule: converged
+            "non_finite_points": int(non_finite.sum()),
+        },
     )
 
 

@@ -805,6 +805,11 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
     }
 
 
+def run_label(config: dict) -> str:
+    """A run as the command line prints it: paper, method, dataset, budget and seed."""
+    return f"{config['paper']} {config['method']} {config['dataset']} {config['budget']} seed {config['seed']}"
+
+
 def run_id(config: dict) -> str:
     """The hash of what was chosen (``config["identity"]``; see the module docstring)."""
     canonical = json.dumps(config["identity"], sort_keys=True, separators=(",", ":"))

@@ -5,12 +5,13 @@ takes nothing else down.
 - What runs: every planned run without an ``ok`` record. A run with a record that is not ``ok``
   (failed, diverged, timed out, partial) is redone; a run killed before its record was written
   continues from its checkpoint (``vlaebench run --rerun-failed`` does both).
-- ``local``: at most ``max_parallel`` runs at once on this machine. With ``gpus``, each worker holds
-  one GPU (``CUDA_VISIBLE_DEVICES`` pinned, ``--device cuda``); an index given n times is shared by n
-  workers, and their records say so (``runs_sharing_device``); on the CPU the cores are shared out
-  (``OMP_NUM_THREADS``, unless set). Each process is killed at a hard wall-clock limit: by default
-  ``HARD_LIMIT_FACTOR`` times the budget's ``max_wall_s`` (which caps training only; evaluation
-  follows it). A progress bar shows the whole sweep: done, running, failed, ETA.
+- ``local``: at most ``max_parallel`` runs at once on this machine; with ``gpus``, one worker per listed
+  index instead (``max_parallel`` is not used), each holding one GPU (``CUDA_VISIBLE_DEVICES`` pinned,
+  ``--device cuda``); an index given n times is shared by n workers, and their records say so
+  (``runs_sharing_device``); on the CPU the cores are shared out (``OMP_NUM_THREADS``, unless set). Each
+  process is killed at a hard wall-clock limit: by default ``HARD_LIMIT_FACTOR`` times the budget's
+  ``max_wall_s`` (which caps training only; evaluation follows it). A progress bar shows the whole
+  sweep: done, running, failed, ETA.
 - ``slurm``: one submitit job array (``slurm_array_parallelism`` caps how many run at once), each task
   one run on one GPU, with the hard limit as its time limit; a task preempted or timed out is
   requeued and continues from its checkpoint.
@@ -47,8 +48,7 @@ class Job:
 
     @property
     def label(self) -> str:
-        c = self.config
-        return f"{c['paper']} {c['method']} {c['dataset']} {c['budget']} seed {c['seed']}"
+        return specs.run_label(self.config)
 
 
 def pending(plan: list[dict], results: Path) -> tuple[list[Job], int]:

@@ -27,7 +27,7 @@ from torch import nn
 from models import register
 from models.base import LatentVariableModel
 from models.blocks.mixtures import gaussian_mixture
-from models.blocks.networks import PixelLikelihood, diagonal_gaussian_kl, mlp
+from models.blocks.networks import PixelLikelihood, diagonal_gaussian_kl, diagonal_gaussian_rsample, mlp
 
 
 @register("gmdgm")
@@ -87,7 +87,7 @@ class GaussianMixtureDGM(LatentVariableModel):
         """log q(y|x) [B, K] and, per cluster y, one reparameterized draw's log p(x|z) and
         KL(q(z|x,y) ‖ p(z|y)) [B, K]."""
         q = self.variational_parameters(x)
-        z = q["loc"] + q["log_scale"].exp() * torch.randn_like(q["loc"])  # [B, K, d]
+        z, _ = diagonal_gaussian_rsample(q["loc"], q["log_scale"])  # [B, K, d]
         recon = self.log_likelihood(x, z.movedim(1, 0)).movedim(0, 1)  # the decoder once per cluster
         _, prior_loc, prior_log_scale = self.cluster_prior()
         kl = diagonal_gaussian_kl(q["loc"], q["log_scale"], prior_loc, prior_log_scale).sum(-1)

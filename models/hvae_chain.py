@@ -43,6 +43,7 @@ class GaussianChain(Distribution):
 
     def __init__(self, loc, log_scale, steps, blocks, batch_shape):
         self.loc, self.log_scale, self.steps, self.blocks = loc, log_scale, steps, blocks
+        self._vector_order = sorted(range(len(blocks)), key=lambda k: blocks[k][0])  # chain order -> vector order
         super().__init__(torch.Size(batch_shape), torch.Size([sum(size for _, size in blocks)]), validate_args=False)
 
     def _split(self, z):
@@ -56,8 +57,7 @@ class GaussianChain(Distribution):
             loc, log_scale = step(block)
             block = loc + log_scale.exp() * torch.randn_like(loc)
             drawn.append(block)
-        order = sorted(range(len(self.blocks)), key=lambda k: self.blocks[k][0])
-        return torch.cat([drawn[k] for k in order], -1)
+        return torch.cat([drawn[k] for k in self._vector_order], -1)
 
     @property
     def part_sizes(self) -> list[int]:
@@ -72,8 +72,7 @@ class GaussianChain(Distribution):
         for step, previous, block in zip(self.steps, parts[:-1], parts[1:]):
             loc, log_scale = step(previous)
             conditionals.append(_gaussian_log_prob(block, loc, log_scale))
-        order = sorted(range(len(self.blocks)), key=lambda k: self.blocks[k][0])
-        return torch.stack([conditionals[k] for k in order], -1)
+        return torch.stack([conditionals[k] for k in self._vector_order], -1)
 
     def log_prob(self, z):
         return self.part_log_probs(z).sum(-1)

@@ -17,13 +17,14 @@ class IWAE(VAE):
         q = self.variational_parameters(x)
         z, eps = diagonal_gaussian_rsample(q["loc"], q["log_scale"], (self.samples,))
         log_q = standard_normal_log_prob(eps) - q["log_scale"].sum(-1)  # change of variables
-        log_weights = self.log_likelihood(x, z) + standard_normal_log_prob(z) - log_q
+        log_likelihood = self.log_likelihood(x, z)
+        log_weights = log_likelihood + standard_normal_log_prob(z) - log_q
         bound = torch.logsumexp(log_weights, dim=0) - math.log(self.samples)
         kl = standard_normal_kl(q["loc"], q["log_scale"])
         elbo = log_weights.mean(0)
         return -bound.mean(), {
             "iwae_bound": bound.mean(),
             "elbo": elbo.mean(),
-            "recon": (elbo + kl).mean(),
+            "recon": log_likelihood.mean(),
             "kl": kl.mean(),
         }

@@ -63,6 +63,8 @@ class MutualPosteriorDivergenceVAE(VariationalLossyAutoencoder):
     def loss(self, x):
         q = self.variational_parameters(x)
         loss, logged = self.free_bits_loss(x, q)
+        if len(x) < 2:  # no pair to compare (a last batch of one): no regulariser, where its mean would be NaN
+            return loss, logged
         diversity, smoothness = diversity_and_smoothness(q["loc"], q["log_scale"])
         loss = loss - self.eta * F.logsigmoid(diversity).sum() + self.gamma * smoothness
         return loss, {**logged, "posterior_divergence": diversity.sum(), "posterior_divergence_std": smoothness}

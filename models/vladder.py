@@ -30,6 +30,7 @@ from models.base import LatentVariableModel
 from models.blocks.networks import (
     PixelLikelihood,
     diagonal_gaussian,
+    diagonal_gaussian_rsample,
     sigmoid_log_scale,
     standard_normal,
     standard_normal_kl,
@@ -194,7 +195,7 @@ class VariationalLadderAutoencoder(LatentVariableModel):
 
     def loss(self, x):
         q = self.variational_parameters(x)
-        z = q["loc"] + q["log_scale"].exp() * torch.randn_like(q["loc"])
+        z, _ = diagonal_gaussian_rsample(q["loc"], q["log_scale"])
         recon = self.log_likelihood(x, z)
         kl = self.latent_kl(q["loc"], q["log_scale"])
         weight = self.kl_weight()

@@ -283,7 +283,7 @@ class VariationalLossyAutoencoder(LatentVariableModel):
         return self.free_bits_loss(x, self.variational_parameters(x))
 
     def free_bits_loss(self, x, q: dict) -> tuple[torch.Tensor, dict]:
-        """Minus the ELBO from one draw of z ~ q (q's parameters given), the batch's KL counted at
+        """Minus the ELBO from ``samples`` draws of z ~ q (q's parameters given), the batch's KL counted at
         least at the free-bits floor (below it the KL's gradient is switched off)."""
         z, eps = diagonal_gaussian_rsample(q["loc"], q["log_scale"], (self.samples,))
         log_q = standard_normal_log_prob(eps) - q["log_scale"].sum(-1)

@@ -16,7 +16,6 @@ undefined and the verdict follows the means: ``holds`` when the effect is there 
 """
 
 import math
-import statistics
 
 from scipy import stats
 
@@ -58,12 +57,3 @@ def verdict(claim, values: list[float], than: list[float] | float) -> dict:
         result = stats.ttest_ind(shifted, than, equal_var=False, alternative=alternative)
     p = float(result.pvalue)
     return {"verdict": "holds" if p < claim.level else "fails", "p": p, "test": test}
-
-
-def summary(values: list[float], digits: int = 2) -> str:
-    """mean ± std (n) of a side, to ``digits`` decimals (the metric's ``Metric.digits``)."""
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f} (n=1)"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f} (n={len(values)})"

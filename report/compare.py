@@ -48,9 +48,13 @@ def _means(frame: pd.DataFrame, paper: str, reference: str) -> dict[tuple, tuple
     return found
 
 
-def _worse(name: str, baseline: float, current: float) -> float:
-    """How much worse ``current`` is than ``baseline`` in the metric's direction (negative: better)."""
-    return current - baseline if METRICS[name].better == "lower" else baseline - current
+def _worse(name: str, baseline: float, current: float) -> float | None:
+    """How much worse ``current`` is than ``baseline`` in the metric's direction (negative: better);
+    None for a metric with no better direction (the KL), whose changes are listed, never regressions."""
+    better = METRICS[name].better
+    if better is None:
+        return None
+    return current - baseline if better == "lower" else baseline - current
 
 
 def _shown(value: float, seeds: int, digits: int) -> str:
@@ -71,12 +75,14 @@ def _quality(paper, before: pd.DataFrame, after: pd.DataFrame, threshold: float)
             known = reported is not None and reported.value is not None
             tolerance = reported.tolerance if known else threshold * abs(was)
             what = f"{paper.key} / {dataset} / {budget} / {method}: {reference}"
-            if _worse(name, was, value) > tolerance:
-                limit = f"the spec's tolerance {tolerance:.3g}" if known else f"the threshold {tolerance:.3g}"
-                why = f"worse by {abs(value - was):.3g}, beyond {limit}"
-                findings.append(
-                    Finding("quality", True, what, _shown(was, seeds_before, digits), _shown(value, seeds, digits), why)
-                )
+            worse = _worse(name, was, value)
+            limit = f"the spec's tolerance {tolerance:.3g}" if known else f"the threshold {tolerance:.3g}"
+            shown = _shown(was, seeds_before, digits), _shown(value, seeds, digits)
+            if worse is not None and worse > tolerance:
+                findings.append(Finding("quality", True, what, *shown, f"worse by {worse:.3g}, beyond {limit}"))
+            elif worse is None and abs(value - was) > tolerance:
+                why = f"changed by {value - was:+.3g}, beyond {limit} (neither direction is better)"
+                findings.append(Finding("quality", False, what, *shown, why))
             if known and abs(was - reported.value) <= reported.tolerance < abs(value - reported.value):
                 why = f"reported {reported.value:g} ± {reported.tolerance:g}: was within tolerance, now outside"
                 findings.append(

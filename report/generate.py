@@ -806,7 +806,7 @@ def _side(method: str, metric: str, runs: pd.DataFrame, named: bool = False) -> 
     """``method``'s current values of ``metric`` (``named``: the summary names the metric)."""
     with_value, stale = _current(runs[runs["method"] == method], metric)
     values = [float(v) for v in with_value[metric]]
-    summary = claim_checks.summary(values, _digits(metric))
+    summary = _mean_std(values, _digits(metric)) + (f" (n={len(values)})" if values else "")
     name = f"{method} {metric}" if named else method
     return Side(values, f"{name}: {summary}" + (f" ({stale} stale)" if stale else ""), stale, with_value)
 
@@ -904,8 +904,9 @@ def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
     any_stale = any(row["stale"] for row in checked)
     notes.insert(
         0,
-        "Verdict: holds when a one-sided Welch t-test over the seeds (ok or partial runs, current config) finds "
-        "the claimed effect at the claim's level; fails otherwise; inconclusive with fewer than 3 seeds on a side, "
+        "Verdict: holds when a one-sided Welch t-test over the seeds (ok or partial runs, current config; against "
+        "a number, a one-sample t-test) finds the claimed effect at the claim's level; fails otherwise; "
+        "inconclusive with fewer than 3 seeds on a side, "
         "or for a time when the two sides ran on different devices; "
         "no runs when a side has none. A budget below the paper's does not test the paper, only how far its "
         "claim carries at that cost. On AIS: a claim on the NLL tested in the same way on the AIS estimate "

@@ -83,3 +83,23 @@ def test_a_timing_is_compared_only_between_runs_under_the_same_conditions(
     assert why in elsewhere[0].why
     slower = [f for f in compare.compare(tmp_path / "before", tmp_path / "again") if "alpha: s_per_epoch" in f.what]
     assert [(f.kind, f.regression) for f in slower] == [("speed", True)]
+
+
+def test_a_metric_with_no_better_direction_is_listed_when_it_moves_never_flagged(nights):
+    import dataclasses
+
+    from benchmarks import specs
+    from report import generate
+
+    paper = specs.load_paper("demo")
+    paper = dataclasses.replace(paper, evaluation={**paper.evaluation, "compare": ["kl"]})
+    before = generate.annotated_frame(nights / "before")  # alpha's KL: 10 nats in every seed
+    for name, kl in [("up", 10.5), ("down", 9.5), ("same", 10.1)]:
+        _night(nights / name, [90.0, 91.0, 92.0], 88.0, 2.0, "GPU A")
+        for seed, nll in enumerate([90.0, 91.0, 92.0]):  # alpha again, its KL moved
+            _write(nights / name, "alpha", seed, nll, kl, timing={"s_per_epoch": 2.0, "device_name": "GPU A"})
+        found = compare._quality(paper, before, generate.annotated_frame(nights / name), 0.02)
+        moved = [(f.kind, f.regression, f.what) for f in found]
+        expected = [("quality", False, "demo / digits / smoke / alpha: kl")] if name != "same" else []
+        assert moved == expected, name
+        assert all("neither direction is better" in f.why for f in found)

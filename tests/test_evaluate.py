@@ -41,3 +41,26 @@ def test_more_importance_samples_give_a_new_record_within_the_first_ones_monte_c
     assert (results / "tables" / "faults__digits__faults__importance-samples-2000.md").is_file()
     plain = (results / "tables" / "faults__digits__faults.md").read_text()
     assert f"{nll_first['value']:.2f}" in plain and f"{nll['value']:.2f}" not in plain
+
+
+def test_evaluating_again_keeps_the_earlier_evaluation_and_never_trades_an_ok_one_for_a_failure(
+    kept_run, run_cli, monkeypatch
+):
+    from benchmarks import metrics
+
+    results, first = kept_run
+    args = ["evaluate", *RUN, "--results", results, "--importance-samples", "200"]
+    assert run_cli(*args)[0] == 0
+    (path,) = [p for p in records.runs_dir(results).glob("*.json") if first["run_id"] not in p.name]
+    evaluation = records.read(path)
+    assert run_cli(*args)[0] == 0  # the same settings again: one record, the earlier one kept inside it
+    again = records.read(path)
+    assert [a["metrics"] for a in again["earlier_attempts"]] == [evaluation["metrics"]]
+
+    def broken(*_, **__):
+        raise RuntimeError("injected evaluation failure")
+
+    monkeypatch.setattr(metrics, "evaluate", broken)
+    code, out, _ = run_cli(*args)
+    assert code == 1 and "kept the earlier ok record" in out
+    assert records.read(path) == again

@@ -184,6 +184,26 @@ def test_a_method_using_every_hook_trains_through_the_unchanged_harness(toy, mon
     assert not torch.allclose(average, torch.cat([p.detach().flatten() for p in model.parameters()]))
 
 
+def test_the_moving_average_averages_the_weights_and_takes_the_counts_as_they_are():
+    """An integer buffer (RME's components in use, the ladder's step counter) is copied into the
+    averaged model, not averaged: torch's average truncates, so 1 -> 2 stayed 1 and a constant 3 fell to 2."""
+    from models.blocks import optim
+
+    model = torch.nn.Linear(2, 1)
+    model.register_buffer("active", torch.tensor(3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    evaluated = optim.exponential_moving_average(model, optimizer, 0.9995)
+    average = model.weight.detach().clone()
+    for step in range(3):
+        model.active.fill_(3 if step == 0 else 4)
+        optimizer.zero_grad()
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        average = 0.9995 * average + 0.0005 * model.weight.detach()
+        assert evaluated.active.item() == model.active.item() and evaluated.active.dtype == torch.long
+    torch.testing.assert_close(evaluated.weight, average)
+
+
 def test_uncorrected_adamax_takes_the_steps_of_kingma_et_als_code():
     """m ← β1 m + (1 − β1) g, u ← max(β2 u, |g|), w ← w − lr · m / u, with no bias correction of m
     (openai/iaf's Adamax): the first step is a tenth of torch's. The count survives a checkpoint, and

@@ -79,6 +79,17 @@ def test_with_eta_and_gamma_zero_it_is_the_vae_with_the_same_networks():
     assert logged["posterior_divergence"].item() == pytest.approx(diversity.sum().item())
 
 
+def test_a_batch_of_one_has_no_pair_and_trains_on_the_free_bits_elbo_alone():
+    # a training set one image past a multiple of the batch size ends each epoch on such a batch
+    torch.manual_seed(0)
+    mae = models.build("mae", (28, 28), {**TINY, "eta": 1.0, "gamma": 0.01}, "bernoulli")
+    x = images(1)
+    torch.manual_seed(1)
+    loss, _ = mae.loss(x)
+    torch.manual_seed(1)
+    assert torch.isfinite(loss) and loss.item() == mae.free_bits_loss(x, mae.variational_parameters(x))[0].item()
+
+
 def test_the_encoder_gives_log_variances_clipped_on_colour_images_as_the_codes():
     x = images(8)
     torch.manual_seed(0)

@@ -275,6 +275,9 @@ def test_a_point_whose_elbo_turns_non_finite_keeps_its_last_finite_q_star(points
     torch.manual_seed(0)
     q_star, optimisation = metrics.fit_local_posteriors(model, points, max_steps=200, optimizer=QUICK)
     assert optimisation["non_finite_points"] == 1
+    # stopped, not converged: none met the stopping rule, whose earliest stop (6 checks of 50 steps
+    # without improvement after the first) is past 200 steps
+    assert optimisation["stopped_fraction"] == 0.0
     assert torch.isfinite(q_star["loc"]).all() and torch.isfinite(q_star["log_scale"]).all()
     assert q_star["loc"][0, 0] == pytest.approx(2.9)  # never moved: its first estimate was already -inf
     assert (q_star["loc"][1:] - start_loc[1:]).abs().max() > 0.01  # the others were optimised

@@ -74,11 +74,29 @@ def build_optimizer(parameters, training: dict) -> torch.optim.Optimizer:
     return optimizer
 
 
+def _average_floats_copy_counts(decay: float):
+    """torch's exponential average for floating-point tensors; an integer buffer (a step counter, the
+    number of mixture components in use) is a count, not a weight: the average takes the model's
+    current value (torch's would truncate decay · n + (1 − decay) · m towards zero, so a count going
+    from 1 to 2 stays 1 in the averaged model, and a constant 3 becomes 2 at decay 0.9995)."""
+    average = get_ema_multi_avg_fn(decay)
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], steps) -> None:
+        if averaged[0].is_floating_point() or averaged[0].is_complex():  # a group shares one dtype
+            average(averaged, current, steps)
+        else:
+            for kept, now in zip(averaged, current, strict=True):
+                kept.copy_(now)
+
+    return update
+
+
 def exponential_moving_average(model: torch.nn.Module, optimizer: torch.optim.Optimizer, decay: float):
     """A copy of ``model`` whose weights (buffers too) are the exponential moving average of its
     weights, from the initial ones, updated after every optimizer step (Polyak averaging: the
     evaluated weights of Chen et al. 2017 and Ma et al. 2019)."""
-    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    averaged = AveragedModel(model, multi_avg_fn=_average_floats_copy_counts(decay), use_buffers=True)
     # The average starts at the initial weights (its first update copies them): every later update is
     # then the same exponential step, in an uninterrupted run and in one resumed from a checkpoint.
     averaged.update_parameters(model)

@@ -4,13 +4,14 @@ CIFAR-10 VLAE; not a method itself. ``forward(x, condition)`` has ``models.block
 interface: per pixel, ``out_channels`` values from the pixels before it in raster order, and from
 ``condition`` feature maps (the decoder's view of z) at the image's size.
 
-Two streams without a blind spot: ``above`` at (i, j) sees rows above i (convolutions shifted down, 2×3),
-``above_left`` also the pixels left of j in row i (shifted down and right, 2×2). ``levels`` resolutions,
-each halving the last (32 → 16 → 8 by strided shifted convolutions), with ``resnets`` gated residual
-blocks per level on the way down in size and ``resnets`` + 1 on the way back up (transposed shifted
-convolutions), every block of the second pass reading the first pass's output at its depth (the U-net's
-skip connections). A gated residual block: c = conv(concat_elu(x)) (+ a 1×1 map of concat_elu of the
-skip input), concat_elu, dropout, conv to 2C, + a 1×1 map of the condition, x + a · sigmoid(b).
+Two streams without a blind spot: ``above`` at (i, j) sees rows above i (convolutions shifted down,
+2×3), ``above_left`` also the pixels left of j in row i (shifted down and right, 2×2). ``levels``
+resolutions, each halving the last (32 → 16 → 8 by strided shifted convolutions), with ``resnets`` gated
+residual blocks per level on the way down in size, and on the way back up (transposed shifted
+convolutions) ``resnets`` at the first level and ``resnets`` + 1 at each later one, every block of the
+second pass reading the first pass's output at its depth (the U-net's skip connections). A gated
+residual block: c = conv(concat_elu(x)) (+ a 1×1 map of concat_elu of the skip input), concat_elu,
+dropout, conv to 2C, + a 1×1 map of the condition, x + a · sigmoid(b).
 concat_elu(x) = ELU([x, −x]). The input carries a channel of ones, so that the zero padding of the
 shifted convolutions is told apart from black pixels (as the paper's code does). The layers are
 weight-normalised (initialised from data by ``models.blocks.convnets.data_dependent_init``), the output
