@@ -397,7 +397,7 @@ def mixture_usage(
     them, whatever the weights), H(α) where they do not overlap. It is what the mixture's ELBO has
     beyond Σ_k α_k ELBO(q_k): without it, a mixture is no better than its best component. Its draws
     come from ``seed`` without moving the global random stream that the later metrics draw from."""
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+    with forked_rng(x.device):
         torch.manual_seed(seed)
         return _mixture_usage(model, x, samples, elements)
 
@@ -768,6 +768,12 @@ def inference_gaps(
             elbo_q_star=elbo_q_star.mean().item(),
         ),
     }
+
+
+def forked_rng(device: torch.device):
+    """Draws of their own: the global random state (the CPU's, and ``device``'s if a GPU) is restored
+    on leaving, so what is drawn inside never shifts a run's other draws."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def synchronize(device: torch.device):

@@ -54,7 +54,7 @@ def train(
     training, seed = config["training"], config["seed"]
     order = torch.Generator().manual_seed(seed)
     n, batch_size = len(data.train), training["batch_size"]
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's draws stay as they were
+    with metrics.forked_rng(device):  # the run's draws stay as they were
         model.initialize(data.training_batch(torch.arange(min(n, batch_size), device=device)), data.statistics)
     optimizer = model.configure_optimizer(training)
     evaluated = model.evaluation_model(optimizer, training)
@@ -203,7 +203,7 @@ def validation_elbo(model, valid: torch.Tensor, seed: int, epoch: int, device: t
     """The validation ELBO after (0-based) ``epoch``, with draws of its own: how often a run validates
     (``valid_every``, ``selection``) never changes its training draws, and the value can be
     recomputed from the weights."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with metrics.forked_rng(device):
         torch.manual_seed(seed * 100_003 + epoch)
         return metrics.elbo_single_sample(model, valid)
 

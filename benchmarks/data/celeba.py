@@ -81,7 +81,7 @@ def _folder(path: Path, origin: str) -> Source:
 def _find(data_dir=None) -> tuple[str, Callable[[], Source]] | None:
     """The archive, else the extracted folder, in the data directory (if one is given, the only place
     looked at) or the download cache: (origin, its Source, made when called)."""
-    data_dir = data_dir or os.environ.get("VLAEBENCH_DATA")
+    data_dir = sources.user_data_dir(data_dir)
     root = Path(data_dir or sources.CACHE_DIR) / FOLDER
     place = "data directory" if data_dir else "download cache"
     if (root / ARCHIVE).is_file():

@@ -2,7 +2,6 @@
 (no published checksum: the record carries their sha256) in ``binarized_mnist/`` of the data directory
 or the cache; without them, one seeded Bernoulli draw of MNIST (see ``mnist.py``), labelled as such."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ def load_mnist_static(data_dir=None) -> Dataset:
     """Statically binarized MNIST: Larochelle's ``binarized_mnist_{train,valid,test}.amat`` when they
     are in the data directory or the cache (``binarized_mnist/``); otherwise one seeded Bernoulli draw
     of MNIST (classic split), which the record labels as not Larochelle's."""
-    root = Path(data_dir or os.environ.get("VLAEBENCH_DATA") or sources.CACHE_DIR)
+    root = Path(sources.user_data_dir(data_dir) or sources.CACHE_DIR)
     paths = {split: root / rel for split, rel in LAROCHELLE_FILES.items()}
     if all(p.is_file() for p in paths.values()):
         x = {split: read_amat(path) for split, path in paths.items()}
@@ -66,7 +65,7 @@ def load_mnist_static(data_dir=None) -> Dataset:
 
 
 def _locate_mnist_static(data_dir=None):
-    root = Path(data_dir or os.environ.get("VLAEBENCH_DATA") or sources.CACHE_DIR)
+    root = Path(sources.user_data_dir(data_dir) or sources.CACHE_DIR)
     if all((root / rel).is_file() for rel in LAROCHELLE_FILES.values()):
         return f"Larochelle's .amat files in {root / 'binarized_mnist'}", lambda: load_mnist_static(data_dir)
     found = locate_offline(FOLDER_SET, data_dir)

@@ -32,6 +32,11 @@ COLOUR_SHAPE = (3, 32, 32)  # CIFAR-10, SVHN
 COLOUR_VALID = 5_000  # the last 5,000 images of the training file validate
 
 
+def user_data_dir(data_dir=None) -> str | None:
+    """The data directory the user named: ``--data-dir``, else ``VLAEBENCH_DATA``, else none."""
+    return data_dir or os.environ.get("VLAEBENCH_DATA")
+
+
 def read_idx(path: Path, expected_md5: str | None = None) -> np.ndarray:
     """Read an idx file (``.gz`` or not), checking its header, size and, if given, the md5 of its
     uncompressed bytes."""
@@ -129,7 +134,7 @@ def locate_offline(folder_set: FolderSet, data_dir=None, mirrors=True) -> tuple[
     directory (if one is given, it is the only place looked at), the cache of an earlier download,
     then (if ``mirrors``) the offline mirrors: an OS package's folder, a PyPI package's file.
     Returns (origin, loader)."""
-    data_dir = data_dir or os.environ.get("VLAEBENCH_DATA")
+    data_dir = user_data_dir(data_dir)
     if data_dir:
         raw = Path(data_dir) / folder_set.relpath
         if not folder_set.folder_with_files(raw):
@@ -247,7 +252,7 @@ class FileSet:
 
 def locate_file_set(file_set: FileSet, data_dir=None) -> tuple[str, Callable[[], Dataset]] | None:
     """The data directory (if given, the only place looked at), else the download cache."""
-    data_dir = data_dir or os.environ.get("VLAEBENCH_DATA")
+    data_dir = user_data_dir(data_dir)
     path = Path(data_dir or CACHE_DIR) / file_set.relpath
     if path.is_file():
         origin = f"{'data directory' if data_dir else 'download cache'} {path}"
