@@ -787,7 +787,7 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
         "dataset_options": chosen_options,
         "budget": budget_.name,
         "caps": {k: v for k, v in caps.items() if k not in EXECUTION_DEFAULTS and k not in TRAINING_EXECUTION},
-        "evaluation": {key: value for key, value in evaluation.items() if value is not None},
+        "evaluation": evaluation_identity(evaluation),
         "seed": seed,
     }
     return {
@@ -803,6 +803,12 @@ def resolve(paper: PaperSpec, method: str, dataset: str, budget_: Budget, seed: 
         "evaluation": {**evaluation, **execution},
         "identity": identity,
     }
+
+
+def evaluation_identity(evaluation: dict) -> dict:
+    """What of a run's evaluation settings its identity holds: the sizes and choices set, not how
+    they are computed (the chunk sizes of ``EXECUTION_DEFAULTS``)."""
+    return {key: value for key, value in evaluation.items() if value is not None and key not in EXECUTION_DEFAULTS}
 
 
 def run_label(config: dict) -> str:

@@ -406,6 +406,17 @@ def place(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
 
 
+def _built(config: dict, data: Dataset, device: torch.device) -> torch.nn.Module:
+    return place(models.build(config["model"], data.shape, config["hyper"], data.likelihood), device)
+
+
+def _finished(record: dict, device: torch.device, reset: bool) -> dict:
+    """``record`` with the device, its peak memory since ``reset`` and the time it finished."""
+    record["timing"].update(device_info(device), **peak_memory(device, reset))
+    record["provenance"]["finished"] = _now()
+    return record
+
+
 def run(
     config: dict, run_id: str, data: Dataset, device: torch.device, progress: bool = True, results: Path | None = None
 ) -> dict:
@@ -416,7 +427,7 @@ def run(
     reset = reset_peak_memory(device)
     try:
         torch.manual_seed(config["seed"])
-        model = place(models.build(config["model"], data.shape, config["hyper"], data.likelihood), device)
+        model = _built(config, data, device)
         checkpoint = None if results is None else records.checkpoint_path(results, run_id)
         trained = train(model, data, config, device, progress, checkpoint)
         record.update({key: trained[key] for key in ("status", "stop_reason", "error", "curves", "selection")})
@@ -430,9 +441,7 @@ def run(
                 draw_figures(record, trained["evaluated"], data, results)
     except Exception as error:
         _failure(record, error)
-    record["timing"].update(device_info(device), **peak_memory(device, reset))
-    record["provenance"]["finished"] = _now()
-    return record
+    return _finished(record, device, reset)
 
 
 def evaluate_into(record: dict, model, data: Dataset, evaluation: dict, device: torch.device) -> None:
@@ -516,9 +525,7 @@ def reevaluate(trained: dict, data: Dataset, device: torch.device, results: Path
     config["evaluation_overrides"] = overrides
     config["identity"] = {
         **trained["config"]["identity"],
-        "evaluation": {
-            k: v for k, v in config["evaluation"].items() if v is not None and k not in specs.EXECUTION_DEFAULTS
-        },
+        "evaluation": specs.evaluation_identity(config["evaluation"]),
         "evaluation_of": trained["run_id"],
     }
     record = _new_record(config, specs.run_id(config), data, device)
@@ -526,16 +533,14 @@ def reevaluate(trained: dict, data: Dataset, device: torch.device, results: Path
     record["timing"] = {key: trained["timing"].get(key) for key in TRAINING_TIMING}
     reset = reset_peak_memory(device)
     try:
-        model = place(models.build(config["model"], data.shape, config["hyper"], data.likelihood), device)
+        model = _built(config, data, device)
         model.load_state_dict(records.load_weights(results, trained["run_id"], device))
         evaluate_into(record, model, data, config["evaluation"], device)
     except UserError:
         raise
     except Exception as error:
         _failure(record, error)
-    record["timing"].update(device_info(device), **peak_memory(device, reset))
-    record["provenance"]["finished"] = _now()
-    return record
+    return _finished(record, device, reset)
 
 
 TRAINING_TIMING = ("train_wall_s", "valid_wall_s", "epochs", "steps", "s_per_epoch", "examples_per_s")
