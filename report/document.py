@@ -24,6 +24,7 @@ in ``figures/`` and ``tables/`` only the files its manifests list.
 """
 
 import base64
+import itertools
 import os
 import re
 from pathlib import Path
@@ -50,12 +51,6 @@ code { background: #f4f4f4; padding: 0 0.2em; }
 """
 
 
-def _budget_order():
-    """A sort key of budget names, smallest budget first (budgets.toml's order; unknown ones last)."""
-    order = list(specs.load_budgets())
-    return lambda name: order.index(name) if name in order else len(order)
-
-
 JUDGED = ("within tolerance", "outside", "holds", "fails", "inconclusive")  # a verdict from runs
 
 
@@ -74,7 +69,7 @@ def _largest(rows: list[dict], budget_order) -> list[dict]:
 def summary_rows(frame: pd.DataFrame, papers: list) -> list[list[str]]:
     """Per paper: its reported numbers by verdict and its claims by verdict, each at the largest
     budget with runs of it; the budgets and devices of its kept runs."""
-    rows, budget_order = [], _budget_order()
+    rows, budget_order = [], generate.budget_order()
     for paper in papers:
         key = paper.key
         reported = {verdict: 0 for verdict in REPORTED_VERDICTS}
@@ -278,7 +273,7 @@ def write_report(results: Path, out: Path) -> list[Path]:
     frame = generate.annotated_frame(results, all_records)
     by_id = {record["run_id"]: record for record in all_records}
     papers = [specs.load_paper(key) for key in specs.paper_keys()]
-    budget_order = _budget_order()
+    budget_order = generate.budget_order()
     _refuse_foreign(out)
     written = generate.write_tables(results, out / "tables")
     figures_dir = out / "figures"
@@ -305,26 +300,21 @@ def write_report(results: Path, out: Path) -> list[Path]:
         key = paper.key
         mine = frame[frame["paper"] == key]
         lines += [f'<a id="{key}"></a>\n', f"## {paper.title} ({key})\n", f"{paper.citation}.\n"]
-        for dataset in paper.datasets:
-            budgets = sorted(mine.loc[mine["dataset"] == dataset, "budget"].unique(), key=budget_order)
-            if not budgets and any(r.dataset == dataset for r in paper.reported):
-                lines.append(_demote(generate.render(paper, dataset, None, frame)[0]))  # what is to reproduce
-            for budget_name in budgets:
-                lines.append(_demote(generate.render(paper, dataset, budget_name, frame)[0]))
-                for grid_key in generate.grid_keys(paper):
-                    lines.append(_demote(generate.render_grid(paper, dataset, budget_name, frame, grid_key)[0]))
-                kept = generate._kept(
-                    mine[(mine["dataset"] == dataset) & (mine["budget"] == budget_name) & (mine["evaluation"] == "")]
-                )
-                if not len(kept):
-                    continue
-                for name, caption in paper_figures(paper, dataset, budget_name, kept, by_id, figures_dir):
-                    drawn.append(name)
-                    lines.append(f"![{caption}]({image(figures_dir / name)})\n\n*{caption}*\n")
-                lines += _run_pictures(paper, kept, by_id, results, image)
-        if paper.claims:
-            markdown, _ = generate.render_claims(paper, frame)
-            lines.append(_demote(markdown))
+        tables = generate.paper_tables(paper, frame)
+        # each dataset and budget: its tables (the same as vlaebench tables'), then its figures and pictures
+        for (dataset, budget_name), group in itertools.groupby(tables, key=lambda t: (t.dataset, t.budget)):
+            lines += [_demote(table.markdown) for table in group]
+            if dataset is None or budget_name is None:  # the claims; a dataset without runs
+                continue
+            kept = generate._kept(
+                mine[(mine["dataset"] == dataset) & (mine["budget"] == budget_name) & (mine["evaluation"] == "")]
+            )
+            if not len(kept):
+                continue
+            for name, caption in paper_figures(paper, dataset, budget_name, kept, by_id, figures_dir):
+                drawn.append(name)
+                lines.append(f"![{caption}]({image(figures_dir / name)})\n\n*{caption}*\n")
+            lines += _run_pictures(paper, kept, by_id, results, image)
         runs = [r for r in all_records if r["paper"] == key]
         lines.append(f"#### {key}: provenance of every run\n")
         if runs:

@@ -1006,6 +1006,47 @@ def _write_manifest(out: Path, names: set[str]) -> None:
     tmp.replace(out / MANIFEST)
 
 
+def budget_order():
+    """A sort key of budget names, smallest budget first (budgets.toml's order; unknown ones last)."""
+    order = list(specs.load_budgets())
+    return lambda name: order.index(name) if name in order else len(order)
+
+
+class PaperTable(NamedTuple):
+    stem: str  # its file name without the suffix
+    markdown: str
+    latex: str
+    dataset: str | None  # None: the claims table
+    budget: str | None  # None: the claims, or a dataset without runs (the numbers to reproduce)
+
+
+def paper_tables(paper, frame: pd.DataFrame) -> list[PaperTable]:
+    """Every table of ``paper``, in the order the tables' index and the report show them: for each
+    dataset and budget (smallest budget first) the table of its runs, one per grid key and one per
+    re-evaluation of them; a dataset without runs, its reported numbers; then the claims."""
+    key, mine, order = paper.key, frame[frame["paper"] == paper.key], budget_order()
+    tables = []
+    for dataset in paper.datasets:
+        budgets = sorted(mine.loc[mine["dataset"] == dataset, "budget"].unique(), key=order)
+        if not budgets and any(r.dataset == dataset for r in paper.reported):
+            tables.append(PaperTable(f"{key}__{dataset}__no-runs", *render(paper, dataset, None, frame), dataset, None))
+        for budget_name in budgets:
+            stem = f"{key}__{dataset}__{budget_name}"
+            tables.append(PaperTable(stem, *render(paper, dataset, budget_name, frame), dataset, budget_name))
+            for grid_key in grid_keys(paper):
+                table = render_grid(paper, dataset, budget_name, frame, grid_key)
+                tables.append(PaperTable(f"{stem}__by-{grid_key}", *table, dataset, budget_name))
+            at_budget = mine[(mine["dataset"] == dataset) & (mine["budget"] == budget_name)]
+            for evaluation in sorted(set(at_budget["evaluation"]) - {""}):
+                named = f"{stem}__{re.sub(r'[^A-Za-z0-9]+', '-', evaluation)}"
+                tables.append(
+                    PaperTable(named, *render(paper, dataset, budget_name, frame, evaluation), dataset, budget_name)
+                )
+    if paper.claims:
+        tables.append(PaperTable(f"{key}__claims", *render_claims(paper, frame), None, None))
+    return tables
+
+
 def write_tables(results: Path, out: Path) -> list[Path]:
     """Regenerate every table from the records under ``results`` into ``out``; returns the files
     written (the manifest last).
@@ -1018,35 +1059,12 @@ def write_tables(results: Path, out: Path) -> list[Path]:
     user's. If a file to be written exists and is not the suite's, nothing is written and a
     ``UserError`` names it."""
     frame = annotated_frame(results)
-    files: dict[str, str] = {}
-    sections = []
-
-    def emit(stem: str, markdown: str, latex: str) -> None:
-        files[f"{stem}.md"], files[f"{stem}.tex"] = markdown, latex
-        sections.append(markdown)
-
-    for key in specs.paper_keys():
-        paper = specs.load_paper(key)
-        mine = frame[frame["paper"] == key]
-        for dataset in paper.datasets:
-            budgets = sorted(mine.loc[mine["dataset"] == dataset, "budget"].unique())
-            if not budgets and any(r.dataset == dataset for r in paper.reported):
-                budgets = [None]
-            for budget_name in budgets:
-                emit(f"{key}__{dataset}__{budget_name or 'no-runs'}", *render(paper, dataset, budget_name, frame))
-                for grid_key in grid_keys(paper) if budget_name else []:
-                    emit(
-                        f"{key}__{dataset}__{budget_name}__by-{grid_key}",
-                        *render_grid(paper, dataset, budget_name, frame, grid_key),
-                    )
-                at_budget = mine[(mine["dataset"] == dataset) & (mine["budget"] == budget_name)]
-                for evaluation in sorted(set(at_budget["evaluation"]) - {""}):
-                    stem = f"{key}__{dataset}__{budget_name}__{re.sub(r'[^A-Za-z0-9]+', '-', evaluation)}"
-                    emit(stem, *render(paper, dataset, budget_name, frame, evaluation))
-        if paper.claims:
-            emit(f"{key}__claims", *render_claims(paper, frame))
+    tables = [table for key in specs.paper_keys() for table in paper_tables(specs.load_paper(key), frame)]
+    files = {}
+    for table in tables:
+        files[f"{table.stem}.md"], files[f"{table.stem}.tex"] = table.markdown, table.latex
     index = INDEX_START + " from the run records; do not edit.\n\n"
-    index += "\n".join(sections)
+    index += "\n".join(table.markdown for table in tables)
     orphans = frame[frame["orphan"]]
     if len(orphans):
         index += "\n## Records not in any current spec\n\n" + "".join(
