@@ -28,6 +28,7 @@ import torch
 
 PARETO_K_RELIABLE = 0.5  # below: finite variance of the weights
 PARETO_K_UNRELIABLE = 0.7  # above: do not trust the estimate (Vehtari et al.)
+UNRELIABLE_SHARE = 0.5  # above this share of its points past PARETO_K_UNRELIABLE, an estimate is flagged
 MIN_TAIL = 5  # fewer tail weights than this (K ≤ 20): k̂ is not computed (NaN)
 PRIOR_SHAPE, PRIOR_STRENGTH = 0.5, 10  # Vehtari et al.'s weakly informative prior on k
 # Elements of the [grid, tail, points] tensor of the GPD fit held at once (32 MB of float64).

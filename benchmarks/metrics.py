@@ -270,7 +270,7 @@ def weight_diagnostics(ess: torch.Tensor, pareto_k: torch.Tensor, samples: int) 
         "ess_of": samples,
         "pareto_k_median": finite.median().item() if len(finite) else math.nan,
         "pareto_k_above_0_7": above,
-        "unreliable": bool(above > 0.5),
+        "unreliable": bool(above > diagnostics.UNRELIABLE_SHARE),
     }
 
 

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import pandas as pd
 from tabulate import tabulate
 
-from benchmarks import UserError, records, specs
+from benchmarks import UserError, diagnostics, records, specs
 from benchmarks.metrics import CONVERGED_FRACTION, METRICS, metric_reference
 from report import claims as claim_checks
 
@@ -289,7 +289,7 @@ def _reproduced(runs: pd.DataFrame, reference: str, sign: int = 1) -> Reproduced
     unreliable = f"{name}.pareto_k_above_0_7"  # the importance weights' Pareto k̂ (Vehtari et al.)
     if values and unreliable in with_value and with_value[unreliable].notna().any():
         share = float(with_value[unreliable].dropna().mean())
-        if share > 0.5:  # most points' estimates cannot be trusted
+        if share > diagnostics.UNRELIABLE_SHARE:  # most points' estimates cannot be trusted
             extras.append(f"k̂ > 0.7 on {math.floor(100 * share + 1e-9)} %")
             marks.add("pareto")
     paired = f"{name}.minus_importance_sampled"  # AIS against IS on AIS's own few points
