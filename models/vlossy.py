@@ -83,6 +83,7 @@ DECODERS = ("pixelcnn", "pixelcnn++", "factorized", "unconditional")
 ENCODERS = ("resnet", "densenet")  # on colour images; binary ones have the ResNet alone
 BINARY, COLOUR = (1, 28, 28), (3, 32, 32)
 LATENT_SIDE = 8  # colour images: z is feature maps of 8×8
+SAMPLES_SIDE = 6  # the run's pictures: 6 × 6 samples, 28 × 28 (or 32 × 32) decoder passes each
 
 
 @register("vlossy")
@@ -271,6 +272,11 @@ class VariationalLossyAutoencoder(LatentVariableModel):
         for i, j in every if self.pixelcnn is None else [(i, j) for i in range(height) for j in range(width)]:
             x[:, :, i, j] = self._sample_pixels(self._decode(x, features)[:, :, i, j])
         return x
+
+    def image_grids(self) -> dict[str, torch.Tensor]:
+        """Samples from the model, 6 × 6 (``sample_images``): an autoregressive decoder has no mean
+        image, so its samples are draws, pixel by pixel (one decoder pass per pixel)."""
+        return {"samples": self.sample_images(SAMPLES_SIDE**2).unflatten(0, (SAMPLES_SIDE, SAMPLES_SIDE))}
 
     def _sample_pixels(self, out):
         """Pixels [n, C, ...] drawn from the decoder's output for them [n, P, ...]."""

@@ -4,12 +4,14 @@ gradient off below the floor and nowhere else, an unconditional decoder whose im
 NLL is its exact likelihood, an IAF posterior whose density is the change of variables through its
 steps, and every variant of the spec trained and evaluated by the harness."""
 
+import dataclasses
+
 import pytest
 import torch
-from images28 import assert_trains_and_evaluates, images
+from images28 import assert_trains_and_evaluates, images, small_dataset
 
 import models
-from benchmarks import metrics, specs
+from benchmarks import metrics, records, specs, train
 from models.blocks import convnets
 from models.blocks.pixelcnn_pp import PixelCNNPlusPlus
 
@@ -272,6 +274,24 @@ def test_on_colour_images_the_prior_is_a_pixelcnn_flow_over_the_latent_maps_and_
     assert 0 <= images.min() and images.max() <= 1
     with pytest.raises(ValueError, match="takes the discretized_logistic likelihood"):
         models.build("vlossy", (3, 32, 32), COLOUR_TINY, "gaussian")
+
+
+def test_a_runs_pictures_are_samples_drawn_pixel_by_pixel_binary_or_8_bit(tmp_path, monkeypatch):
+    from models import vlossy
+
+    monkeypatch.setattr(vlossy, "SAMPLES_SIDE", 2)  # 784 decoder passes for 4 samples (a run draws 36)
+    torch.manual_seed(0)
+    # the colour model with the factorized decoder: its pixels in one pass (a PixelCNN takes 1,024)
+    for model in [models.build("vlossy", (28, 28), TINY, "bernoulli"), colour_model(decoder="factorized")]:
+        with torch.no_grad():  # as the harness draws them
+            grids = train.picture_grids(model, dataclasses.replace(small_dataset(), shape=model.image))
+        samples = grids["samples"]
+        assert set(grids) == {"samples"} and samples.shape == (2, 2, *model.image)
+        levels = 1 if model.image == (1, 28, 28) else 255  # Bernoulli pixels, or the 8-bit grid
+        torch.testing.assert_close(samples * levels, (samples * levels).round())
+        assert 0 <= samples.min() and samples.max() <= 1 and samples.std() > 0
+        saved = records.save_image_grids(tmp_path, "0123456789abcdef", grids)
+        assert (tmp_path / saved["samples"]).is_file()
 
 
 @pytest.mark.parametrize(
