@@ -16,6 +16,7 @@ undefined and the verdict follows the means: ``holds`` when the effect is there 
 """
 
 import math
+import warnings
 
 from scipy import stats
 
@@ -51,9 +52,13 @@ def verdict(claim, values: list[float], than: list[float] | float) -> dict:
         effect = shifted[0] < others[0] if claim.direction == "lower" else shifted[0] > others[0]
         return {"verdict": "holds" if effect else "fails", "p": None, "test": test + " (no variance: by the values)"}
     alternative = "less" if claim.direction == "lower" else "greater"
-    if constant:
-        result = stats.ttest_1samp(shifted, than, alternative=alternative)
-    else:
-        result = stats.ttest_ind(shifted, than, equal_var=False, alternative=alternative)
+    with warnings.catch_warnings():
+        # scipy warns of precision loss when one side is constant (every seed 0 active units, say):
+        # exact values, and Welch's test stays defined by the other side's variance
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        if constant:
+            result = stats.ttest_1samp(shifted, than, alternative=alternative)
+        else:
+            result = stats.ttest_ind(shifted, than, equal_var=False, alternative=alternative)
     p = float(result.pvalue)
     return {"verdict": "holds" if p < claim.level else "fails", "p": p, "test": test}

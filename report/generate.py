@@ -213,6 +213,31 @@ def _mean_std(values: list[float], digits: int = 2) -> str:
     return f"{_fmt(statistics.mean(values), digits)} ± {_fmt(statistics.stdev(values), digits)}"
 
 
+def _mean(values: list[float], digits: int = 2) -> str:
+    return _fmt(statistics.mean(values), digits)
+
+
+def _time_text(runs: pd.DataFrame, reference: str, values: list[float], summary=_mean_std) -> str:
+    """A time's cell: ``summary`` of the runs' values, or, where they ran on several devices (a GPU
+    shared by as many runs, a CPU with as many threads), one per device in ``devices``' order: a time
+    taken on one device says nothing of another."""
+    groups = devices(runs) if len(runs) else []
+    if len(groups) < 2:
+        return summary(values, _digits(reference))
+    none = [None] * len(runs)
+    labels = [
+        device_label(*device)
+        for device in zip(
+            runs["device_name"],
+            runs["threads"] if "threads" in runs else none,
+            runs["runs_sharing_device"] if "runs_sharing_device" in runs else none,
+        )
+    ]
+    return " / ".join(
+        summary([v for v, label in zip(values, labels) if label == group], _digits(reference)) for group in groups
+    )
+
+
 def annotated_frame(results: Path, all_records: list[dict] | None = None) -> pd.DataFrame:
     """Every record under ``results`` (or ``all_records``, already read from there) as a row
     (``records.frame``), with ``current`` (made under the config the current spec resolves to) and
@@ -299,9 +324,13 @@ def _reproduced(runs: pd.DataFrame, reference: str, sign: int = 1) -> Reproduced
     if stale:
         extras.append(f"{stale} stale")
         marks.add("stale")
+    text = _mean_std(values, _digits(reference))
+    if METRICS[name].timing:
+        text = _time_text(with_value, reference, values)
+        marks |= {"per device"} if " / " in text else set()
     rest = (f" ({'; '.join(extras)})" if extras else "") + (DAGGER if "dagger" in marks else "")
     mean = statistics.mean(values) if values else None
-    return Reproduced(_mean_std(values, _digits(reference)), rest, mean, marks, with_value)
+    return Reproduced(text, rest, mean, marks, with_value)
 
 
 def reported_verdict(reported, mean: float | None, marks: set[str]) -> tuple[str, float | None]:
@@ -369,9 +398,9 @@ def _row(paper, dataset, method, runs: pd.DataFrame, compare, show, footnotes) -
         marks |= reproduced.marks
         cells.append(_cell(reproduced, footnotes))
     per_epoch, stale = _current(kept, "s_per_epoch")
-    speed = _fmt(per_epoch["s_per_epoch"].mean(), _digits("s_per_epoch")) if len(per_epoch) else "–"
+    speed = _time_text(per_epoch, "s_per_epoch", list(per_epoch["s_per_epoch"]), _mean) if len(per_epoch) else "–"
     cells.append(footnotes.mark(Cell(speed, f" ({stale} stale)" if stale else ""), per_epoch))
-    marks |= {"stale"} if stale else set()
+    marks |= ({"stale"} if stale else set()) | ({"per device"} if " / " in speed else set())
     cells.append(footnotes.mark(Cell(_tally(runs)), runs))  # every run, failed and stale ones too
     return cells, notes, marks
 
@@ -406,6 +435,8 @@ MARK_NOTES = {
     "vs IS": "vs IS: AIS's estimate minus the importance-sampled one on the same test points (AIS runs on the "
     "first ais_points only, the other columns on test_points), mean over the seeds: a better log-likelihood "
     "by AIS says that q misses some of it, a worse one that AIS has not converged",
+    "per device": "a / b: a time whose runs ran on different devices (a GPU shared by another number of runs, a "
+    "CPU with other threads), given per device in the order the runs' footnote names them",
     "stale": "n stale: values made by an earlier version of the metric's estimator, left out of that metric "
     "only; rerun the runs (vlaebench run --force) to refresh them",
 }

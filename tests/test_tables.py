@@ -488,3 +488,23 @@ def test_the_committed_tables_folder_is_regenerated_in_place(tmp_path, monkeypat
     shutil.copytree(REPO / "report" / "tables", tmp_path / "tables")
     written = generate.write_tables(REPO / "results", tmp_path / "tables")
     assert {p.name for p in (tmp_path / "tables").iterdir()} == {p.name for p in written}
+
+
+def test_a_time_from_runs_on_different_devices_is_given_per_device(tmp_path, monkeypatch):
+    """Two seeds on a GPU shared by 12 runs and one alone: their times are not averaged together (the
+    mean of 75, 73 and 31 s would describe no device), but given per device, in the order the runs'
+    footnote names the devices; a row on one device keeps its single value."""
+    _spec(tmp_path, monkeypatch, ('show = ["kl"]', 'show = ["examples_per_s"]'))
+    gpu = {"device_name": "NVIDIA H200"}
+    for seed, (per_epoch, speed, sharing) in enumerate([(75.0, 700.0, 12), (73.0, 720.0, 12), (31.0, 1600.0, 1)]):
+        timing = {**gpu, "s_per_epoch": per_epoch, "runs_sharing_device": sharing}
+        _write(tmp_path / "results", "alpha", seed, {"nll": 90.0 + seed, "examples_per_s": speed}, timing=timing)
+    _write(tmp_path / "results", "beta", 0, {"nll": 95.0, "examples_per_s": 650.0}, timing={**gpu, "s_per_epoch": 80.0})
+    generate.write_tables(tmp_path / "results", tmp_path / "out")
+    text = (tmp_path / "out" / "demo__digits__smoke.md").read_text()
+    rows = table_rows(text)
+    # reported, reproduced, delta, verdict, ex/s, s/epoch, runs
+    assert rows["alpha"][4:6] == ["1600 / 710 ± 14", "31.00 / 74.00"]
+    assert rows["beta"][4:6] == ["650", "80.00"]
+    assert "NVIDIA H200, NVIDIA H200 (shared by 12 runs)" in text  # the footnote's order, the cells' order
+    assert any(note.startswith("a / b: a time whose runs ran on different devices") for note in _notes(text))
