@@ -691,10 +691,20 @@ def _check_runs_on(where: str, method: MethodSpec, dataset: str) -> None:
         raise UserError(f"{where}: method {method.name!r} runs on {', '.join(method.datasets)} only, not {dataset}")
 
 
+# The builds that succeeded in this process, by model class, hyper-parameters, dataset and options: a
+# spec loaded again (each command loads every paper it plans; the tests load them many times) is
+# checked again without building its networks again (some 6 s for every paper's methods)
+_BUILT: set[tuple] = set()
+
+
 def _check_builds(where: str, model: str, hyper: dict, dataset: str, options: dict) -> None:
     """Build the method for the dataset's shape in the variant ``options`` choose, on the meta device
     (no memory, no compute): a bad hyper-parameter value fails here, before anything trains."""
-    supported = models.registry()[model].likelihoods
+    model_class = models.registry()[model]
+    key = (model_class, json.dumps(hyper, sort_keys=True), dataset, json.dumps(options, sort_keys=True))
+    if key in _BUILT:
+        return
+    supported = model_class.likelihoods
     resolved = resolve_options(dataset, options)
     likelihood = resolved["likelihood"]
     if likelihood not in supported:
@@ -707,6 +717,7 @@ def _check_builds(where: str, model: str, hyper: dict, dataset: str, options: di
             models.build(model, shape_of(dataset, resolved), hyper, likelihood)
     except (TypeError, ValueError, RuntimeError) as e:
         raise UserError(f"{where} hyper: the method cannot be built for {dataset}: {e}") from None
+    _BUILT.add(key)
 
 
 def dataset_options(table: dict) -> dict:

@@ -296,3 +296,27 @@ def test_a_training_setting_set_by_both_a_method_and_a_dataset_is_refused(tmp_pa
     spec_folder(tmp_path, monkeypatch, own=text)
     with pytest.raises(UserError, match=r"\[methods.vae\] training: batch_size is also set by \[datasets.mnist_gray\]"):
         specs.load_paper("own")
+
+
+def test_a_spec_loaded_again_is_not_built_again_and_a_failed_build_is_checked_every_time(tmp_path, monkeypatch):
+    """Each load of a spec checks that its methods build; the second load of the same settings reuses
+    the first's success (every paper's networks take seconds to build), while a build that failed is
+    tried, and refused, at every load."""
+    monkeypatch.setattr(specs, "_BUILT", set())  # as in a fresh process
+    builds = []
+    real_build = models.build
+    monkeypatch.setattr(models, "build", lambda *args, **kwargs: builds.append(args[0]) or real_build(*args, **kwargs))
+    spec_folder(tmp_path, monkeypatch, own=OWN_OPTIONS)
+    specs.load_paper("own")
+    assert builds  # the first load built every method
+    first = len(builds)
+    specs.load_paper("own")
+    assert len(builds) == first
+    text = OWN_OPTIONS.replace('model = "vae"', 'model = "vladder"').replace(
+        "hyper = { latent_dim = 4, hidden = [16] }",
+        "hyper = { hidden = 16, channels = [4, 8] }\non = { mnist_gray = { options = { pca = 30 } } }",
+    )
+    spec_folder(tmp_path, monkeypatch, own=text)
+    for _ in range(2):
+        with pytest.raises(UserError, match="the method cannot be built for mnist_gray"):
+            specs.load_paper("own")
