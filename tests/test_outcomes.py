@@ -197,3 +197,57 @@ def test_a_gpu_record_says_whether_float32_ran_in_tensorfloat32(monkeypatch, con
     assert said["tf32_convolutions"] is convolutions
     assert said["tf32_matmul"] is torch.backends.cuda.matmul.allow_tf32 is False  # torch's default
     assert "tf32_convolutions" not in train.determinism(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("sharing", [1, 12])
+def test_a_group_out_of_gpu_memory_on_a_shared_gpu_is_retried_alone_from_the_same_random_state(monkeypatch, sharing):
+    """Twelve MAE runs on one H200 reached their gap fits together and all ran out of memory. On a
+    GPU shared by several runs (the sweep says so), a group that runs out of CUDA memory is tried once
+    more, holding the GPU's lock, from the random state it started with: the values are those of a run
+    that never ran out. On a GPU of its own the failure is the run's: recorded, not retried."""
+    from benchmarks import RUNS_SHARING_DEVICE, metrics
+
+    real_gaps = metrics.inference_gaps
+    attempts = []
+
+    def once_out_of_memory(*args, **kwargs):
+        attempts.append(torch.get_rng_state())
+        if len(attempts) == 1:
+            torch.rand(3)  # the failed attempt had drawn, as a real one would
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 192.00 MiB")
+        return real_gaps(*args, **kwargs)
+
+    undisturbed = _run(_config())
+    monkeypatch.setenv(RUNS_SHARING_DEVICE, str(sharing))
+    monkeypatch.setattr(metrics, "inference_gaps", once_out_of_memory)
+    record = _run(_config())
+    if sharing == 1:
+        assert record["status"] == "partial" and "OutOfMemoryError" in record["error"]
+        assert "amortization_gap" not in record["metrics"] and "eval_retried_alone_on_gpu" not in record["timing"]
+        return
+    assert record["status"] == "ok", record["error"]
+    assert record["timing"]["eval_retried_alone_on_gpu"] == ["gaps"]
+    assert torch.equal(attempts[0], attempts[1])  # the retry started from the same random state
+    for name in ("amortization_gap", "approximation_gap", "nll", "ais_nll"):
+        assert record["metrics"][name]["value"] == undisturbed["metrics"][name]["value"], name
+
+
+def test_one_run_at_a_time_holds_a_shared_gpu_for_its_retry():
+    """The retry's lock: while one holder has the GPU, another (here a thread, with its own open file,
+    as another process would have) waits, and goes on once the first lets go."""
+    import threading
+
+    from benchmarks import metrics
+
+    device, entered = torch.device("cuda", 0), threading.Event()
+
+    def second():
+        with metrics._turn_on_shared_gpu(device):
+            entered.set()
+
+    with metrics._turn_on_shared_gpu(device):
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        assert not entered.wait(0.5)
+    waiting.join(timeout=30)
+    assert entered.is_set()
