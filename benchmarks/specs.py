@@ -177,11 +177,12 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class Claim:
-    """``method``'s ``metric`` on ``dataset`` is ``direction`` (lower | higher) than ``than`` (a
-    method of the spec, or a number): by at least ``margin`` in the metric's unit, or by a factor
-    ``ratio``. Checked by a one-sided Welch t-test over the seeds at ``level``. ``than_metric``
-    compares with another metric of ``than`` (default: the same one): one layer of a ladder against
-    another, ``cluster_acc[layer2]`` against ``cluster_acc[layer0]``."""
+    """``method``'s ``metric`` on ``dataset`` is ``direction`` (lower | higher) than ``than`` (a method
+    of the spec, or a number): by at least ``margin`` in the metric's unit (a negative margin: worse
+    by less than its size), or by a factor ``ratio``. Checked by a one-sided Welch t-test over the
+    seeds at ``level``. ``than_metric`` compares with another metric of ``than`` (default: the same
+    one): one layer of a ladder against another, ``cluster_acc[layer2]`` against
+    ``cluster_acc[layer0]``."""
 
     text: str
     source: str
@@ -668,7 +669,8 @@ def _claim(where: str, entry, methods: dict, datasets: dict) -> Claim:
         raise UserError(f"{where} direction: {entry['direction']!r}; valid: {', '.join(DIRECTIONS)}")
     if "margin" in entry and "ratio" in entry:
         raise UserError(f"{where}: give margin (a difference) or ratio (a factor), not both")
-    margin = _number(f"{where} margin", entry.get("margin", 0.0))
+    # a negative margin: at most that much worse (a non-inferiority claim, "at a comparable NLL")
+    margin = _number(f"{where} margin", entry.get("margin", 0.0), minimum=-math.inf)
     ratio = _number(f"{where} ratio", entry["ratio"], minimum=1.0) if "ratio" in entry else None
     level = _number(f"{where} level", entry.get("level", 0.05), strict=True, maximum=0.5)
     return Claim(

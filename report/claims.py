@@ -1,9 +1,10 @@
 """A verdict for each claim of a paper spec, from the seeds of the records.
 
 A claim says that ``method``'s metric is lower (or higher) than ``than``'s — another method's, or a
-number — by at least a margin (a difference) or a ratio (a factor). The verdict is a one-sided
-Welch t-test over the seeds (``scipy.stats.ttest_ind``, or ``ttest_1samp`` against a number) of
-"the effect is at least as claimed":
+number — by at least a margin (a difference; a negative one allows that much the other way: "at a
+comparable NLL") or a ratio (a factor). The verdict is a one-sided Welch t-test over the seeds
+(``scipy.stats.ttest_ind``, or ``ttest_1samp`` against a number) of "the effect is at least as
+claimed":
 
 - ``holds``: p < the claim's level;
 - ``fails``: p >= the level (a loss, or a difference the seeds cannot tell from no effect);

@@ -921,8 +921,7 @@ def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
             [
                 f"({row['index']}) {claim.text}",
                 claim.dataset,
-                f"{_label(claim.metric)}, {claim.direction}"
-                + (f" by ×{claim.ratio:g}" if claim.ratio else f" by {claim.margin:g}" if claim.margin else ""),
+                f"{_label(claim.metric)}, {claim.direction}{_claimed_by(claim)}",
                 row["budget"] or "–",
                 footnotes.mark(Cell(row["shown"]), row["runs"]),
                 than if row["runs_than"] is None else footnotes.mark(than, row["runs_than"]),
@@ -952,6 +951,16 @@ def render_claims(paper, frame: pd.DataFrame) -> tuple[str, str]:
         notes.append(FOOTNOTES_NOTE)
     caption = f"{paper.title} ({paper.key}): the paper's claims, checked against the seeds."
     return _documents(title, caption, header, rows, notes, align="p{5cm}llllllrl", footnotes=footnotes)
+
+
+def _claimed_by(claim) -> str:
+    """How far the claim's effect must go: by a factor, by a margin, or, for a negative margin, at
+    most that much the wrong way ("lower, or at most 1 above")."""
+    if claim.ratio:
+        return f" by ×{claim.ratio:g}"
+    if claim.margin < 0:
+        return f", or at most {-claim.margin:g} {'above' if claim.direction == 'lower' else 'below'}"
+    return f" by {claim.margin:g}" if claim.margin else ""
 
 
 def _on_ais(verdict: dict | None) -> str:

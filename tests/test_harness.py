@@ -469,6 +469,9 @@ def claim(direction="lower", than="b", margin=0.0, ratio=None, level=0.05):
         ([], [90.0, 90.4, 89.7], {}, "no runs"),
         ([80.0, 80.5, 79.8], [90.0, 90.4, 89.7], {"margin": 20.0}, "fails"),  # a win, but not by the claimed margin
         ([80.0, 80.5, 79.8], [90.0, 90.4, 89.7], {"margin": 5.0}, "holds"),
+        ([88.0, 88.3, 87.9], [87.5, 87.6, 87.4], {"margin": -1.0}, "holds"),  # worse, but by less than 1
+        ([89.0, 89.3, 88.9], [87.5, 87.6, 87.4], {"margin": -1.0}, "fails"),  # worse by more than 1
+        ([88.0, 88.3, 87.9], [87.5, 87.6, 87.4], {}, "fails"),  # without the allowance: a loss
         ([1.0, 1.1, 0.9], [20.0, 21.0, 19.0], {"ratio": 10.0}, "holds"),  # ten times lower
         ([1.0, 1.1, 0.9], [5.0, 5.5, 4.5], {"ratio": 10.0}, "fails"),  # only five times
         ([80.0, 80.5, 79.8], 100.0, {}, "holds"),  # against a number

@@ -508,3 +508,22 @@ def test_a_time_from_runs_on_different_devices_is_given_per_device(tmp_path, mon
     assert rows["beta"][4:6] == ["650", "80.00"]
     assert "NVIDIA H200, NVIDIA H200 (shared by 12 runs)" in text  # the footnote's order, the cells' order
     assert any(note.startswith("a / b: a time whose runs ran on different devices") for note in _notes(text))
+
+
+def test_a_claim_with_a_negative_margin_allows_that_much_the_other_way_and_says_so(tmp_path, monkeypatch):
+    """ "At a comparable NLL": alpha's NLL at most 1 nat above beta's. Alpha's seeds are 0.5 worse: the
+    claim holds, where the plain "lower" fails, and the table says how much was allowed."""
+    _spec(
+        tmp_path,
+        monkeypatch,
+        ("ratio = 1.05", "margin = -1.0"),
+        ("claim = \"alpha's NLL is lower than beta's by a factor of 1.05\"", 'claim = "alpha is as good as beta"'),
+    )
+    for seed, (alpha, beta) in enumerate([(90.5, 90.0), (90.7, 90.1), (90.4, 90.0)]):
+        _write(tmp_path / "results", "alpha", seed, {"nll": alpha})
+        _write(tmp_path / "results", "beta", seed, {"nll": beta})
+    generate.write_tables(tmp_path / "results", tmp_path / "out")
+    claims = table_rows((tmp_path / "out" / "demo__claims.md").read_text().replace("| Claim", "| Method"))
+    (row,) = [cells for first, cells in claims.items() if first.startswith("(2)")]
+    assert row[1] == "NLL, lower, or at most 1 above"
+    assert row[-1] == "holds"
