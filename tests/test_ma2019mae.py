@@ -189,5 +189,7 @@ def test_the_spec_loads_with_every_number_missing_and_its_claims():
     assert all(paper.methods[m].hyper["gamma"] == 0.01 for m in grid)
     assert paper.methods["vae_pixelcnn"].hyper["eta"] == 0
     assert all(r.value is None for r in paper.reported)  # nothing guessed
-    assert paper.evaluation["importance_samples"] == 4096 and len(paper.claims) == 5 * len(grid)
+    assert paper.evaluation["importance_samples"] == 4096 and len(paper.claims) == 6 * len(grid)
+    comparable = [c for c in paper.claims if c.metric == "nll"]  # "at a comparable NLL": at most 1 nat above
+    assert [(c.than, c.direction, c.margin) for c in comparable] == [("vae_pixelcnn", "lower", -1.0)] * len(grid)
     assert {c.method for c in paper.claims} == set(grid)  # each claim checked at every point of the grid
