@@ -97,12 +97,17 @@ def device_label(name, threads, sharing=None) -> str:
 SPEED = ("s_per_epoch", "inference_latency_ms")
 
 
-def devices(runs: pd.DataFrame) -> list[str]:
-    """The devices of ``runs`` (``device_label``), sorted."""
+def _device_of_each(runs: pd.DataFrame) -> list[str]:
+    """Each run's device (``device_label``), in the runs' order."""
     none = [None] * len(runs)
     threads = runs["threads"] if "threads" in runs else none
     sharing = runs["runs_sharing_device"] if "runs_sharing_device" in runs else none
-    return sorted({device_label(*device) for device in zip(runs["device_name"], threads, sharing)})
+    return [device_label(*device) for device in zip(runs["device_name"], threads, sharing)]
+
+
+def devices(runs: pd.DataFrame) -> list[str]:
+    """The devices of ``runs`` (``device_label``), sorted."""
+    return sorted(set(_device_of_each(runs)))
 
 
 def _run_status(row) -> str:
@@ -217,25 +222,16 @@ def _mean(values: list[float], digits: int = 2) -> str:
     return _fmt(statistics.mean(values), digits)
 
 
-def _time_text(runs: pd.DataFrame, reference: str, values: list[float], summary=_mean_std) -> str:
-    """A time's cell: ``summary`` of the runs' values, or, where they ran on several devices (a GPU
-    shared by as many runs, a CPU with as many threads), one per device in ``devices``' order: a time
-    taken on one device says nothing of another."""
-    groups = devices(runs) if len(runs) else []
+def _time_text(runs: pd.DataFrame, reference: str, values: list[float], summary=_mean_std) -> tuple[str, bool]:
+    """A time's cell: ``summary`` of ``values`` (one per run), or, where they ran on several devices (a GPU
+    shared by as many runs, a CPU with as many threads), one per device in ``devices``' order (a time
+    taken on one device says nothing of another); and whether it is per device."""
+    labels = _device_of_each(runs)
+    groups = sorted(set(labels))
     if len(groups) < 2:
-        return summary(values, _digits(reference))
-    none = [None] * len(runs)
-    labels = [
-        device_label(*device)
-        for device in zip(
-            runs["device_name"],
-            runs["threads"] if "threads" in runs else none,
-            runs["runs_sharing_device"] if "runs_sharing_device" in runs else none,
-        )
-    ]
-    return " / ".join(
-        summary([v for v, label in zip(values, labels) if label == group], _digits(reference)) for group in groups
-    )
+        return summary(values, _digits(reference)), False
+    per_device = [[v for v, label in zip(values, labels) if label == group] for group in groups]
+    return " / ".join(summary(group, _digits(reference)) for group in per_device), True
 
 
 def annotated_frame(results: Path, all_records: list[dict] | None = None) -> pd.DataFrame:
@@ -324,10 +320,11 @@ def _reproduced(runs: pd.DataFrame, reference: str, sign: int = 1) -> Reproduced
     if stale:
         extras.append(f"{stale} stale")
         marks.add("stale")
-    text = _mean_std(values, _digits(reference))
     if METRICS[name].timing:
-        text = _time_text(with_value, reference, values)
-        marks |= {"per device"} if " / " in text else set()
+        text, per_device = _time_text(with_value, reference, values)
+        marks |= {"per device"} if per_device else set()
+    else:
+        text = _mean_std(values, _digits(reference))
     rest = (f" ({'; '.join(extras)})" if extras else "") + (DAGGER if "dagger" in marks else "")
     mean = statistics.mean(values) if values else None
     return Reproduced(text, rest, mean, marks, with_value)
@@ -398,9 +395,11 @@ def _row(paper, dataset, method, runs: pd.DataFrame, compare, show, footnotes) -
         marks |= reproduced.marks
         cells.append(_cell(reproduced, footnotes))
     per_epoch, stale = _current(kept, "s_per_epoch")
-    speed = _time_text(per_epoch, "s_per_epoch", list(per_epoch["s_per_epoch"]), _mean) if len(per_epoch) else "–"
+    speed, per_device = (
+        _time_text(per_epoch, "s_per_epoch", list(per_epoch["s_per_epoch"]), _mean) if len(per_epoch) else ("–", False)
+    )
     cells.append(footnotes.mark(Cell(speed, f" ({stale} stale)" if stale else ""), per_epoch))
-    marks |= ({"stale"} if stale else set()) | ({"per device"} if " / " in speed else set())
+    marks |= ({"stale"} if stale else set()) | ({"per device"} if per_device else set())
     cells.append(footnotes.mark(Cell(_tally(runs)), runs))  # every run, failed and stale ones too
     return cells, notes, marks
 
